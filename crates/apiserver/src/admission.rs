@@ -1,0 +1,262 @@
+//! Admission: what the server decides about an object beyond its own
+//! validity — its namespace must exist and not be terminating, and Services
+//! get cluster IPs and node ports from the configured ranges.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use resources::catalog::{self, ResourceInfo};
+use resources::validation::{ErrorType, FieldError};
+use serde_json::{json, Value};
+
+use crate::errors::{ApiError, ApiResult};
+use crate::registry::{key, name_of, Registry};
+
+/// An IPv4 CIDR block.
+#[derive(Clone, Copy, Debug)]
+pub struct Cidr {
+    pub base: u32,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> anyhow::Result<Cidr> {
+        let (ip, len) = s.split_once('/').ok_or_else(|| anyhow::anyhow!("{s:?} is not a CIDR (want a.b.c.d/n)"))?;
+        let ip: Ipv4Addr = ip.parse().map_err(|_| anyhow::anyhow!("{s:?}: bad IPv4 address"))?;
+        let prefix: u8 = len.parse().ok().filter(|p| *p <= 30).ok_or_else(|| anyhow::anyhow!("{s:?}: prefix must be 0-30"))?;
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        Ok(Cidr { base: u32::from(ip) & mask, prefix })
+    }
+    pub fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix)
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip).wrapping_sub(self.base) < self.size()
+    }
+    /// The n-th address of the block (1 is the API server's service IP).
+    pub fn nth(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(self.base + n)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
+    }
+}
+
+pub struct Admission {
+    pub service_cidr: Cidr,
+    pub node_ports: (u16, u16),
+    /// Values handed out but maybe not yet visible in the watch cache.
+    recent: Mutex<HashMap<String, Instant>>,
+}
+
+fn invalid(field: &str, value: Value, detail: String) -> FieldError {
+    FieldError { error_type: ErrorType::Invalid, field: field.into(), value: Some(value), detail, supported: vec![] }
+}
+
+impl Admission {
+    pub fn new(service_cidr: Cidr, node_ports: (u16, u16)) -> Self {
+        Admission { service_cidr, node_ports, recent: Mutex::new(HashMap::new()) }
+    }
+
+    pub async fn admit_create(&self, reg: &Registry, info: &ResourceInfo, ns: Option<&str>, obj: &mut Value) -> ApiResult<()> {
+        if let (true, Some(ns)) = (info.namespaced, ns) {
+            let ns_info = catalog::lookup("", "v1", "namespaces").unwrap();
+            match reg.store.get(&key(ns_info, None, ns)).await? {
+                None => return Err(ApiError::namespace_not_found(ns)),
+                Some(kv) => {
+                    let nsobj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+                    if nsobj["metadata"]["deletionTimestamp"].is_string() {
+                        let why = format!("unable to create new content in namespace {ns} because it is being terminated");
+                        let mut e = ApiError::forbidden(info, name_of(obj), &why);
+                        e.details.as_mut().unwrap()["causes"] =
+                            json!([{"reason": "NamespaceTerminating", "message": why, "field": "metadata.namespace"}]);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        if info.group.is_empty() && info.kind == "Service" {
+            self.allocate(reg, info, obj, None).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn admit_update(&self, reg: &Registry, info: &ResourceInfo, new: &mut Value, old: &Value) -> ApiResult<()> {
+        if info.group.is_empty() && info.kind == "Service" {
+            self.allocate(reg, info, new, Some(old)).await?;
+        }
+        Ok(())
+    }
+
+    /// Values in use by stored services (other than `except`), plus recent hand-outs.
+    async fn in_use(&self, reg: &Registry, except_uid: &str) -> ApiResult<(HashSet<String>, HashSet<u64>)> {
+        reg.cache.sync().await?;
+        let (mut ips, mut ports) = (HashSet::new(), HashSet::new());
+        for svc in reg.cache.prefix("services").snapshot("/registry/services/") {
+            if svc.obj["metadata"]["uid"].as_str() == Some(except_uid) {
+                continue;
+            }
+            for ip in svc.obj["spec"]["clusterIPs"].as_array().into_iter().flatten() {
+                ips.insert(ip.as_str().unwrap_or("").to_string());
+            }
+            for p in svc.obj["spec"]["ports"].as_array().into_iter().flatten() {
+                if let Some(n) = p["nodePort"].as_u64() {
+                    ports.insert(n);
+                }
+            }
+        }
+        let mut recent = self.recent.lock().unwrap();
+        recent.retain(|_, t| t.elapsed() < Duration::from_secs(30));
+        for k in recent.keys() {
+            match k.strip_prefix("port:") {
+                Some(p) => {
+                    ports.insert(p.parse().unwrap_or(0));
+                }
+                None => {
+                    ips.insert(k.clone());
+                }
+            }
+        }
+        Ok((ips, ports))
+    }
+
+    fn remember(&self, k: String) {
+        self.recent.lock().unwrap().insert(k, Instant::now());
+    }
+
+    async fn allocate(&self, reg: &Registry, info: &ResourceInfo, svc: &mut Value, old: Option<&Value>) -> ApiResult<()> {
+        let ty = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
+        // Allocated values survive updates that leave them out, as upstream.
+        if let Some(old) = old {
+            if svc["spec"]["clusterIP"].as_str().unwrap_or("").is_empty() && ty != "ExternalName" {
+                for k in ["clusterIP", "clusterIPs"] {
+                    if !old["spec"][k].is_null() {
+                        svc["spec"][k] = old["spec"][k].clone();
+                    }
+                }
+            }
+            let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
+            for p in svc["spec"]["ports"].as_array_mut().into_iter().flatten() {
+                if p["nodePort"].is_null() && ty != "ClusterIP" {
+                    if let Some(op) = old_ports.iter().find(|op| op["port"] == p["port"] && op["protocol"] == p["protocol"]) {
+                        if !op["nodePort"].is_null() {
+                            p["nodePort"] = op["nodePort"].clone();
+                        }
+                    }
+                }
+            }
+        }
+        let uid = svc["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let (ips, ports) = self.in_use(reg, &uid).await?;
+        let mut errs = Vec::new();
+        let requested = svc["spec"]["clusterIP"].as_str().unwrap_or("").to_string();
+        let unchanged = old.is_some_and(|o| o["spec"]["clusterIP"].as_str() == Some(requested.as_str()));
+        if ty == "ExternalName" {
+            // No cluster IP for a DNS alias.
+        } else if requested == "None" {
+            svc["spec"]["clusterIPs"] = json!(["None"]);
+        } else if requested.is_empty() {
+            let ip = self.free_ip(&ips).ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?;
+            self.remember(ip.clone());
+            svc["spec"]["clusterIP"] = json!(ip);
+            svc["spec"]["clusterIPs"] = json!([ip]);
+        } else if !unchanged {
+            let bad = |why: String| invalid("spec.clusterIPs", json!([requested]), format!("failed to allocate IP {requested}: {why}"));
+            match requested.parse::<Ipv4Addr>() {
+                Ok(ip) if !self.service_cidr.contains(ip) => errs.push(bad(format!(
+                    "the provided IP ({requested}) is not in the valid range. The range of valid IPs is {}",
+                    self.service_cidr
+                ))),
+                Ok(_) if ips.contains(&requested) => errs.push(bad("provided IP is already allocated".into())),
+                Ok(_) => {
+                    self.remember(requested.clone());
+                    svc["spec"]["clusterIPs"] = json!([requested]);
+                }
+                Err(_) => {} // validation reports malformed IPs
+            }
+        }
+        if ty == "NodePort" || ty == "LoadBalancer" {
+            let (lo, hi) = self.node_ports;
+            let mut taken: HashSet<u64> = ports;
+            let old_ports: HashSet<u64> = old
+                .map(|o| o["spec"]["ports"].as_array().into_iter().flatten().filter_map(|p| p["nodePort"].as_u64()).collect())
+                .unwrap_or_default();
+            for (i, p) in svc["spec"]["ports"].as_array_mut().into_iter().flatten().enumerate() {
+                let field = format!("spec.ports[{i}].nodePort");
+                match p["nodePort"].as_u64() {
+                    Some(n) if old_ports.contains(&n) => {
+                        taken.insert(n);
+                    }
+                    Some(n) if n < lo as u64 || n > hi as u64 => errs.push(invalid(&field, json!(n), format!(
+                        "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+                    ))),
+                    Some(n) if !taken.insert(n) => {
+                        errs.push(invalid(&field, json!(n), "provided port is already allocated".into()))
+                    }
+                    Some(n) => self.remember(format!("port:{n}")),
+                    None => {
+                        let n = free_port(&taken, lo, hi)
+                            .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
+                        taken.insert(n);
+                        self.remember(format!("port:{n}"));
+                        p["nodePort"] = json!(n);
+                    }
+                }
+            }
+        } else if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
+            // Node ports are released when a service stops needing them.
+            for p in ports {
+                p.as_object_mut().map(|m| m.remove("nodePort"));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(info, name_of(svc), &errs))
+        }
+    }
+
+    fn free_ip(&self, used: &HashSet<String>) -> Option<String> {
+        let size = self.service_cidr.size();
+        let start = rand::thread_rng().gen_range(2..size - 1);
+        // Skip the network address, .1 (the kubernetes service) and broadcast.
+        (0..size - 3)
+            .map(|i| 2 + (start - 2 + i) % (size - 3))
+            .map(|n| self.service_cidr.nth(n).to_string())
+            .find(|ip| !used.contains(ip))
+    }
+}
+
+fn free_port(taken: &HashSet<u64>, lo: u16, hi: u16) -> Option<u64> {
+    let span = (hi - lo) as u64 + 1;
+    let start = rand::thread_rng().gen_range(0..span);
+    (0..span).map(|i| lo as u64 + (start + i) % span).find(|p| !taken.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_math() {
+        let c = Cidr::parse("10.43.0.0/16").unwrap();
+        assert_eq!(c.nth(1).to_string(), "10.43.0.1");
+        assert!(c.contains("10.43.255.254".parse().unwrap()));
+        assert!(!c.contains("10.44.0.1".parse().unwrap()));
+        assert!(Cidr::parse("10.43.0.0").is_err());
+    }
+
+    #[test]
+    fn free_ports_stay_in_range() {
+        let taken: HashSet<u64> = (30000..30010).collect();
+        let p = free_port(&taken, 30000, 30010).unwrap();
+        assert_eq!(p, 30010);
+        assert!(free_port(&(30000..=30010).collect(), 30000, 30010).is_none());
+    }
+}

@@ -1,0 +1,261 @@
+//! The watch cache: one store watch over all of `/registry/` feeds a cache per
+//! storage prefix, holding the current objects and a window of recent events.
+//! Lists and watches are served from here, so their cost does not grow with
+//! the database or with the number of watchers. Objects are serialized once
+//! and the bytes shared by every list and watcher.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytes::Bytes;
+use serde_json::Value;
+use store::{DynStore, EventKind, KeyValue, Revision};
+use tokio::sync::{broadcast, watch};
+
+use crate::errors::{ApiError, ApiResult};
+
+/// Events kept per storage prefix for watchers that resume from a recent revision.
+const HISTORY: usize = 10_000;
+/// Watchers falling further behind than this are closed and must resume.
+const FANOUT: usize = 8_192;
+
+pub const ROOT: &str = "/registry/";
+
+/// One object as stored, with its resourceVersion filled in.
+pub struct Cached {
+    pub key: String,
+    pub rev: Revision,
+    pub obj: Value,
+    json: OnceLock<Bytes>,
+}
+
+impl Cached {
+    pub fn decode(kv: &KeyValue) -> ApiResult<Arc<Cached>> {
+        let mut obj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+        set_resource_version(&mut obj, kv.mod_revision);
+        Ok(Arc::new(Cached { key: kv.key.clone(), rev: kv.mod_revision, obj, json: OnceLock::new() }))
+    }
+
+    /// The object's JSON, serialized on first use.
+    pub fn json(&self) -> &Bytes {
+        self.json.get_or_init(|| Bytes::from(serde_json::to_vec(&self.obj).unwrap_or_default()))
+    }
+
+    pub fn labels(&self) -> &serde_json::Map<String, Value> {
+        static EMPTY: OnceLock<serde_json::Map<String, Value>> = OnceLock::new();
+        self.obj["metadata"]["labels"].as_object().unwrap_or_else(|| EMPTY.get_or_init(Default::default))
+    }
+}
+
+pub fn set_resource_version(obj: &mut Value, rev: Revision) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+pub struct CacheEvent {
+    pub kind: EventType,
+    pub obj: Arc<Cached>,
+    pub prev: Option<Arc<Cached>>,
+}
+
+impl CacheEvent {
+    pub fn from_store(ev: &store::Event) -> ApiResult<CacheEvent> {
+        let prev = ev.prev.as_ref().map(Cached::decode).transpose()?;
+        let kind = match ev.kind {
+            EventKind::Delete => EventType::Deleted,
+            EventKind::Put if prev.is_some() => EventType::Modified,
+            EventKind::Put => EventType::Added,
+        };
+        Ok(CacheEvent { kind, obj: Cached::decode(&ev.kv)?, prev })
+    }
+}
+
+struct State {
+    objects: BTreeMap<String, Arc<Cached>>,
+    history: VecDeque<Arc<CacheEvent>>,
+    /// History holds every event of this prefix with revision > `oldest`.
+    oldest: Revision,
+}
+
+/// The cache of one storage prefix (e.g. `/registry/pods/`).
+pub struct PrefixCache {
+    pub prefix: String,
+    state: RwLock<State>,
+    events: broadcast::Sender<Arc<CacheEvent>>,
+}
+
+/// What a new watcher gets: the events it missed and the live feed after them.
+pub struct Subscription {
+    pub backlog: Vec<Arc<CacheEvent>>,
+    pub live: broadcast::Receiver<Arc<CacheEvent>>,
+}
+
+impl PrefixCache {
+    fn new(prefix: String, rev: Revision) -> Self {
+        PrefixCache {
+            prefix,
+            state: RwLock::new(State { objects: BTreeMap::new(), history: VecDeque::new(), oldest: rev }),
+            events: broadcast::channel(FANOUT).0,
+        }
+    }
+
+    fn apply(&self, ev: CacheEvent) {
+        let ev = Arc::new(ev);
+        let mut st = self.state.write().unwrap();
+        match ev.kind {
+            EventType::Deleted => st.objects.remove(&ev.obj.key),
+            _ => st.objects.insert(ev.obj.key.clone(), ev.obj.clone()),
+        };
+        st.history.push_back(ev.clone());
+        if st.history.len() > HISTORY {
+            if let Some(old) = st.history.pop_front() {
+                st.oldest = old.obj.rev;
+            }
+        }
+        // Sent under the lock so that subscribe() sees each event exactly once.
+        let _ = self.events.send(ev);
+    }
+
+    /// Objects under `sub_prefix` (a namespace's keys, or all of them).
+    pub fn snapshot(&self, sub_prefix: &str) -> Vec<Arc<Cached>> {
+        let st = self.state.read().unwrap();
+        st.objects
+            .range(sub_prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(sub_prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Cached>> {
+        self.state.read().unwrap().objects.get(key).cloned()
+    }
+
+    /// Subscribes to events after `after`; None when the window no longer reaches back that far.
+    pub fn subscribe_after(&self, after: Revision) -> Option<Subscription> {
+        let st = self.state.read().unwrap();
+        if after < st.oldest {
+            return None;
+        }
+        let backlog = st.history.iter().filter(|e| e.obj.rev > after).cloned().collect();
+        Some(Subscription { backlog, live: self.events.subscribe() })
+    }
+
+    /// The current objects plus the live feed after them, atomically.
+    pub fn subscribe_with_snapshot(&self, sub_prefix: &str) -> (Vec<Arc<Cached>>, broadcast::Receiver<Arc<CacheEvent>>) {
+        let st = self.state.read().unwrap();
+        let live = self.events.subscribe();
+        let objs = st
+            .objects
+            .range(sub_prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(sub_prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (objs, live)
+    }
+}
+
+/// All prefix caches and the revision they have all caught up to.
+pub struct WatchCache {
+    store: DynStore,
+    caches: HashMap<String, Arc<PrefixCache>>,
+    rev: watch::Receiver<Revision>,
+}
+
+fn storage_of(key: &str) -> Option<&str> {
+    key.strip_prefix(ROOT)?.split('/').next()
+}
+
+impl WatchCache {
+    /// Loads every prefix and starts following the store.
+    pub async fn start(store: DynStore, storages: &[&str]) -> anyhow::Result<Arc<WatchCache>> {
+        let list = store.list(ROOT, None, 0, None).await?;
+        let rev = list.revision;
+        let mut caches = HashMap::new();
+        for s in storages {
+            caches.entry(s.to_string()).or_insert_with(|| Arc::new(PrefixCache::new(format!("{ROOT}{s}/"), rev)));
+        }
+        for kv in &list.items {
+            if let Some(c) = storage_of(&kv.key).and_then(|s| caches.get(s)) {
+                let obj = Cached::decode(kv).map_err(|e| anyhow::anyhow!(e.message))?;
+                c.state.write().unwrap().objects.insert(kv.key.clone(), obj);
+            }
+        }
+        let (rev_tx, rev_rx) = watch::channel(rev);
+        let cache = Arc::new(WatchCache { store: store.clone(), caches, rev: rev_rx });
+        let feed = store.watch(ROOT, rev).await?;
+        tokio::spawn(follow(cache.clone(), feed, rev_tx));
+        Ok(cache)
+    }
+
+    pub fn prefix(&self, storage: &str) -> &Arc<PrefixCache> {
+        &self.caches[storage]
+    }
+
+    /// The revision every prefix cache has caught up to.
+    pub fn revision(&self) -> Revision {
+        *self.rev.borrow()
+    }
+
+    /// Waits until the caches have seen every write up to the store's current
+    /// revision, so a list from the cache reads its own writes.
+    pub async fn sync(&self) -> ApiResult<Revision> {
+        let target = self.store.current_revision().await?;
+        self.wait_for(target).await
+    }
+
+    pub async fn wait_for(&self, target: Revision) -> ApiResult<Revision> {
+        let mut rx = self.rev.clone();
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(3), rx.wait_for(|r| *r >= target)).await;
+        match waited {
+            Ok(Ok(r)) => Ok(*r),
+            _ => Err(ApiError::new(
+                504,
+                "Timeout",
+                format!("Too large resource version: {target}, current resource version: {}", self.revision()),
+            )),
+        }
+    }
+}
+
+async fn follow(cache: Arc<WatchCache>, mut feed: store::WatchReceiver, rev_tx: watch::Sender<Revision>) {
+    loop {
+        while let Some(ev) = feed.recv().await {
+            let rev = ev.revision();
+            if let Some(c) = storage_of(&ev.kv.key).and_then(|s| cache.caches.get(s)) {
+                match CacheEvent::from_store(&ev) {
+                    Ok(e) => c.apply(e),
+                    Err(e) => tracing::error!(key = %ev.kv.key, "undecodable object in store: {}", e.message),
+                }
+            }
+            rev_tx.send_replace(rev);
+        }
+        // The store closed our feed (we fell behind); resume where we were.
+        let at = *rev_tx.borrow();
+        match cache.store.watch(ROOT, at).await {
+            Ok(f) => feed = f,
+            Err(e) => {
+                tracing::error!("watch cache cannot resume at {at}: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! API discovery, built from the catalog: `/api`, `/apis`, the per-group and
+//! per-version documents, and the aggregated apidiscovery.k8s.io/v2 form
+//! that kubectl asks for first.
+
+use http::HeaderMap;
+use resources::catalog::{group_versions, ResourceInfo, CATALOG};
+use serde_json::{json, Value};
+
+const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// True when the client accepts the aggregated form (and asks for it before plain JSON).
+pub fn wants_aggregated(headers: &HeaderMap) -> bool {
+    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("g=apidiscovery.k8s.io") && first.contains("v=v2") && first.contains("as=APIGroupDiscoveryList"))
+}
+
+pub fn aggregated_content_type() -> &'static str {
+    AGGREGATED
+}
+
+fn resources_of<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
+    CATALOG.iter().filter(move |r| r.group == group && r.version == version)
+}
+
+fn subresources(r: &ResourceInfo) -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
+    if r.status {
+        out.push(("status", json!({"group": r.group, "version": r.version, "kind": r.kind})));
+    }
+    if r.scale.is_some() {
+        out.push(("scale", json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})));
+    }
+    if r.kind == "Namespace" {
+        out.push(("finalize", json!({"group": "", "version": "v1", "kind": "Namespace"})));
+    }
+    out
+}
+
+/// `/api/v1` or `/apis/GROUP/VERSION`.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let mut items = Vec::new();
+    for r in resources_of(group, version) {
+        let mut e = json!({
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": r.verbs(),
+        });
+        if !r.short_names.is_empty() {
+            e["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            e["categories"] = json!(r.categories);
+        }
+        items.push(e);
+        for (sub, kind) in subresources(r) {
+            let mut s = json!({"name": format!("{}/{}", r.plural, sub), "singularName": "", "namespaced": r.namespaced,
+                "kind": kind["kind"], "verbs": ["get", "patch", "update"]});
+            if kind["group"] != r.group {
+                s["group"] = kind["group"].clone();
+                s["version"] = kind["version"].clone();
+            }
+            if sub == "finalize" {
+                s["verbs"] = json!(["update"]);
+            }
+            items.push(s);
+        }
+    }
+    if items.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": items}))
+}
+
+pub fn core_versions(server_address: &str) -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]})
+}
+
+fn group_entry(name: &str, versions: &[&str]) -> Value {
+    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+    json!({"name": name, "versions": vs, "preferredVersion": vs[0]})
+}
+
+pub fn group(name: &str) -> Option<Value> {
+    let gvs = group_versions();
+    let (_, versions) = gvs.iter().find(|(g, _)| !g.is_empty() && *g == name)?;
+    let mut v = group_entry(name, versions);
+    v["kind"] = json!("APIGroup");
+    v["apiVersion"] = json!("v1");
+    Some(v)
+}
+
+pub fn group_list() -> Value {
+    let groups: Vec<Value> = group_versions()
+        .iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| group_entry(g, vs))
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn aggregated_group(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| {
+            let resources: Vec<Value> = resources_of(group, v)
+                .map(|r| {
+                    let mut e = json!({
+                        "resource": r.plural,
+                        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": r.singular,
+                        "verbs": r.verbs(),
+                    });
+                    if !r.short_names.is_empty() {
+                        e["shortNames"] = json!(r.short_names);
+                    }
+                    if !r.categories.is_empty() {
+                        e["categories"] = json!(r.categories);
+                    }
+                    let subs: Vec<Value> = subresources(r)
+                        .into_iter()
+                        .map(|(s, kind)| {
+                            let verbs = if s == "finalize" { json!(["update"]) } else { json!(["get", "patch", "update"]) };
+                            json!({"subresource": s, "responseKind": kind, "verbs": verbs})
+                        })
+                        .collect();
+                    if !subs.is_empty() {
+                        e["subresources"] = json!(subs);
+                    }
+                    e
+                })
+                .collect();
+            json!({"version": v, "resources": resources, "freshness": "Current"})
+        })
+        .collect();
+    let meta = if group.is_empty() { json!({"creationTimestamp": null}) } else { json!({"name": group, "creationTimestamp": null}) };
+    json!({"metadata": meta, "versions": versions})
+}
+
+/// Aggregated discovery for `/api` (legacy = true) or `/apis`.
+pub fn aggregated(legacy: bool) -> Value {
+    let items: Vec<Value> = group_versions()
+        .iter()
+        .filter(|(g, _)| g.is_empty() == legacy)
+        .map(|(g, vs)| aggregated_group(g, vs))
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_list_has_pods_with_status_and_short_names() {
+        let l = resource_list("", "v1").unwrap();
+        let pods = l["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods").unwrap();
+        assert_eq!(pods["shortNames"], json!(["po"]));
+        assert!(l["resources"].as_array().unwrap().iter().any(|r| r["name"] == "pods/status"));
+        assert!(resource_list("apps", "v9").is_none());
+    }
+
+    #[test]
+    fn aggregated_lists_every_group() {
+        let a = aggregated(false);
+        let names: Vec<&str> = a["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"apps") && names.contains(&"rbac.authorization.k8s.io"));
+        let scale = a["items"][0]["versions"][0]["resources"][0]["subresources"].as_array().unwrap();
+        assert!(scale.iter().any(|s| s["subresource"] == "scale"));
+    }
+}

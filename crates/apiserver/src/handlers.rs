@@ -1,0 +1,249 @@
+//! The one handler for every resource request: maps the verb and
+//! subresource onto the generic registry and renders the answer.
+
+use std::sync::Arc;
+
+use axum::response::Response;
+use bytes::Bytes;
+use http::HeaderMap;
+use resources::catalog::ResourceInfo;
+use resources::selectors::LabelSelector;
+use serde_json::{json, Value};
+
+use crate::collection::{self, Filter};
+use crate::decode::{decode_object, parse_body};
+use crate::errors::{ApiError, ApiResult};
+use crate::registry::{Registry, WriteOptions};
+use crate::request::{content_type, negotiate, Query, ResourceRequest, Verb};
+use crate::respond;
+
+const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json";
+
+pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let fmt = negotiate(&headers)?;
+    let info = r.info;
+    let ns = r.namespace.as_deref();
+    let sub = r.subresource.as_deref();
+    match sub {
+        None => {}
+        Some("status") if info.status => {}
+        Some("scale") if info.scale.is_some() => {}
+        Some("finalize") if info.kind == "Namespace" && r.verb == Verb::Update => {}
+        Some(_) => return Err(ApiError::path_not_found()),
+    }
+    if sub.is_some() && matches!(r.verb, Verb::Create | Verb::Delete | Verb::List | Verb::Watch | Verb::DeleteCollection) {
+        return Err(ApiError::method_not_allowed());
+    }
+    if info.namespaced && ns.is_none() && matches!(r.verb, Verb::Create | Verb::Get | Verb::Update | Verb::Patch | Verb::Delete) {
+        return Err(ApiError::path_not_found());
+    }
+    let opts = WriteOptions { dry_run: q.dry_run()? };
+    let name = r.name.clone().unwrap_or_default();
+    match r.verb {
+        Verb::Get => {
+            let c = reg.get(info, ns, &name).await?;
+            if sub == Some("scale") {
+                return respond::object(fmt, info, &q, &to_scale(info, &c.obj), 200, &[]);
+            }
+            respond::object(fmt, info, &q, &c.obj, 200, &[])
+        }
+        Verb::List => collection::list(&reg, Filter::new(info, ns, &q)?, &q, fmt).await,
+        Verb::Watch => {
+            let mut q = q;
+            if let Some(n) = &r.name {
+                // A watch on one object is a watch on its collection narrowed by name.
+                let fs = q.get("fieldSelector").cloned().unwrap_or_default();
+                let narrowed = if fs.is_empty() { format!("metadata.name={n}") } else { format!("{fs},metadata.name={n}") };
+                q.0.insert("fieldSelector".into(), narrowed);
+            }
+            let filter = Filter::new(info, ns, &q)?;
+            collection::watch(reg, filter, &q, fmt).await
+        }
+        Verb::Create => {
+            let (obj, warnings) = read_object(info, &q, &headers, &body)?;
+            let created = reg.create(info, ns, obj, &opts).await?;
+            respond::object(fmt, info, &q, &created, 201, &warnings)
+        }
+        Verb::Update => {
+            if sub == Some("scale") {
+                let (scale, _) = parse_body(&body, &content_type(&headers))?;
+                let updated = update_scale(&reg, info, ns, &name, &opts, move |_| Ok(scale.clone())).await?;
+                return respond::object(fmt, info, &q, &updated, 200, &[]);
+            }
+            let (obj, warnings) = read_object(info, &q, &headers, &body)?;
+            let updated = if sub == Some("finalize") {
+                let finalizers = obj["spec"]["finalizers"].clone();
+                reg.update(info, ns, &name, None, &opts, |cur| {
+                    let mut next = cur.clone();
+                    next["spec"]["finalizers"] = finalizers.clone();
+                    Ok(next)
+                })
+                .await?
+            } else {
+                reg.update(info, ns, &name, sub, &opts, |_| Ok(obj.clone())).await?
+            };
+            respond::object(fmt, info, &q, &updated, 200, &warnings)
+        }
+        Verb::Patch => {
+            let ct = content_type(&headers);
+            let patch = parse_patch(&ct, &body)?;
+            let validation = q.field_validation()?;
+            if sub == Some("scale") {
+                let updated = update_scale(&reg, info, ns, &name, &opts, |cur| apply_patch(&ct, &patch, cur)).await?;
+                return respond::object(fmt, info, &q, &updated, 200, &[]);
+            }
+            let warnings = std::sync::Mutex::new(Vec::new());
+            let updated = reg
+                .update(info, ns, &name, sub, &opts, |cur| {
+                    let patched = apply_patch(&ct, &patch, cur)?;
+                    let (typed, w) = decode_object(info, patched, Vec::new(), validation)?;
+                    *warnings.lock().unwrap() = w;
+                    Ok(typed)
+                })
+                .await?;
+            let warnings = warnings.into_inner().unwrap();
+            respond::object(fmt, info, &q, &updated, 200, &warnings)
+        }
+        Verb::Delete => {
+            let options = delete_options(&body, &q)?;
+            let (obj, gone) = reg.delete(info, ns, &name, &options, None, &opts).await?;
+            if gone {
+                respond::object(fmt, info, &q, &respond::deleted_status(info, &obj), 200, &[])
+            } else {
+                respond::object(fmt, info, &q, &obj, 200, &[])
+            }
+        }
+        Verb::DeleteCollection => {
+            let options = delete_options(&body, &q)?;
+            let filter = Filter::new(info, ns, &q)?;
+            reg.cache.sync().await?;
+            let victims = reg.cache.prefix(info.storage).snapshot(&filter.prefix);
+            let mut deleted = Vec::new();
+            for c in victims.iter().filter(|c| filter.matches(c)) {
+                let n = c.obj["metadata"]["name"].as_str().unwrap_or("");
+                let item_ns = c.obj["metadata"]["namespace"].as_str();
+                match reg.delete(info, item_ns, n, &options, None, &opts).await {
+                    Ok((obj, _)) => deleted.push(obj),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let list = json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(),
+                "metadata": {"resourceVersion": reg.cache.revision().to_string()}, "items": deleted});
+            respond::object(fmt, info, &q, &list, 200, &[])
+        }
+    }
+}
+
+/// A create/update body: parsed, checked against the kind's schema.
+fn read_object(info: &ResourceInfo, q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
+    let ct = content_type(headers);
+    if !(ct.is_empty() || ct == "application/json" || ct.contains("yaml")) {
+        return Err(ApiError::unsupported_media_type("application/json, application/yaml"));
+    }
+    let (obj, dups) = parse_body(body, &ct)?;
+    decode_object(info, obj, dups, q.field_validation()?)
+}
+
+fn delete_options(body: &[u8], q: &Query) -> ApiResult<Value> {
+    let mut options = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    if let Some(g) = q.int("gracePeriodSeconds")? {
+        options["gracePeriodSeconds"] = json!(g);
+    }
+    if let Some(p) = q.get("propagationPolicy") {
+        options["propagationPolicy"] = json!(p);
+    }
+    match options["propagationPolicy"].as_str() {
+        None | Some("Orphan") | Some("Background") | Some("Foreground") => Ok(options),
+        Some(p) => Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+        ))),
+    }
+}
+
+enum Patch {
+    Json(json_patch::Patch),
+    Merge(Value),
+}
+
+fn parse_patch(ct: &str, body: &[u8]) -> ApiResult<Patch> {
+    let bad = |e: serde_json::Error| ApiError::bad_request(format!("error decoding patch: {e}"));
+    match ct {
+        "application/json-patch+json" => Ok(Patch::Json(serde_json::from_slice(body).map_err(bad)?)),
+        "application/merge-patch+json" => Ok(Patch::Merge(serde_json::from_slice(body).map_err(bad)?)),
+        _ => Err(ApiError::unsupported_media_type(PATCH_TYPES)),
+    }
+}
+
+fn apply_patch(_ct: &str, patch: &Patch, current: &Value) -> ApiResult<Value> {
+    let mut doc = current.clone();
+    match patch {
+        Patch::Json(p) => json_patch::patch(&mut doc, p)
+            .map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?,
+        Patch::Merge(p) => json_patch::merge(&mut doc, p),
+    }
+    Ok(doc)
+}
+
+/// The autoscaling/v1 Scale view of a scalable object.
+fn to_scale(info: &ResourceInfo, obj: &Value) -> Value {
+    let sel = &obj["spec"]["selector"];
+    let selector = if info.scale.is_some_and(|s| s.selector_is_map) {
+        sel.as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    } else {
+        LabelSelector::from_label_selector(sel).map(|s| s.to_string()).unwrap_or_default()
+    };
+    let m = &obj["metadata"];
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"]},
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}
+
+/// Writes a Scale back to its object's spec.replicas.
+async fn update_scale<F>(reg: &Registry, info: &ResourceInfo, ns: Option<&str>, name: &str, opts: &WriteOptions, change: F) -> ApiResult<Value>
+where
+    F: Fn(&Value) -> ApiResult<Value>,
+{
+    let scale_error = std::sync::Mutex::new(None);
+    let updated = reg
+        .update(info, ns, name, None, opts, |cur| {
+            let scale = change(&to_scale(info, cur))?;
+            let replicas = &scale["spec"]["replicas"];
+            if replicas.as_i64().is_some_and(|r| r < 0) {
+                let detail = "must be greater than or equal to 0";
+                *scale_error.lock().unwrap() = Some(format!(
+                    "Scale.autoscaling \"{name}\" is invalid: spec.replicas: Invalid value: {replicas}: {detail}"
+                ));
+                return Err(ApiError::new(422, "Invalid", "invalid scale"));
+            }
+            let mut next = cur.clone();
+            next["spec"]["replicas"] = json!(replicas.as_i64().unwrap_or(0));
+            if let Some(rv) = scale["metadata"]["resourceVersion"].as_str() {
+                next["metadata"]["resourceVersion"] = json!(rv);
+            } else {
+                next["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
+            }
+            Ok(next)
+        })
+        .await
+        .map_err(|e| match scale_error.lock().unwrap().take() {
+            Some(msg) => {
+                let mut e = ApiError::new(422, "Invalid", msg);
+                e.details = Some(json!({"name": name, "group": "autoscaling", "kind": "Scale",
+                    "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: must be greater than or equal to 0", "field": "spec.replicas"}]}));
+                e
+            }
+            None => e,
+        })?;
+    Ok(to_scale(info, &updated))
+}

@@ -1,0 +1,247 @@
+//! The skiff API server: the Kubernetes REST API over a revisioned store,
+//! served by one generic path driven by the resource catalog.
+
+mod admission;
+mod cache;
+mod collection;
+mod decode;
+mod discovery;
+mod errors;
+mod handlers;
+mod lifecycle;
+mod metrics;
+mod openapi;
+pub mod pki;
+mod registry;
+mod request;
+mod respond;
+pub mod serve;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+pub use admission::Cidr;
+use admission::Admission;
+use cache::WatchCache;
+use errors::ApiError;
+use registry::Registry;
+use request::{parse_path, ApiPath, Query};
+
+/// The largest request body accepted (upstream's limit is 3 MiB per object, more for lists).
+const MAX_BODY: usize = 16 << 20;
+
+pub const KUBERNETES_VERSION: &str = "v1.33.4-skiff";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    pub port: u16,
+    pub kubeconfig: PathBuf,
+    pub service_cidr: Cidr,
+    pub node_ports: (u16, u16),
+}
+
+pub struct App {
+    registry: Arc<Registry>,
+    metrics: metrics::Metrics,
+    server_address: String,
+    started: Instant,
+}
+
+/// Opens the datastore, prepares the caches and the built-in objects, and
+/// returns the app ready to serve (in-process, or over TLS with [`run`]).
+pub async fn build(store: store::DynStore, config: &Config, advertise: IpAddr) -> anyhow::Result<Arc<App>> {
+    let storages: Vec<&str> = resources::catalog::CATALOG.iter().map(|r| r.storage).collect();
+    let cache = WatchCache::start(store.clone(), &storages).await?;
+    let admission = Admission::new(config.service_cidr, config.node_ports);
+    let registry = Arc::new(Registry { store, cache, admission });
+    let service_ip = config.service_cidr.nth(1).to_string();
+    lifecycle::bootstrap(&registry, &service_ip, &advertise.to_string(), config.port).await?;
+    tokio::spawn(lifecycle::run_namespace_cleanup(registry.clone()));
+    tokio::spawn(lifecycle::run_compaction(registry.clone()));
+    Ok(Arc::new(App {
+        registry,
+        metrics: metrics::Metrics::default(),
+        server_address: SocketAddr::new(advertise, config.port).to_string(),
+        started: Instant::now(),
+    }))
+}
+
+/// The HTTP router: one fallback handler sees every request.
+pub fn router(app: Arc<App>) -> axum::Router {
+    axum::Router::new().fallback(dispatch).with_state(app)
+}
+
+/// Serves the API over TLS until `shutdown` completes.
+pub async fn run(config: Config, store: store::DynStore, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let advertise = advertise_address(config.bind_address);
+    let mut sans = vec![config.service_cidr.nth(1).to_string(), advertise.to_string()];
+    if !config.bind_address.is_unspecified() {
+        sans.push(config.bind_address.to_string());
+    }
+    let pki = pki::ensure(&config.data_dir.join("server").join("tls"), &sans)?;
+    let host = if config.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { config.bind_address.to_string() };
+    let url = format!("https://{}", SocketAddr::new(host.parse()?, config.port));
+    pki::write_kubeconfig(&config.kubeconfig, &pki::kubeconfig(&pki, &url))?;
+    let app = build(store, &config, advertise).await?;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_address, config.port)).await?;
+    tracing::info!(address = %listener.local_addr()?, kubeconfig = %config.kubeconfig.display(), "skiff API server listening");
+    serve::serve(listener, pki::server_tls_config(&pki)?, router(app), shutdown).await
+}
+
+/// The address other nodes and the `kubernetes` service reach us at.
+fn advertise_address(bind: IpAddr) -> IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    // The source address of the default route, found without sending anything.
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("10.255.255.255:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+fn json_ok(v: &Value) -> Response {
+    respond::json_response(200, Bytes::from(serde_json::to_vec(v).unwrap()), &[])
+}
+
+fn text(code: StatusCode, body: String) -> Response {
+    (code, [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// Paths anyone may read, as upstream's system:public-info-viewer allows.
+fn is_public(path: &str) -> bool {
+    ["/healthz", "/livez", "/readyz", "/version"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")))
+}
+
+async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
+    let start = Instant::now();
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let q = Query::parse(parts.uri.query());
+    if let Some(id) = parts.extensions.get::<serve::Identity>() {
+        if id.user == "system:anonymous" && !is_public(&path) {
+            let mut e = ApiError::new(401, "Unauthorized", "Unauthorized");
+            e.details = None;
+            return e.into_response();
+        }
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::new(413, "RequestEntityTooLarge", "the request body is too large").into_response(),
+    };
+    let (verb, resource, response) = route(&app, &parts.method, &path, &q, &parts.headers, body).await;
+    let response = response.unwrap_or_else(IntoResponse::into_response);
+    if verb != "watch" {
+        app.metrics.observe(verb, &resource, response.status().as_u16(), start.elapsed());
+    } else {
+        app.metrics.observe(verb, &resource, response.status().as_u16(), std::time::Duration::ZERO);
+    }
+    response
+}
+
+async fn route(
+    app: &Arc<App>,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    headers: &http::HeaderMap,
+    body: Bytes,
+) -> (&'static str, String, Result<Response, ApiError>) {
+    let get = method == Method::GET;
+    let nonresource = |r: Result<Response, ApiError>| ("get", String::new(), r);
+    match path {
+        "/healthz" | "/livez" | "/readyz" | "/healthz/ping" | "/livez/ping" | "/readyz/ping" if get => {
+            return nonresource(Ok(health(q)));
+        }
+        "/version" | "/version/" if get => {
+            return nonresource(Ok(json_ok(&version())));
+        }
+        "/metrics" if get => return nonresource(Ok(text(StatusCode::OK, app.metrics.render()))),
+        "/api" | "/api/" | "/apis" | "/apis/" if get => {
+            let legacy = path.starts_with("/api") && !path.starts_with("/apis");
+            if discovery::wants_aggregated(headers) {
+                let body = Bytes::from(serde_json::to_vec(&discovery::aggregated(legacy)).unwrap());
+                let r = Response::builder()
+                    .header(http::header::CONTENT_TYPE, discovery::aggregated_content_type())
+                    .header(http::header::VARY, "Accept")
+                    .body(Body::from(body))
+                    .unwrap();
+                return nonresource(Ok(r));
+            }
+            let v = if legacy { discovery::core_versions(&app.server_address) } else { discovery::group_list() };
+            return nonresource(Ok(json_ok(&v)));
+        }
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/openapi/") {
+        return nonresource(openapi_response(rest, headers));
+    }
+    match parse_path(method, path, q) {
+        Err(e) => ("unknown", String::new(), Err(e)),
+        Ok(None) => nonresource(Err(ApiError::path_not_found())),
+        Ok(Some(ApiPath::Group(g))) => nonresource(discovery::group(&g).map(|v| json_ok(&v)).ok_or_else(ApiError::path_not_found)),
+        Ok(Some(ApiPath::GroupVersion { group, version })) => nonresource(
+            discovery::resource_list(&group, &version).map(|v| json_ok(&v)).ok_or_else(ApiError::path_not_found),
+        ),
+        Ok(Some(ApiPath::Resource(r))) => {
+            let verb = r.verb.as_str();
+            let resource = r.info.plural.to_string();
+            let result = handlers::handle(app.registry.clone(), r, q.clone(), headers.clone(), body).await;
+            (verb, resource, result)
+        }
+    }
+}
+
+fn openapi_response(rest: &str, headers: &http::HeaderMap) -> Result<Response, ApiError> {
+    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let json_ok_accept = accept.is_empty() || accept.contains("json") || accept.contains("*/*");
+    if !json_ok_accept {
+        return Err(ApiError::not_acceptable("application/json"));
+    }
+    let bytes = match rest.trim_end_matches('/') {
+        "v2" => Some(openapi::v2()),
+        "v3" => Some(openapi::v3_index()),
+        p => p.strip_prefix("v3/").and_then(openapi::v3_group_version),
+    };
+    match bytes {
+        Some(b) => Ok(respond::json_response(200, Bytes::from_static(b), &[])),
+        None => Err(ApiError::path_not_found()),
+    }
+}
+
+fn health(q: &Query) -> Response {
+    if q.0.contains_key("verbose") {
+        let checks = ["ping", "log", "etcd", "poststarthook/start-apiextensions-controllers", "poststarthook/bootstrap-controller"];
+        let mut out: String = checks.iter().map(|c| format!("[+]{c} ok\n")).collect();
+        out.push_str("healthz check passed\n");
+        return text(StatusCode::OK, out);
+    }
+    text(StatusCode::OK, "ok".into())
+}
+
+fn version() -> Value {
+    json!({
+        "major": "1", "minor": "33", "gitVersion": KUBERNETES_VERSION,
+        "gitCommit": env!("CARGO_PKG_VERSION"), "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z", "goVersion": "rustc", "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+impl App {
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+}

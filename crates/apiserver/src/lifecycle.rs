@@ -1,0 +1,141 @@
+//! What the API server keeps true by itself: the built-in namespaces and the
+//! `kubernetes` service exist, deleted namespaces are emptied and then
+//! removed, and old store revisions are compacted.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use resources::catalog::{lookup, CATALOG};
+use serde_json::{json, Value};
+
+use crate::registry::{Registry, WriteOptions};
+
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// How long old revisions stay watchable before compaction removes them.
+const COMPACT_EVERY: Duration = Duration::from_secs(300);
+
+async fn ensure(reg: &Registry, group: &str, plural: &str, ns: Option<&str>, obj: Value) -> anyhow::Result<()> {
+    let info = lookup(group, "v1", plural).expect("catalog kind");
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if reg.get(info, ns, &name).await.is_ok() {
+        return Ok(());
+    }
+    match reg.create(info, ns, obj, &WriteOptions::default()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("creating {plural}/{name}: {}", e.message)),
+    }
+}
+
+/// Creates the objects every cluster starts with.
+pub async fn bootstrap(reg: &Registry, service_ip: &str, advertise_ip: &str, port: u16) -> anyhow::Result<()> {
+    for ns in SYSTEM_NAMESPACES {
+        ensure(reg, "", "namespaces", None, json!({"metadata": {"name": ns}})).await?;
+    }
+    let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+    ensure(reg, "", "services", Some("default"), json!({
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},
+        "spec": {"type": "ClusterIP", "clusterIP": service_ip, "sessionAffinity": "None",
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    }))
+    .await?;
+    ensure(reg, "", "endpoints", Some("default"), json!({
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": advertise_ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    }))
+    .await?;
+    ensure(reg, "discovery.k8s.io", "endpointslices", Some("default"), json!({
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [advertise_ip], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    }))
+    .await
+}
+
+/// Empties namespaces that are being deleted, then removes them.
+pub async fn run_namespace_cleanup(reg: Arc<Registry>) {
+    let ns_info = lookup("", "v1", "namespaces").unwrap();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let terminating: Vec<String> = reg
+            .cache
+            .prefix(ns_info.storage)
+            .snapshot("/registry/namespaces/")
+            .iter()
+            .filter(|c| c.obj["metadata"]["deletionTimestamp"].is_string())
+            .filter_map(|c| c.obj["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        for ns in terminating {
+            if let Err(e) = empty_namespace(&reg, &ns).await {
+                tracing::warn!(namespace = %ns, "namespace cleanup: {e}");
+            }
+        }
+    }
+}
+
+async fn empty_namespace(reg: &Registry, ns: &str) -> anyhow::Result<()> {
+    let ns_info = lookup("", "v1", "namespaces").unwrap();
+    let mut remaining = 0;
+    let mut seen = HashSet::new();
+    for info in CATALOG.iter().filter(|r| r.namespaced && seen.insert(r.storage)) {
+        let prefix = format!("/registry/{}/{}/", info.storage, ns);
+        for c in reg.cache.prefix(info.storage).snapshot(&prefix) {
+            remaining += 1;
+            if c.obj["metadata"]["deletionTimestamp"].is_string() {
+                continue;
+            }
+            let name = c.obj["metadata"]["name"].as_str().unwrap_or("");
+            if let Err(e) = reg.delete(info, Some(ns), name, &json!({}), None, &WriteOptions::default()).await {
+                if e.code != 404 {
+                    anyhow::bail!("deleting {}/{name}: {}", info.plural, e.message);
+                }
+            }
+        }
+    }
+    if remaining > 0 {
+        return Ok(());
+    }
+    // Empty: drop the `kubernetes` finalizer, which lets the delete complete.
+    let opts = WriteOptions::default();
+    let finalize = reg
+        .update(ns_info, None, ns, None, &opts, |cur| {
+            let mut next = cur.clone();
+            next["spec"]["finalizers"] = json!([]);
+            Ok(next)
+        })
+        .await;
+    match finalize {
+        Ok(_) => {}
+        Err(e) if e.code == 404 => return Ok(()),
+        Err(e) => anyhow::bail!("finalizing: {}", e.message),
+    }
+    match reg.delete(ns_info, None, ns, &json!({}), None, &opts).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 404 => Ok(()),
+        Err(e) => anyhow::bail!("removing: {}", e.message),
+    }
+}
+
+/// Compacts the store every few minutes, keeping the last interval's history.
+pub async fn run_compaction(reg: Arc<Registry>) {
+    let mut previous = None;
+    loop {
+        tokio::time::sleep(COMPACT_EVERY).await;
+        let current = match reg.store.current_revision().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("compaction: {e}");
+                continue;
+            }
+        };
+        if let Some(rev) = previous {
+            if let Err(e) = reg.store.compact(rev).await {
+                tracing::warn!("compaction at {rev}: {e}");
+            }
+        }
+        previous = Some(current);
+    }
+}

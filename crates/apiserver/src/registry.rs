@@ -1,0 +1,403 @@
+//! The generic registry: create, read, update and delete of any catalog kind
+//! against the store, with the per-kind hooks (defaults, strategy,
+//! validation, admission) applied in upstream's order.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{SecondsFormat, Utc};
+use rand::Rng;
+use resources::catalog::{self, ResourceInfo};
+use resources::{defaults, strategy, validation};
+use serde_json::{json, Value};
+use store::{DynStore, KeyValue};
+
+use crate::admission::Admission;
+use crate::cache::{set_resource_version, Cached, WatchCache};
+use crate::errors::{ApiError, ApiResult};
+
+/// Options shared by the write verbs.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+}
+
+pub struct Registry {
+    pub store: DynStore,
+    pub cache: Arc<WatchCache>,
+    pub admission: Admission,
+}
+
+pub fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) if info.namespaced => format!("/registry/{}/{}/{}", info.storage, ns, name),
+        _ => format!("/registry/{}/{}", info.storage, name),
+    }
+}
+
+/// The key prefix of a collection: every namespace, or one.
+pub fn collection_prefix(info: &ResourceInfo, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) if info.namespaced => format!("/registry/{}/{}/", info.storage, ns),
+        _ => format!("/registry/{}/", info.storage),
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn meta(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"].as_object_mut().unwrap()
+}
+
+pub fn name_of(obj: &Value) -> &str {
+    obj["metadata"]["name"].as_str().unwrap_or("")
+}
+
+fn encode(obj: &Value) -> Bytes {
+    let mut obj = obj.clone();
+    meta(&mut obj).remove("resourceVersion");
+    Bytes::from(serde_json::to_vec(&obj).unwrap_or_default())
+}
+
+fn with_rev(mut obj: Value, kv: &KeyValue) -> Value {
+    set_resource_version(&mut obj, kv.mod_revision);
+    obj
+}
+
+fn random_suffix() -> String {
+    // Upstream's alphabet: no vowels (no words) and no confusable characters.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::thread_rng();
+    (0..5).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
+
+fn check_invalid(info: &ResourceInfo, obj: &Value, errs: Vec<validation::FieldError>) -> ApiResult<()> {
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(info, name_of(obj), &errs))
+    }
+}
+
+impl Registry {
+    pub async fn get(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Arc<Cached>> {
+        match self.store.get(&key(info, ns, name)).await? {
+            Some(kv) => Cached::decode(&kv),
+            None => Err(ApiError::not_found(info, name)),
+        }
+    }
+
+    pub async fn create(&self, info: &ResourceInfo, ns: Option<&str>, mut obj: Value, opts: &WriteOptions) -> ApiResult<Value> {
+        let m = meta(&mut obj);
+        if m.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+        }
+        if info.namespaced {
+            match m.get("namespace").and_then(Value::as_str) {
+                Some(n) if !n.is_empty() && Some(n) != ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ))
+                }
+                _ => {}
+            }
+            m.insert("namespace".into(), json!(ns.unwrap_or("default")));
+        } else {
+            m.remove("namespace");
+        }
+        let has_name = m.get("name").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+        if !has_name {
+            if let Some(prefix) = m.get("generateName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                let generated = format!("{prefix}{}", random_suffix());
+                m.insert("name".into(), json!(generated));
+            }
+        }
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("creationTimestamp".into(), json!(now_rfc3339()));
+        for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            m.remove(k);
+        }
+        if info.generation {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
+        strategy::prepare_for_create(info, &mut obj);
+        defaults::apply(info.group, info.kind, &mut obj);
+        check_invalid(info, &obj, validation::validate(info.group, info.kind, &obj, None))?;
+        let name = name_of(&obj).to_string();
+        self.admission.admit_create(self, info, ns, &mut obj).await?;
+        if opts.dry_run {
+            return Ok(obj);
+        }
+        let kv = self.store.create(&key(info, ns, &name), encode(&obj)).await.map_err(|e| match e {
+            store::Error::AlreadyExists(_) => ApiError::already_exists(info, &name),
+            e => e.into(),
+        })?;
+        Ok(with_rev(obj, &kv))
+    }
+
+    /// Replaces an object. `subresource` is None for the main resource or
+    /// Some("status"). `mutate` is given the current object and returns the
+    /// desired one: a body for PUT, the patched object for PATCH. It is
+    /// re-run when a concurrent write wins the race and the client set no
+    /// resourceVersion precondition.
+    pub async fn update<F>(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+        mutate: F,
+    ) -> ApiResult<Value>
+    where
+        F: Fn(&Value) -> ApiResult<Value>,
+    {
+        let k = key(info, ns, name);
+        loop {
+            let current = self.store.get(&k).await?.ok_or_else(|| ApiError::not_found(info, name))?;
+            let old = Cached::decode(&current)?.obj.clone();
+            let mut new = mutate(&old)?;
+            if name_of(&new) != name {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    name_of(&new)
+                )));
+            }
+            if info.namespaced {
+                match new["metadata"]["namespace"].as_str() {
+                    Some(n) if !n.is_empty() && Some(n) != ns => {
+                        return Err(ApiError::bad_request(
+                            "the namespace of the provided object does not match the namespace sent on the request",
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            let precondition = new["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty()).map(String::from);
+            if let Some(rv) = &precondition {
+                if rv.parse::<i64>().ok() != Some(current.mod_revision) {
+                    return Err(ApiError::modified(info, name));
+                }
+            }
+            self.prepare_update(info, subresource, &mut new, &old);
+            let errs = match subresource {
+                Some("status") => validation::validate_status(info.group, info.kind, &new, &old),
+                _ => validation::validate(info.group, info.kind, &new, Some(&old)),
+            };
+            check_invalid(info, &new, errs)?;
+            self.admission.admit_update(self, info, &mut new, &old).await?;
+            // Finalizers gone from an object being deleted: the delete completes.
+            let finalizers_done = should_delete_during_update(&new);
+            if finalizers_done && !opts.dry_run {
+                return match self.store.delete(&k, Some(current.mod_revision)).await {
+                    Ok(kv) => Ok(with_rev(new, &kv)),
+                    Err(store::Error::Conflict { .. }) if precondition.is_none() => continue,
+                    Err(store::Error::Conflict { .. }) => Err(ApiError::modified(info, name)),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            if new == old || opts.dry_run {
+                return Ok(with_rev(new, &current));
+            }
+            match self.store.update(&k, encode(&new), current.mod_revision).await {
+                Ok(kv) => return Ok(with_rev(new, &kv)),
+                Err(store::Error::Conflict { .. }) if precondition.is_none() => continue,
+                Err(store::Error::Conflict { .. }) => return Err(ApiError::modified(info, name)),
+                Err(store::Error::NotFound(_)) => return Err(ApiError::not_found(info, name)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// What upstream's PrepareForUpdate does: server-owned metadata stays,
+    /// the main resource cannot change status, /status cannot change the rest.
+    fn prepare_update(&self, info: &ResourceInfo, subresource: Option<&str>, new: &mut Value, old: &Value) {
+        if subresource == Some("status") {
+            let status = new.get("status").cloned();
+            let mut merged = old.clone();
+            match status {
+                Some(s) => merged["status"] = s,
+                None => {
+                    merged.as_object_mut().map(|m| m.remove("status"));
+                }
+            }
+            *new = merged;
+            return;
+        }
+        for k in strategy::SERVER_OWNED_METADATA {
+            match old["metadata"].get(*k) {
+                Some(v) => {
+                    meta(new).insert(k.to_string(), v.clone());
+                }
+                None => {
+                    meta(new).remove(*k);
+                }
+            }
+        }
+        if info.namespaced {
+            meta(new).insert("namespace".into(), old["metadata"]["namespace"].clone());
+        }
+        if info.status {
+            match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    new.as_object_mut().map(|m| m.remove("status"));
+                }
+            }
+        }
+        defaults::apply(info.group, info.kind, new);
+        if info.generation && strategy::spec_changed(new, old) {
+            let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            meta(new).insert("generation".into(), json!(g));
+        }
+        // The resourceVersion is the store's, not part of the content.
+        meta(new).insert("resourceVersion".into(), old["metadata"]["resourceVersion"].clone());
+    }
+
+    /// Deletes an object, or marks it deleted when finalizers or a grace
+    /// period keep it for now. Returns the object and whether it is gone.
+    pub async fn delete(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        options: &Value,
+        grace_override: Option<i64>,
+        opts: &WriteOptions,
+    ) -> ApiResult<(Value, bool)> {
+        let k = key(info, ns, name);
+        loop {
+            let current = self.store.get(&k).await?.ok_or_else(|| ApiError::not_found(info, name))?;
+            let obj = Cached::decode(&current)?.obj.clone();
+            let pre = &options["preconditions"];
+            if let Some(uid) = pre["uid"].as_str() {
+                let actual = obj["metadata"]["uid"].as_str().unwrap_or("");
+                if uid != actual {
+                    return Err(ApiError::conflict(info, name, &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    )));
+                }
+            }
+            if let Some(rv) = pre["resourceVersion"].as_str() {
+                if rv != current.mod_revision.to_string() {
+                    return Err(ApiError::conflict(info, name, &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        current.mod_revision
+                    )));
+                }
+            }
+            let grace = grace_override.or_else(|| options["gracePeriodSeconds"].as_i64());
+            let mut marked = obj.clone();
+            if self.keeps_for_now(info, &mut marked, grace) {
+                if marked == obj || opts.dry_run {
+                    return Ok((obj, false));
+                }
+                match self.store.update(&k, encode(&marked), current.mod_revision).await {
+                    Ok(kv) => return Ok((with_rev(marked, &kv), false)),
+                    Err(store::Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if opts.dry_run {
+                return Ok((obj, true));
+            }
+            match self.store.delete(&k, Some(current.mod_revision)).await {
+                Ok(kv) => return Ok((with_rev(obj, &kv), true)),
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(store::Error::NotFound(_)) => return Err(ApiError::not_found(info, name)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sets deletionTimestamp when the object cannot go yet: it has
+    /// finalizers, or it is a pod a node must stop first.
+    fn keeps_for_now(&self, info: &ResourceInfo, obj: &mut Value, grace: Option<i64>) -> bool {
+        let has_finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
+            || (info.kind == "Namespace" && obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()));
+        let graceful_pod = info.group.is_empty()
+            && info.kind == "Pod"
+            && obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty())
+            && !matches!(obj["status"]["phase"].as_str(), Some("Succeeded") | Some("Failed"));
+        let grace = if graceful_pod {
+            grace.or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30)
+        } else {
+            0
+        };
+        if !has_finalizers && (!graceful_pod || grace <= 0) {
+            return false;
+        }
+        let now = Utc::now();
+        let m = meta(obj);
+        let existing = m.get("deletionGracePeriodSeconds").and_then(Value::as_i64);
+        // A second delete may shorten the grace period, never lengthen it.
+        if m.get("deletionTimestamp").is_none() || existing.is_some_and(|g| grace < g) {
+            let at = now + chrono::Duration::seconds(grace);
+            m.insert("deletionTimestamp".into(), json!(at.to_rfc3339_opts(SecondsFormat::Secs, true)));
+            m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        }
+        if info.kind == "Namespace" {
+            obj["status"]["phase"] = json!("Terminating");
+        }
+        true
+    }
+
+    /// Lists a collection at a consistent revision, straight from the store:
+    /// used for paginated lists, whose later pages must see the same snapshot.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        revision: Option<i64>,
+        keep: impl Fn(&Cached) -> bool,
+    ) -> ApiResult<(Vec<Arc<Cached>>, i64, Option<String>)> {
+        let mut out = Vec::new();
+        let mut cursor = start_after.map(String::from);
+        let mut revision = revision;
+        loop {
+            let want = limit.saturating_sub(out.len()).max(1);
+            let page = self.store.list(prefix, cursor.as_deref(), want, revision).await?;
+            revision = Some(page.revision);
+            for kv in &page.items {
+                let c = Cached::decode(kv)?;
+                cursor = Some(kv.key.clone());
+                if keep(&c) {
+                    out.push(c);
+                    if out.len() == limit {
+                        // More may follow; the continue token resumes after this key.
+                        let more = page.more || kv.key != page.items.last().unwrap().key;
+                        return Ok((out, page.revision, if more { cursor } else { None }));
+                    }
+                }
+            }
+            if !page.more {
+                return Ok((out, page.revision, None));
+            }
+        }
+    }
+}
+
+/// Upstream's rule: an object being deleted, with no finalizers left and no
+/// grace period still running, is removed by the update that emptied them.
+fn should_delete_during_update(obj: &Value) -> bool {
+    let m = &obj["metadata"];
+    let empty = |v: &Value| v.as_array().map_or(true, |f| f.is_empty());
+    m["deletionTimestamp"].is_string()
+        && empty(&m["finalizers"])
+        && empty(&obj["spec"]["finalizers"]) // a Namespace's own finalizers
+        && m["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) == 0
+}
+
+/// The entry for a kind referenced by apiVersion/kind (e.g. in ownerReferences).
+pub fn info_for(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
+    let (group, _) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    catalog::by_kind(group, kind)
+}

@@ -1,0 +1,148 @@
+//! Rendering objects and lists in the negotiated format: JSON, YAML, a
+//! meta.k8s.io Table (what `kubectl get` prints), or PartialObjectMetadata.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::StatusCode;
+use resources::catalog::ResourceInfo;
+use resources::printers;
+use serde_json::{json, Value};
+
+use crate::cache::Cached;
+use crate::errors::{ApiError, ApiResult};
+use crate::request::{Format, Query};
+
+pub fn json_response(code: u16, body: Bytes, warnings: &[String]) -> Response {
+    let mut b = Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
+        .header(http::header::CONTENT_TYPE, "application/json");
+    for w in warnings {
+        b = b.header("Warning", format!("299 - \"{}\"", w.replace('"', "'")));
+    }
+    b.body(Body::from(body)).unwrap()
+}
+
+fn yaml_response(code: u16, v: &Value) -> ApiResult<Response> {
+    let s = serde_yaml::to_string(v).map_err(ApiError::internal)?;
+    Ok(Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
+        .header(http::header::CONTENT_TYPE, "application/yaml")
+        .body(Body::from(s))
+        .unwrap())
+}
+
+/// What a Table row carries besides its cells (`includeObject`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+impl IncludeObject {
+    pub fn from_query(q: &Query) -> ApiResult<IncludeObject> {
+        match q.get("includeObject").map(String::as_str) {
+            None | Some("Metadata") => Ok(IncludeObject::Metadata),
+            Some("None") => Ok(IncludeObject::None),
+            Some("Object") => Ok(IncludeObject::Object),
+            Some(o) => Err(ApiError::bad_request(format!("includeObject: Unsupported value: {o:?}"))),
+        }
+    }
+}
+
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+/// A Table of `objs`; column definitions are left out when `headers` is false
+/// (watch events after the first).
+pub fn table(info: &ResourceInfo, objs: &[&Value], include: IncludeObject, headers: bool, list_meta: Value) -> Value {
+    let now = chrono::Utc::now();
+    let columns: Vec<Value> = if headers {
+        printers::columns(info.group, info.kind)
+            .iter()
+            .map(|c| {
+                json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description, "priority": c.priority})
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let rows: Vec<Value> = objs
+        .iter()
+        .map(|o| {
+            let mut row = json!({"cells": printers::cells(info.group, info.kind, o, now)});
+            match include {
+                IncludeObject::None => {}
+                IncludeObject::Metadata => row["object"] = partial_metadata(o),
+                IncludeObject::Object => row["object"] = (*o).clone(),
+            }
+            row
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "columnDefinitions": columns, "rows": rows})
+}
+
+/// One object in the negotiated format.
+pub fn object(fmt: Format, info: &ResourceInfo, q: &Query, obj: &Value, code: u16, warnings: &[String]) -> ApiResult<Response> {
+    match fmt {
+        Format::Json => Ok(json_response(code, Bytes::from(serde_json::to_vec(obj).map_err(ApiError::internal)?), warnings)),
+        Format::Yaml => yaml_response(code, obj),
+        Format::Metadata => Ok(json_response(code, Bytes::from(serde_json::to_vec(&partial_metadata(obj)).unwrap()), warnings)),
+        Format::Table => {
+            let t = table(info, &[obj], IncludeObject::from_query(q)?, true, json!({"resourceVersion": obj["metadata"]["resourceVersion"]}));
+            Ok(json_response(code, Bytes::from(serde_json::to_vec(&t).unwrap()), warnings))
+        }
+    }
+}
+
+/// A list of stored objects. JSON lists are assembled from each object's
+/// cached bytes instead of serializing again.
+pub fn list(fmt: Format, info: &ResourceInfo, q: &Query, items: &[Arc<Cached>], list_meta: Value) -> ApiResult<Response> {
+    match fmt {
+        Format::Table => {
+            let objs: Vec<&Value> = items.iter().map(|c| &c.obj).collect();
+            let t = table(info, &objs, IncludeObject::from_query(q)?, true, list_meta);
+            Ok(json_response(200, Bytes::from(serde_json::to_vec(&t).unwrap()), &[]))
+        }
+        Format::Metadata => {
+            let items: Vec<Value> = items.iter().map(|c| partial_metadata(&c.obj)).collect();
+            let v = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items});
+            Ok(json_response(200, Bytes::from(serde_json::to_vec(&v).unwrap()), &[]))
+        }
+        Format::Yaml => {
+            let items: Vec<&Value> = items.iter().map(|c| &c.obj).collect();
+            yaml_response(200, &json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(), "metadata": list_meta, "items": items}))
+        }
+        Format::Json => {
+            let size: usize = items.iter().map(|c| c.json().len() + 1).sum();
+            let mut buf = BytesMut::with_capacity(size + 256);
+            let head = format!(
+                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+                info.kind,
+                info.api_version(),
+                list_meta
+            );
+            buf.put_slice(head.as_bytes());
+            for (i, c) in items.iter().enumerate() {
+                if i > 0 {
+                    buf.put_u8(b',');
+                }
+                buf.put_slice(c.json());
+            }
+            buf.put_slice(b"]}");
+            Ok(json_response(200, buf.freeze(), &[]))
+        }
+    }
+}
+
+/// The Status upstream answers for a delete that removed the object at once.
+pub fn deleted_status(info: &ResourceInfo, obj: &Value) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": {"name": obj["metadata"]["name"], "group": info.group, "kind": info.plural, "uid": obj["metadata"]["uid"]}
+    })
+}

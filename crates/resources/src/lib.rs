@@ -1,0 +1,10 @@
+//! The resource catalog and everything per-kind that both the server and
+//! clients need: defaults, validation, table printers, quantities, selectors.
+
+pub mod catalog;
+pub mod defaults;
+pub mod printers;
+pub mod quantity;
+pub mod selectors;
+pub mod strategy;
+pub mod validation;

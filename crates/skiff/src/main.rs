@@ -1,0 +1,96 @@
+//! skiff: Kubernetes in one binary. This file only parses the command line
+//! and wires the crates together.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+mod bench;
+
+#[derive(Parser)]
+#[command(name = "skiff", version, about = "Kubernetes in one binary: API server, datastore and (soon) the rest of the cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane: API server on its embedded datastore.
+    Server(ServerArgs),
+    /// Measure the API server: create/get/list/watch throughput and latency, and memory.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Directory for the datastore, certificates and kubeconfig.
+    #[arg(long, default_value = "/var/lib/skiff")]
+    data_dir: PathBuf,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// Port of the HTTPS API.
+    #[arg(long, default_value_t = 6443)]
+    https_listen_port: u16,
+    /// Where to write the admin kubeconfig [default: DATA_DIR/kubeconfig.yaml].
+    #[arg(long)]
+    write_kubeconfig: Option<PathBuf>,
+    /// IPv4 range Service cluster IPs are allocated from.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: String,
+    /// Port range NodePort services are allocated from.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// Do not run the node agent on this host (the node agent is not built yet; accepted for compatibility).
+    #[arg(long)]
+    disable_agent: bool,
+}
+
+fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
+    let (lo, hi) = s.split_once('-').with_context(|| format!("--service-node-port-range {s:?}: want LOW-HIGH, e.g. 30000-32767"))?;
+    let (lo, hi): (u16, u16) = (lo.trim().parse()?, hi.trim().parse()?);
+    anyhow::ensure!(lo > 0 && lo <= hi, "--service-node-port-range {s:?}: LOW must be at least 1 and not above HIGH");
+    Ok((lo, hi))
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let service_cidr = apiserver::Cidr::parse(&args.service_cidr).context("--service-cidr")?;
+    let node_ports = parse_port_range(&args.service_node_port_range)?;
+    let db_dir = args.data_dir.join("server").join("db");
+    std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
+    let store = store::SqliteStore::open(&db_dir.join("state.db")).context("opening the datastore")?;
+    let config = apiserver::Config {
+        kubeconfig: args.write_kubeconfig.unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml")),
+        data_dir: args.data_dir,
+        bind_address: args.bind_address,
+        port: args.https_listen_port,
+        service_cidr,
+        node_ports,
+    };
+    if args.disable_agent {
+        tracing::info!("node agent disabled");
+    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    apiserver::run(config, Arc::new(store), shutdown).await
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        match cli.command {
+            Command::Server(a) => server(a).await,
+            Command::Bench(a) => bench::run(a).await,
+        }
+    })
+}
