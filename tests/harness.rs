@@ -1,1 +1,196 @@
+//! End-to-end test harness: starts a real `skiff server` in a temp dir on a
+//! free port and drives the real `/usr/bin/kubectl` against it.
 
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// The skiff binary, built once per test run in the same profile as the tests.
+pub fn skiff_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("SKIFF_BIN") {
+            return PathBuf::from(p);
+        }
+        // target/<profile>/deps/<test binary>
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "skiff", "--bin", "skiff"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("running cargo build");
+        assert!(status.success(), "building skiff failed");
+        profile_dir.join("skiff")
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap();
+        let mut s = Server { dir, port: free_port(), child: None };
+        s.spawn();
+        s
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig.yaml")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(skiff_bin())
+            .args(["server", "--disable-agent", "--bind-address", "127.0.0.1"])
+            .arg("--https-listen-port")
+            .arg(self.port.to_string())
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting skiff server");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("skiff server exited early ({status}); log:\n{}", self.log());
+            }
+            if self.kubeconfig().exists() {
+                let out = self.kubectl(&["get", "--raw", "/readyz"]);
+                if out.ok() && out.stdout == "ok" {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server not ready in time; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Out {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Out {
+        let mut cmd = Command::new(KUBECTL);
+        cmd.arg("--kubeconfig").arg(self.kubeconfig()).args(args);
+        cmd.env("HOME", self.dir.path()); // kubectl's discovery cache lives under $HOME/.kube
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("running kubectl");
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        Out::from(child.wait_with_output().unwrap())
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.ok(), "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", out.stdout, out.stderr);
+        out.stdout
+    }
+
+    /// kubectl that must fail; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(!out.ok(), "kubectl {args:?} should have failed:\nstdout: {}", out.stdout);
+        out.stderr
+    }
+
+    pub fn apply_stdin(&self, args: &[&str], manifest: &str) -> Out {
+        self.kubectl_stdin(args, Some(manifest))
+    }
+
+    /// Starts a long-running kubectl (e.g. `get -w`) whose output goes to a file.
+    pub fn kubectl_background(&self, args: &[&str], out_file: &Path) -> Child {
+        let f = std::fs::File::create(out_file).unwrap();
+        Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .env("HOME", self.dir.path())
+            .stdout(f)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Out {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> bool {
+        self.status.success()
+    }
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Out {
+            status: o.status,
+            stdout: String::from_utf8_lossy(&o.stdout).trim_end().to_string(),
+            stderr: String::from_utf8_lossy(&o.stderr).trim_end().to_string(),
+        }
+    }
+}
+
+/// Polls `f` until it returns Some, or panics after `secs`.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

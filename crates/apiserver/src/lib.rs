@@ -101,7 +101,7 @@ pub async fn run(config: Config, store: store::DynStore, shutdown: impl std::fut
 
 /// The address other nodes and the `kubernetes` service reach us at.
 fn advertise_address(bind: IpAddr) -> IpAddr {
-    if !bind.is_unspecified() {
+    if !bind.is_unspecified() && !bind.is_loopback() {
         return bind;
     }
     // The source address of the default route, found without sending anything.
@@ -205,9 +205,7 @@ async fn route(
 }
 
 fn openapi_response(rest: &str, headers: &http::HeaderMap) -> Result<Response, ApiError> {
-    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let json_ok_accept = accept.is_empty() || accept.contains("json") || accept.contains("*/*");
-    if !json_ok_accept {
+    if !openapi::accepts_json(headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok())) {
         return Err(ApiError::not_acceptable("application/json"));
     }
     let bytes = match rest.trim_end_matches('/') {

@@ -41,6 +41,10 @@ pub async fn bootstrap(reg: &Registry, service_ip: &str, advertise_ip: &str, por
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
     }))
     .await?;
+    if advertise_ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+        // Endpoints may not point at loopback; a host without a route has no endpoint to publish.
+        return Ok(());
+    }
     ensure(reg, "", "endpoints", Some("default"), json!({
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": advertise_ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],

@@ -122,7 +122,8 @@ pub fn ensure(dir: &Path, extra_sans: &[String]) -> Result<Pki> {
     let (server_cert_pem, server_key_pem) = match existing {
         Some((cert, key)) => match check_leaf(&cert, &key, &ca) {
             Ok(info) => {
-                let missing: Vec<&San> = required.iter().filter(|s| !info.sans.contains(s)).collect();
+                let missing: Vec<&San> =
+                    required.iter().filter(|s| !info.sans.contains(s)).collect();
                 if missing.is_empty() {
                     (cert, key)
                 } else {
@@ -134,7 +135,13 @@ pub fn ensure(dir: &Path, extra_sans: &[String]) -> Result<Pki> {
             }
             Err(why) => {
                 tracing::info!(reason = %why, "re-issuing the serving certificate");
-                issue_serving(&ca, Some(&key), &required, &server_cert_path, &server_key_path)?
+                issue_serving(
+                    &ca,
+                    Some(&key),
+                    &required,
+                    &server_cert_path,
+                    &server_key_path,
+                )?
             }
         },
         None => issue_serving(&ca, None, &required, &server_cert_path, &server_key_path)?,
@@ -242,13 +249,17 @@ pub fn server_tls_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>> {
 
     let mut roots = rustls::RootCertStore::empty();
     for ca in parse_certs(&pki.ca_cert_pem).context("parsing the CA certificate")? {
-        roots.add(ca).context("adding the CA to the client trust roots")?;
+        roots
+            .add(ca)
+            .context("adding the CA to the client trust roots")?;
     }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .context("building the client certificate verifier")?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .context("building the client certificate verifier")?;
 
     let chain = parse_certs(&pki.server_cert_pem).context("parsing the serving certificate")?;
     let key = rustls_pemfile::private_key(&mut pki.server_key_pem.as_bytes())
@@ -287,7 +298,9 @@ impl San {
         let dns = s.trim_end_matches('.').to_ascii_lowercase();
         let valid = !dns.is_empty()
             && dns.len() <= 253
-            && dns.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*'));
+            && dns
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*'));
         valid.then_some(San::Dns(dns))
     }
 
@@ -359,7 +372,9 @@ fn interface_addrs() -> Vec<IpAddr> {
                 match i32::from((*ifa.ifa_addr).sa_family) {
                     libc::AF_INET => {
                         let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                            sin.sin_addr.s_addr,
+                        ))));
                     }
                     libc::AF_INET6 => {
                         let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
@@ -381,7 +396,10 @@ fn interface_addrs() -> Vec<IpAddr> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Sets validity from one hour ago (some clock skew) to `days` from now.
@@ -401,7 +419,10 @@ fn new_ca() -> Result<(String, String)> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, format!("skiff-server-ca@{}", unix_now()));
+    dn.push(
+        DnType::CommonName,
+        format!("skiff-server-ca@{}", unix_now()),
+    );
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
@@ -453,7 +474,10 @@ fn leaf_params(cn: &str, orgs: &[&str], eku: ExtendedKeyUsagePurpose) -> Certifi
     dn.push(DnType::CommonName, cn);
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![eku];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
@@ -468,7 +492,11 @@ fn client_params(user: &str, groups: &[&str]) -> Result<CertificateParams> {
     if groups.len() > 1 {
         bail!("a client certificate can carry at most one group here, got {groups:?}");
     }
-    Ok(leaf_params(user, groups, ExtendedKeyUsagePurpose::ClientAuth))
+    Ok(leaf_params(
+        user,
+        groups,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ))
 }
 
 /// Reuses `old_key` when it parses, else makes a new key.
@@ -504,7 +532,8 @@ fn issue_admin(
     key_path: &Path,
 ) -> Result<(String, String)> {
     let key = key_or_new(old_key)?;
-    let cert = client_params("system:admin", &["system:masters"])?.signed_by(&key, &ca.cert, &ca.key)?;
+    let cert =
+        client_params("system:admin", &["system:masters"])?.signed_by(&key, &ca.cert, &ca.key)?;
     let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
     write_private(key_path, &key_pem)?;
     write_public(cert_path, &cert_pem)?;
@@ -523,8 +552,8 @@ fn check_leaf(cert_pem: &str, key_pem: &str, ca: &CaSigner) -> Result<LeafInfo> 
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("no certificate in the PEM"))?;
-    let (_, x509) =
-        x509_parser::parse_x509_certificate(&der).map_err(|e| anyhow!("unparsable certificate: {e}"))?;
+    let (_, x509) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow!("unparsable certificate: {e}"))?;
     let key = KeyPair::from_pem(key_pem).context("unparsable key")?;
     if x509.public_key().raw != key.public_key_der().as_slice() {
         bail!("the key does not match the certificate");
@@ -583,7 +612,10 @@ fn read_string(path: &Path) -> Result<String> {
 }
 
 fn read_pair(cert: &Path, key: &Path) -> Option<(String, String)> {
-    Some((fs::read_to_string(cert).ok()?, fs::read_to_string(key).ok()?))
+    Some((
+        fs::read_to_string(cert).ok()?,
+        fs::read_to_string(key).ok()?,
+    ))
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
@@ -615,7 +647,8 @@ fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<()> {
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
     drop(f);
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
@@ -632,7 +665,13 @@ mod tests {
         let der = parse_certs(pem).unwrap().remove(0);
         let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
         let mut out = BTreeSet::new();
-        for n in &x.subject_alternative_name().unwrap().unwrap().value.general_names {
+        for n in &x
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+        {
             match n {
                 x509_parser::extensions::GeneralName::DNSName(d) => {
                     out.insert(San::Dns(d.to_string()));
@@ -652,8 +691,16 @@ mod tests {
     fn subject(pem: &str) -> (Vec<String>, Vec<String>) {
         let der = parse_certs(pem).unwrap().remove(0);
         let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let cn = x.subject().iter_common_name().map(|a| a.as_str().unwrap().to_string()).collect();
-        let o = x.subject().iter_organization().map(|a| a.as_str().unwrap().to_string()).collect();
+        let cn = x
+            .subject()
+            .iter_common_name()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        let o = x
+            .subject()
+            .iter_organization()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
         (cn, o)
     }
 
@@ -675,7 +722,14 @@ mod tests {
         assert_eq!(a.admin_key_pem, b.admin_key_pem);
         let (cn, _) = subject(&a.ca_cert_pem);
         assert!(cn[0].starts_with("skiff-server-ca@"), "{cn:?}");
-        for f in ["ca.crt", "ca.key", "serving.crt", "serving.key", "admin.crt", "admin.key"] {
+        for f in [
+            "ca.crt",
+            "ca.key",
+            "serving.crt",
+            "serving.key",
+            "admin.crt",
+            "admin.key",
+        ] {
             assert!(dir.join(f).is_file(), "{f}");
         }
         assert_eq!(fs::read_to_string(&a.ca_cert_path).unwrap(), a.ca_cert_pem);
@@ -689,7 +743,11 @@ mod tests {
         for p in [&pki.ca_key_path, &pki.server_key_path, &pki.admin_key_path] {
             assert_eq!(mode(p), 0o600, "{}", p.display());
         }
-        for p in [&pki.ca_cert_path, &pki.server_cert_path, &pki.admin_cert_path] {
+        for p in [
+            &pki.ca_cert_path,
+            &pki.server_cert_path,
+            &pki.admin_cert_path,
+        ] {
             assert_eq!(mode(p), 0o644, "{}", p.display());
         }
     }
@@ -697,7 +755,15 @@ mod tests {
     #[test]
     fn serving_cert_has_the_sans() {
         let tmp = tempfile::tempdir().unwrap();
-        let pki = ensure(tmp.path(), &["10.43.0.1".into(), "My.Example.COM".into(), "[fd00::1]".into()]).unwrap();
+        let pki = ensure(
+            tmp.path(),
+            &[
+                "10.43.0.1".into(),
+                "My.Example.COM".into(),
+                "[fd00::1]".into(),
+            ],
+        )
+        .unwrap();
         let sans = cert_sans(&pki.server_cert_pem);
         let want = [
             San::Dns("localhost".into()),
@@ -715,10 +781,16 @@ mod tests {
             assert!(sans.contains(w), "missing {w:?} in {sans:?}");
         }
         if let Some(h) = hostname() {
-            assert!(sans.contains(&San::parse(&h).unwrap()), "hostname {h} missing");
+            assert!(
+                sans.contains(&San::parse(&h).unwrap()),
+                "hostname {h} missing"
+            );
         }
         for ip in interface_addrs() {
-            assert!(sans.contains(&San::Ip(ip)), "interface address {ip} missing");
+            assert!(
+                sans.contains(&San::Ip(ip)),
+                "interface address {ip} missing"
+            );
         }
         let (cn, o) = subject(&pki.admin_cert_pem);
         assert_eq!(cn, vec!["system:admin"]);
@@ -733,7 +805,10 @@ mod tests {
         assert_eq!(a.ca_cert_pem, b.ca_cert_pem);
         assert_eq!(a.admin_cert_pem, b.admin_cert_pem);
         assert_ne!(a.server_cert_pem, b.server_cert_pem);
-        assert_eq!(a.server_key_pem, b.server_key_pem, "the serving key is kept");
+        assert_eq!(
+            a.server_key_pem, b.server_key_pem,
+            "the serving key is kept"
+        );
         let sans = cert_sans(&b.server_cert_pem);
         assert!(sans.contains(&San::Dns("api.example.org".into())));
         assert!(sans.contains(&San::Ip("10.43.0.1".parse().unwrap())));
@@ -777,16 +852,38 @@ mod tests {
         let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(v["current-context"].as_str(), Some("default"));
         assert_eq!(v["clusters"][0]["name"].as_str(), Some("default"));
-        assert_eq!(v["clusters"][0]["cluster"]["server"].as_str(), Some("https://[::1]:6443"));
-        assert_eq!(v["contexts"][0]["context"]["cluster"].as_str(), Some("default"));
-        assert_eq!(v["contexts"][0]["context"]["user"].as_str(), Some("default"));
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"].as_str(),
+            Some("https://[::1]:6443")
+        );
+        assert_eq!(
+            v["contexts"][0]["context"]["cluster"].as_str(),
+            Some("default")
+        );
+        assert_eq!(
+            v["contexts"][0]["context"]["user"].as_str(),
+            Some("default")
+        );
         let dec = |s: &serde_yaml::Value| {
-            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s.as_str().unwrap()).unwrap())
-                .unwrap()
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(s.as_str().unwrap())
+                    .unwrap(),
+            )
+            .unwrap()
         };
-        assert_eq!(dec(&v["clusters"][0]["cluster"]["certificate-authority-data"]), pki.ca_cert_pem);
-        assert_eq!(dec(&v["users"][0]["user"]["client-certificate-data"]), pki.admin_cert_pem);
-        assert_eq!(dec(&v["users"][0]["user"]["client-key-data"]), pki.admin_key_pem);
+        assert_eq!(
+            dec(&v["clusters"][0]["cluster"]["certificate-authority-data"]),
+            pki.ca_cert_pem
+        );
+        assert_eq!(
+            dec(&v["users"][0]["user"]["client-certificate-data"]),
+            pki.admin_cert_pem
+        );
+        assert_eq!(
+            dec(&v["users"][0]["user"]["client-key-data"]),
+            pki.admin_key_pem
+        );
 
         let path = tmp.path().join("a/b/kubeconfig.yaml");
         write_kubeconfig(&path, &text).unwrap();

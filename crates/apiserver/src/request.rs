@@ -36,7 +36,6 @@ impl Verb {
 }
 
 /// A request for a resource: `/api/v1/namespaces/ns/pods/name/status` etc.
-#[derive(Debug)]
 pub struct ResourceRequest {
     pub info: &'static ResourceInfo,
     pub namespace: Option<String>,

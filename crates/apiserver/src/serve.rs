@@ -53,11 +53,14 @@ impl Identity {
     /// The identity of an (already verified) client certificate in DER. A
     /// certificate without a CN authenticates no one, as upstream: anonymous.
     pub fn from_cert_der(der: &[u8]) -> Result<Identity> {
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(der).map_err(|e| anyhow!("parsing the client certificate: {e}"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| anyhow!("parsing the client certificate: {e}"))?;
         let subject = cert.subject();
         let user = match subject.iter_common_name().next() {
-            Some(cn) => cn.as_str().map_err(|e| anyhow!("client certificate CN: {e}"))?.to_string(),
+            Some(cn) => cn
+                .as_str()
+                .map_err(|e| anyhow!("client certificate CN: {e}"))?
+                .to_string(),
             None => return Ok(Identity::anonymous()),
         };
         if user.is_empty() {
@@ -65,7 +68,9 @@ impl Identity {
         }
         let mut groups = Vec::new();
         for o in subject.iter_organization() {
-            let o = o.as_str().map_err(|e| anyhow!("client certificate O: {e}"))?;
+            let o = o
+                .as_str()
+                .map_err(|e| anyhow!("client certificate O: {e}"))?;
             if !groups.iter().any(|g| g == o) {
                 groups.push(o.to_string());
             }
@@ -129,7 +134,10 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let drain = async { while conns.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        tracing::debug!(open = conns.len(), "dropping connections still open after the grace period");
+        tracing::debug!(
+            open = conns.len(),
+            "dropping connections still open after the grace period"
+        );
         conns.shutdown().await;
     }
     Ok(())
@@ -137,7 +145,9 @@ pub async fn serve(
 
 fn http_builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    b.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(60));
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(60));
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(1000)
@@ -256,13 +266,21 @@ mod tests {
         let task = tokio::spawn(serve(listener, tls, router(), async {
             let _ = rx.await;
         }));
-        Server { addr, stop: Some(tx), task }
+        Server {
+            addr,
+            stop: Some(tx),
+            task,
+        }
     }
 
     impl Server {
         async fn stop(mut self) {
             self.stop.take().unwrap().send(()).unwrap();
-            tokio::time::timeout(Duration::from_secs(10), self.task).await.unwrap().unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(10), self.task)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
         }
     }
 
@@ -280,7 +298,9 @@ mod tests {
             let chain = rustls_pemfile::certs(&mut pki.admin_cert_pem.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
                 .unwrap();
-            let key = rustls_pemfile::private_key(&mut pki.admin_key_pem.as_bytes()).unwrap().unwrap();
+            let key = rustls_pemfile::private_key(&mut pki.admin_key_pem.as_bytes())
+                .unwrap()
+                .unwrap();
             b.with_client_auth_cert(chain, key).unwrap()
         } else {
             b.with_no_client_auth()
@@ -299,19 +319,30 @@ mod tests {
     ) -> Result<(String, String)> {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         let name = rustls::pki_types::ServerName::try_from(server_name.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await?;
-        let alpn = String::from_utf8_lossy(tls.get_ref().1.alpn_protocol().unwrap_or_default()).into_owned();
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await?;
+        let alpn = String::from_utf8_lossy(tls.get_ref().1.alpn_protocol().unwrap_or_default())
+            .into_owned();
         let io = TokioIo::new(tls);
         let uri: hyper::Uri = format!("https://{server_name}:{}{path}", addr.port()).parse()?;
         let resp = if alpn == "h2" {
             let (mut send, conn) =
-                hyper::client::conn::http2::handshake::<_, _, Empty<bytes::Bytes>>(TokioExecutor::new(), io).await?;
+                hyper::client::conn::http2::handshake::<_, _, Empty<bytes::Bytes>>(
+                    TokioExecutor::new(),
+                    io,
+                )
+                .await?;
             tokio::spawn(conn);
-            send.send_request(hyper::Request::get(uri).body(Empty::new())?).await?
+            send.send_request(hyper::Request::get(uri).body(Empty::new())?)
+                .await?
         } else {
-            let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(io).await?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(io).await?;
             tokio::spawn(conn);
-            let req = hyper::Request::get(path).header("host", server_name).body(Empty::new())?;
+            let req = hyper::Request::get(path)
+                .header("host", server_name)
+                .body(Empty::new())?;
             send.send_request(req).await?
         };
         anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
@@ -330,22 +361,43 @@ mod tests {
             let admin = client_config(&pki, true, alpn);
             let anon = client_config(&pki, false, alpn);
             assert_eq!(
-                get_path(server.addr, admin.clone(), "localhost", "/whoami").await.unwrap(),
+                get_path(server.addr, admin.clone(), "localhost", "/whoami")
+                    .await
+                    .unwrap(),
                 (want.clone(), "system:admin".to_string())
             );
             assert_eq!(
-                get_path(server.addr, admin.clone(), "127.0.0.1", "/groups").await.unwrap().1,
+                get_path(server.addr, admin.clone(), "127.0.0.1", "/groups")
+                    .await
+                    .unwrap()
+                    .1,
                 "system:masters,system:authenticated"
             );
             assert_eq!(
-                get_path(server.addr, anon.clone(), "kubernetes.default.svc", "/whoami").await.unwrap(),
+                get_path(
+                    server.addr,
+                    anon.clone(),
+                    "kubernetes.default.svc",
+                    "/whoami"
+                )
+                .await
+                .unwrap(),
                 (want.clone(), "system:anonymous".to_string())
             );
             assert_eq!(
-                get_path(server.addr, anon.clone(), "localhost", "/groups").await.unwrap().1,
+                get_path(server.addr, anon.clone(), "localhost", "/groups")
+                    .await
+                    .unwrap()
+                    .1,
                 "system:unauthenticated"
             );
-            assert_eq!(get_path(server.addr, anon, "localhost", "/peer").await.unwrap().1, "127.0.0.1");
+            assert_eq!(
+                get_path(server.addr, anon, "localhost", "/peer")
+                    .await
+                    .unwrap()
+                    .1,
+                "127.0.0.1"
+            );
         }
 
         // A client certificate from another CA is refused at the handshake...
@@ -354,20 +406,38 @@ mod tests {
         let mut foreign = pki.clone();
         foreign.admin_cert_pem = other_pki.admin_cert_pem.clone();
         foreign.admin_key_pem = other_pki.admin_key_pem.clone();
-        assert!(get_path(server.addr, client_config(&foreign, true, b"h2"), "localhost", "/whoami")
-            .await
-            .is_err());
+        assert!(get_path(
+            server.addr,
+            client_config(&foreign, true, b"h2"),
+            "localhost",
+            "/whoami"
+        )
+        .await
+        .is_err());
         // ...and so is a name the serving certificate doesn't carry.
-        assert!(get_path(server.addr, client_config(&pki, false, b"h2"), "example.com", "/whoami")
-            .await
-            .is_err());
+        assert!(get_path(
+            server.addr,
+            client_config(&pki, false, b"h2"),
+            "example.com",
+            "/whoami"
+        )
+        .await
+        .is_err());
 
         // Garbage and idle connections don't stop the loop.
         let mut junk = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let _idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        let (_, user) =
-            get_path(server.addr, client_config(&pki, true, b"h2"), "localhost", "/whoami").await.unwrap();
+        let (_, user) = get_path(
+            server.addr,
+            client_config(&pki, true, b"h2"),
+            "localhost",
+            "/whoami",
+        )
+        .await
+        .unwrap();
         assert_eq!(user, "system:admin");
 
         server.stop().await;
@@ -388,7 +458,11 @@ mod tests {
             Identity::from_cert_der(cert.der()).unwrap(),
             Identity {
                 user: "jane".into(),
-                groups: vec!["team-a".into(), "team-b".into(), "system:authenticated".into()]
+                groups: vec![
+                    "team-a".into(),
+                    "team-b".into(),
+                    "system:authenticated".into()
+                ]
             }
         );
 
@@ -397,7 +471,10 @@ mod tests {
         dn.push(rcgen::DnType::OrganizationName, "team-a");
         params.distinguished_name = dn;
         let cert = params.self_signed(&key).unwrap();
-        assert_eq!(Identity::from_cert_der(cert.der()).unwrap(), Identity::anonymous());
+        assert_eq!(
+            Identity::from_cert_der(cert.der()).unwrap(),
+            Identity::anonymous()
+        );
         assert!(Identity::anonymous().is_anonymous());
     }
 
@@ -415,22 +492,37 @@ mod tests {
             }),
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, pki::server_tls_config(&pki).unwrap(), app, async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(serve(
+            listener,
+            pki::server_tls_config(&pki).unwrap(),
+            app,
+            async {
+                let _ = rx.await;
+            },
+        ));
         // Open a never-ending response.
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let tls = tokio_rustls::TlsConnector::from(client_config(&pki, true, b"h2"))
-            .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
             .await
             .unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake::<_, _, Empty<bytes::Bytes>>(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<bytes::Bytes>>(
+            TokioExecutor::new(),
+            TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
         tokio::spawn(conn);
-        let uri: hyper::Uri = format!("https://localhost:{}/watch", addr.port()).parse().unwrap();
-        let resp = send.send_request(hyper::Request::get(uri).body(Empty::new()).unwrap()).await.unwrap();
+        let uri: hyper::Uri = format!("https://localhost:{}/watch", addr.port())
+            .parse()
+            .unwrap();
+        let resp = send
+            .send_request(hyper::Request::get(uri).body(Empty::new()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
 
         tx.send(()).unwrap();
@@ -456,8 +548,11 @@ mod tests {
         let pki = pki::ensure(&tmp.path().join("server/tls"), &["10.43.0.1".to_string()]).unwrap();
         let server = start(&pki).await;
         let kubeconfig = tmp.path().join("kube/config.yaml");
-        pki::write_kubeconfig(&kubeconfig, &pki::kubeconfig(&pki, &format!("https://127.0.0.1:{}", server.addr.port())))
-            .unwrap();
+        pki::write_kubeconfig(
+            &kubeconfig,
+            &pki::kubeconfig(&pki, &format!("https://127.0.0.1:{}", server.addr.port())),
+        )
+        .unwrap();
 
         let out = tokio::process::Command::new(kubectl)
             .arg("--kubeconfig")
@@ -471,13 +566,22 @@ mod tests {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "kubectl failed: {stdout}\n{stderr}");
         let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        assert_eq!(v["serverVersion"]["gitVersion"], "v1.32.0-skiff", "{stdout}");
+        assert_eq!(
+            v["serverVersion"]["gitVersion"], "v1.32.0-skiff",
+            "{stdout}"
+        );
         assert_eq!(v["serverVersion"]["minor"], "32");
-        assert_eq!(v["serverVersion"]["gitCommit"], "HTTP/2.0", "kubectl should negotiate h2");
+        assert_eq!(
+            v["serverVersion"]["gitCommit"], "HTTP/2.0",
+            "kubectl should negotiate h2"
+        );
 
         // Same through the name "localhost" (checks the DNS SAN, too).
-        pki::write_kubeconfig(&kubeconfig, &pki::kubeconfig(&pki, &format!("https://localhost:{}", server.addr.port())))
-            .unwrap();
+        pki::write_kubeconfig(
+            &kubeconfig,
+            &pki::kubeconfig(&pki, &format!("https://localhost:{}", server.addr.port())),
+        )
+        .unwrap();
         let out = tokio::process::Command::new(kubectl)
             .arg("--kubeconfig")
             .arg(&kubeconfig)
@@ -486,7 +590,11 @@ mod tests {
             .output()
             .await
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         server.stop().await;
     }
 }

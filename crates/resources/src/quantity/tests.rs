@@ -83,8 +83,10 @@ fn rejects_malformed_input() {
         assert!(err == format_wrong || err == QuantityError::Suffix, "{input}: {err:?}");
     }
     assert_eq!(Quantity::parse("1.1.M"), Err(format_wrong));
-    assert_eq!(Quantity::parse("").unwrap_err().to_string(),
-        "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'");
+    assert_eq!(
+        Quantity::parse("").unwrap_err().to_string(),
+        "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+    );
     for input in ["0.1mi", "0.1am", ".5i", "1i", "-3.01i", "1e", "1KI", "1kb"] {
         assert!(Quantity::parse(input).is_err(), "{input}");
     }
@@ -174,7 +176,6 @@ fn reparses_alternate_spellings_to_canonical() {
         (".000000001Ki", "1024n"),
         (".000000000001Ki", "2n"),
         ("0.0000000001", "1n"),
-        ("-0", "0"),
         ("0.0", "0"),
         ("2048", "2048"),
         ("2000", "2k"),
@@ -193,6 +194,7 @@ fn keeps_text_upstream_keeps() {
     for input in ["100m", "1Ki", "1e3", "129e6", "1", "10", "1100m", "+1", "01", "1.", "1.Ki", "-1Gi", "1.G", "7Mi"] {
         assert_eq!(q(input).to_string(), input);
     }
+    assert_eq!(q("-0").to_string(), "0");
     assert_eq!(q("8Ki").to_string(), "8Ki");
     assert_eq!(q("16Mi").to_string(), "16Mi");
 }
@@ -244,7 +246,7 @@ fn compares_by_value() {
     assert!(q("-2") < q("-1"));
     assert!(q("1n") > q("0"));
     assert!(q("0.001") == q("1m"));
-    let mut sorted = vec![q("1Gi"), q("-1"), q("500m"), q("1G"), q("0")];
+    let mut sorted = [q("1Gi"), q("-1"), q("500m"), q("1G"), q("0")];
     sorted.sort();
     let text: Vec<String> = sorted.iter().map(|x| x.to_string()).collect();
     assert_eq!(text, ["-1", "0", "500m", "1G", "1Gi"]);
@@ -318,6 +320,8 @@ fn huge_exponents_stay_cheap() {
     assert_eq!(sum, big);
     assert_eq!(q("1e-2000000000").to_string(), "1e-9");
     assert_eq!(q("1e-2000000000"), q("1n"));
-    assert_eq!(q("12345678901234567890123456789012345678901234567890").to_string(),
-        "12345678901234567890123456789012345678901234567890");
+    assert_eq!(
+        q("12345678901234567890123456789012345678901234567890").to_string(),
+        "12345678901234567890123456789012345678901234567890"
+    );
 }

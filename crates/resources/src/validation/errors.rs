@@ -75,8 +75,19 @@ pub fn go_repr(repr: impl Into<String>) -> Value {
 }
 
 impl FieldError {
-    fn new(error_type: ErrorType, field: impl Into<String>, value: Option<Value>, detail: impl Into<String>) -> Self {
-        FieldError { error_type, field: field.into(), value, detail: detail.into(), supported: Vec::new() }
+    fn new(
+        error_type: ErrorType,
+        field: impl Into<String>,
+        value: Option<Value>,
+        detail: impl Into<String>,
+    ) -> Self {
+        FieldError {
+            error_type,
+            field: field.into(),
+            value,
+            detail: detail.into(),
+            supported: Vec::new(),
+        }
     }
 
     /// `Required value[: detail]`.
@@ -85,17 +96,29 @@ impl FieldError {
     }
 
     /// `Invalid value: <value>[: detail]`.
-    pub fn invalid(field: impl Into<String>, value: impl Into<Value>, detail: impl Into<String>) -> Self {
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl Into<Value>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self::new(ErrorType::Invalid, field, Some(value.into()), detail)
     }
 
     /// `Invalid value: <repr>[: detail]` with the value printed verbatim.
-    pub fn invalid_repr(field: impl Into<String>, repr: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn invalid_repr(
+        field: impl Into<String>,
+        repr: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self::new(ErrorType::Invalid, field, Some(go_repr(repr)), detail)
     }
 
     /// `Unsupported value: <value>: supported values: "a", "b"`.
-    pub fn not_supported<S: AsRef<str>>(field: impl Into<String>, value: impl Into<Value>, supported: &[S]) -> Self {
+    pub fn not_supported<S: AsRef<str>>(
+        field: impl Into<String>,
+        value: impl Into<Value>,
+        supported: &[S],
+    ) -> Self {
         let mut e = Self::new(ErrorType::NotSupported, field, Some(value.into()), "");
         e.supported = supported.iter().map(|s| s.as_ref().to_string()).collect();
         e
@@ -118,12 +141,22 @@ impl FieldError {
 
     /// `Too long: must have at most <max> bytes`.
     pub fn too_long(field: impl Into<String>, max: usize) -> Self {
-        Self::new(ErrorType::TooLong, field, None, format!("must have at most {max} bytes"))
+        Self::new(
+            ErrorType::TooLong,
+            field,
+            None,
+            format!("must have at most {max} bytes"),
+        )
     }
 
     /// `Too many: <actual>: must have at most <max> items`.
     pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
-        Self::new(ErrorType::TooMany, field, Some(Value::from(actual as u64)), format!("must have at most {max} items"))
+        Self::new(
+            ErrorType::TooMany,
+            field,
+            Some(Value::from(actual as u64)),
+            format!("must have at most {max} items"),
+        )
     }
 
     pub fn reason(&self) -> &'static str {
@@ -133,7 +166,9 @@ impl FieldError {
     /// The message without the field (upstream `ErrorBody()`).
     pub fn body(&self) -> String {
         let mut s = match self.error_type {
-            ErrorType::Required | ErrorType::Forbidden | ErrorType::TooLong => self.error_type.label().to_string(),
+            ErrorType::Required | ErrorType::Forbidden | ErrorType::TooLong => {
+                self.error_type.label().to_string()
+            }
             _ => match &self.value {
                 None => self.error_type.label().to_string(),
                 Some(v) => format!("{}: {}", self.error_type.label(), render_value(v)),
@@ -181,7 +216,10 @@ pub(crate) fn render_value(v: &Value) -> String {
         Value::String(s) => go_quote(s),
         Value::Array(items) => {
             if items.iter().all(|i| i.is_string()) {
-                let parts: Vec<String> = items.iter().map(|i| go_quote(i.as_str().unwrap_or(""))).collect();
+                let parts: Vec<String> = items
+                    .iter()
+                    .map(|i| go_quote(i.as_str().unwrap_or("")))
+                    .collect();
                 format!("[]string{{{}}}", parts.join(", "))
             } else {
                 serde_json::to_string(v).unwrap_or_default()
@@ -226,7 +264,9 @@ pub(crate) fn go_quote(s: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\u{0b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if c.is_ascii() => out.push(c),
             c if c.is_control() || (c.is_whitespace() && c != ' ') => {
                 let n = c as u32;

@@ -57,7 +57,11 @@ fn validate_finalizers(errs: &mut Errs, finalizers: &[Value], path: &str) {
 /// Core's extra rule: an unqualified finalizer must be a standard one.
 pub(crate) fn kube_finalizer_name(errs: &mut Errs, f: &str, path: &str) {
     if !f.contains('/') && !STANDARD_FINALIZERS.contains(&f) {
-        errs.push(FieldError::invalid(path, f, "name is neither a standard finalizer name nor is it fully qualified"));
+        errs.push(FieldError::invalid(
+            path,
+            f,
+            "name is neither a standard finalizer name nor is it fully qualified",
+        ));
     }
 }
 
@@ -67,7 +71,11 @@ fn validate_owner_references(errs: &mut Errs, refs: &[Value], path: &str) {
         let api_version = s(r, "apiVersion");
         let version = api_version.rsplit('/').next().unwrap_or("");
         if version.is_empty() {
-            errs.push(FieldError::invalid(child(path, "apiVersion"), api_version, "version must not be empty"));
+            errs.push(FieldError::invalid(
+                child(path, "apiVersion"),
+                api_version,
+                "version must not be empty",
+            ));
         }
         for f in ["kind", "name", "uid"] {
             if s(r, f).is_empty() {
@@ -77,7 +85,7 @@ fn validate_owner_references(errs: &mut Errs, refs: &[Value], path: &str) {
         if api_version == "v1" && s(r, "kind") == "Event" {
             errs.push(FieldError::invalid_repr(
                 path,
-                format!("{}", super::errors::render_value(r)),
+                super::errors::render_value(r),
                 "/v1, Kind=Event is disallowed from being an owner",
             ));
         }
@@ -100,18 +108,31 @@ fn validate_owner_references(errs: &mut Errs, refs: &[Value], path: &str) {
 
 /// ObjectMeta on create. `namespaced`: Some(true) requires a namespace,
 /// Some(false) forbids one, None (unknown kind) checks neither.
-pub(crate) fn validate_object_meta(errs: &mut Errs, obj: &Value, namespaced: Option<bool>, name_fn: NameFn) {
+pub(crate) fn validate_object_meta(
+    errs: &mut Errs,
+    obj: &Value,
+    namespaced: Option<bool>,
+    name_fn: NameFn,
+) {
     let null = Value::Null;
     let meta = obj.get("metadata").unwrap_or(&null);
     let path = "metadata";
     let name = s(meta, "name");
     let generate = s(meta, "generateName");
     if !generate.is_empty() {
-        push_msgs(errs, &child(path, "generateName"), generate, name_fn(generate, true));
+        push_msgs(
+            errs,
+            &child(path, "generateName"),
+            generate,
+            name_fn(generate, true),
+        );
     }
     if name.is_empty() {
         if generate.is_empty() {
-            errs.push(FieldError::required(child(path, "name"), "name or generateName is required"));
+            errs.push(FieldError::required(
+                child(path, "name"),
+                "name or generateName is required",
+            ));
         }
     } else {
         push_msgs(errs, &child(path, "name"), name, name_fn(name, false));
@@ -127,20 +148,30 @@ fn validate_meta_common(errs: &mut Errs, meta: &Value, namespaced: Option<bool>,
             if ns.is_empty() {
                 errs.push(FieldError::required(child(path, "namespace"), ""));
             } else {
-                push_msgs(errs, &child(path, "namespace"), ns, super::names::name_is_dns_label(ns, false));
+                push_msgs(
+                    errs,
+                    &child(path, "namespace"),
+                    ns,
+                    super::names::name_is_dns_label(ns, false),
+                );
             }
         }
-        Some(false) => {
-            if !ns.is_empty() {
-                errs.push(FieldError::forbidden(child(path, "namespace"), "not allowed on this type"));
-            }
+        Some(false) if !ns.is_empty() => {
+            errs.push(FieldError::forbidden(
+                child(path, "namespace"),
+                "not allowed on this type",
+            ));
         }
-        None => {}
+        _ => {}
     }
     nonneg(errs, meta, "generation", path);
     validate_labels(errs, get(meta, "labels"), &child(path, "labels"));
     validate_annotations(errs, get(meta, "annotations"), &child(path, "annotations"));
-    validate_owner_references(errs, arr(meta, "ownerReferences"), &child(path, "ownerReferences"));
+    validate_owner_references(
+        errs,
+        arr(meta, "ownerReferences"),
+        &child(path, "ownerReferences"),
+    );
     validate_finalizers(errs, arr(meta, "finalizers"), &child(path, "finalizers"));
 }
 
@@ -152,9 +183,15 @@ pub(crate) fn validate_object_meta_update(errs: &mut Errs, new: &Value, old: &Va
     let om = old.get("metadata").unwrap_or(&null);
     let path = "metadata";
     if get(om, "deletionTimestamp").is_some() {
-        let old_f: Vec<&str> = arr(om, "finalizers").iter().filter_map(Value::as_str).collect();
-        let mut extra: Vec<&str> =
-            arr(nm, "finalizers").iter().filter_map(Value::as_str).filter(|f| !old_f.contains(f)).collect();
+        let old_f: Vec<&str> = arr(om, "finalizers")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut extra: Vec<&str> = arr(nm, "finalizers")
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|f| !old_f.contains(f))
+            .collect();
         extra.sort();
         extra.dedup();
         if !extra.is_empty() {
@@ -181,7 +218,11 @@ pub(crate) fn validate_object_meta_update(errs: &mut Errs, new: &Value, old: &Va
     }
     validate_labels(errs, get(nm, "labels"), &child(path, "labels"));
     validate_annotations(errs, get(nm, "annotations"), &child(path, "annotations"));
-    validate_owner_references(errs, arr(nm, "ownerReferences"), &child(path, "ownerReferences"));
+    validate_owner_references(
+        errs,
+        arr(nm, "ownerReferences"),
+        &child(path, "ownerReferences"),
+    );
     validate_finalizers(errs, arr(nm, "finalizers"), &child(path, "finalizers"));
 }
 
@@ -217,7 +258,11 @@ pub(crate) fn validate_label_selector(errs: &mut Errs, sel: Option<&Value>, path
                     ));
                 }
             }
-            op => errs.push(FieldError::invalid(child(&p, "operator"), op, "not a valid selector operator")),
+            op => errs.push(FieldError::invalid(
+                child(&p, "operator"),
+                op,
+                "not a valid selector operator",
+            )),
         }
         validate_label_name(errs, s(expr, "key"), &child(&p, "key"));
         for (j, v) in values.iter().enumerate() {
@@ -229,7 +274,10 @@ pub(crate) fn validate_label_selector(errs: &mut Errs, sel: Option<&Value>, path
 
 /// Whether a label selector selects nothing-in-particular (no terms).
 pub(crate) fn selector_is_empty(sel: &Value) -> bool {
-    obj(sel, "matchLabels").map(|m| m.is_empty()).unwrap_or(true) && arr(sel, "matchExpressions").is_empty()
+    omap(sel, "matchLabels")
+        .map(|m| m.is_empty())
+        .unwrap_or(true)
+        && arr(sel, "matchExpressions").is_empty()
 }
 
 /// Whether a label selector matches a label set; None when the selector
@@ -246,7 +294,10 @@ pub(crate) fn selector_matches(sel: &Value, labels: Option<&Value>) -> Option<bo
     }
     for expr in arr(sel, "matchExpressions") {
         let k = s(expr, "key");
-        let values: Vec<&str> = arr(expr, "values").iter().filter_map(Value::as_str).collect();
+        let values: Vec<&str> = arr(expr, "values")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         let have = lookup(k);
         let m = match s(expr, "operator") {
             "In" => {
@@ -274,7 +325,9 @@ pub(crate) fn selector_matches(sel: &Value, labels: Option<&Value>) -> Option<bo
 
 /// Go's `%#v` of a `v1.LabelSelector` (how upstream prints a changed selector).
 pub(crate) fn label_selector_repr(sel: Option<&Value>) -> String {
-    let Some(sel) = sel else { return "null".to_string() };
+    let Some(sel) = sel else {
+        return "null".to_string();
+    };
     let exprs = match get(sel, "matchExpressions").and_then(Value::as_array) {
         None => "[]v1.LabelSelectorRequirement(nil)".to_string(),
         Some(list) => {
@@ -300,6 +353,11 @@ pub(crate) fn label_selector_repr(sel: Option<&Value>) -> String {
 }
 
 /// A selector immutable on update (apps/v1 workloads, Jobs).
-pub(crate) fn selector_immutable(errs: &mut Errs, new: Option<&Value>, old: Option<&Value>, path: &str) {
+pub(crate) fn selector_immutable(
+    errs: &mut Errs,
+    new: Option<&Value>,
+    old: Option<&Value>,
+    path: &str,
+) {
     immutable_repr(errs, new, old, path, label_selector_repr(new));
 }

@@ -9,7 +9,8 @@ use super::util::Errs;
 
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
@@ -20,14 +21,17 @@ const QNAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
-const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
+const CONFIG_KEY_MSG: &str =
+    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
 const PERCENT_FMT: &str = "[0-9]+%";
-const PERCENT_MSG: &str = "a valid percent string must be a numeric string followed by an ending '%'";
+const PERCENT_MSG: &str =
+    "a valid percent string must be a numeric string followed by an ending '%'";
 const HEADER_FMT: &str = "[-A-Za-z0-9]+";
 const HEADER_MSG: &str = "a valid HTTP header must consist of alphanumeric characters or '-'";
 
 pub(crate) const INVALID_IP: &str = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
-pub(crate) const INVALID_CIDR: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
+pub(crate) const INVALID_CIDR: &str =
+    "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
 
 /// Upstream `RegexError`: the message, examples and the regex.
 pub(crate) fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
@@ -83,7 +87,11 @@ pub(crate) fn is_dns1123_label(s: &str) -> Vec<String> {
         if matches_dns_subdomain(s) {
             errs.push("must not contain dots".to_string());
         } else {
-            errs.push(regex_error(DNS1123_LABEL_MSG, DNS1123_LABEL_FMT, &["my-name", "123-abc"]));
+            errs.push(regex_error(
+                DNS1123_LABEL_MSG,
+                DNS1123_LABEL_FMT,
+                &["my-name", "123-abc"],
+            ));
         }
     }
     errs
@@ -95,7 +103,11 @@ pub(crate) fn is_dns1123_subdomain(s: &str) -> Vec<String> {
         errs.push(max_len_error(253));
     }
     if !matches_dns_subdomain(s) {
-        errs.push(regex_error(DNS1123_SUBDOMAIN_MSG, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
+        errs.push(regex_error(
+            DNS1123_SUBDOMAIN_MSG,
+            DNS1123_SUBDOMAIN_FMT,
+            &["example.com"],
+        ));
     }
     errs
 }
@@ -108,7 +120,11 @@ pub(crate) fn is_dns1035_label(s: &str) -> Vec<String> {
     let b = s.as_bytes();
     let ok = !b.is_empty() && b[0].is_ascii_lowercase() && matches_dns_label(s);
     if !ok {
-        errs.push(regex_error(DNS1035_LABEL_MSG, DNS1035_LABEL_FMT, &["my-name", "abc-123"]));
+        errs.push(regex_error(
+            DNS1035_LABEL_MSG,
+            DNS1035_LABEL_FMT,
+            &["my-name", "abc-123"],
+        ));
     }
     errs
 }
@@ -118,7 +134,10 @@ pub(crate) fn is_wildcard_dns1123_subdomain(s: &str) -> Vec<String> {
     if s.len() > 253 {
         errs.push(max_len_error(253));
     }
-    let ok = s.strip_prefix("*.").map(matches_dns_subdomain).unwrap_or(false);
+    let ok = s
+        .strip_prefix("*.")
+        .map(matches_dns_subdomain)
+        .unwrap_or(false);
     if !ok {
         errs.push(regex_error(WILDCARD_MSG, WILDCARD_FMT, &["*.example.com"]));
     }
@@ -131,7 +150,8 @@ fn matches_qname_part(s: &str) -> bool {
     !b.is_empty()
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
 }
 
 /// A label key / qualified name: optional DNS-subdomain prefix and '/'.
@@ -165,7 +185,10 @@ pub(crate) fn is_qualified_name(value: &str) -> Vec<String> {
         errs.push(format!("name part {}", max_len_error(63)));
     }
     if !matches_qname_part(name) {
-        errs.push(format!("name part {}", regex_error(QNAME_MSG, QNAME_FMT, &["MyName", "my.name", "123-abc"])));
+        errs.push(format!(
+            "name part {}",
+            regex_error(QNAME_MSG, QNAME_FMT, &["MyName", "my.name", "123-abc"])
+        ));
     }
     errs
 }
@@ -176,7 +199,11 @@ pub(crate) fn is_label_value(value: &str) -> Vec<String> {
         errs.push(max_len_error(63));
     }
     if !value.is_empty() && !matches_qname_part(value) {
-        errs.push(regex_error(LABEL_VALUE_MSG, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
+        errs.push(regex_error(
+            LABEL_VALUE_MSG,
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
     }
     errs
 }
@@ -199,9 +226,15 @@ pub(crate) fn is_config_map_key(value: &str) -> Vec<String> {
         errs.push(max_len_error(253));
     }
     let ok = !value.is_empty()
-        && value.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
+        && value
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
     if !ok {
-        errs.push(regex_error(CONFIG_KEY_MSG, CONFIG_KEY_FMT, &["key.name", "KEY_NAME", "key-name"]));
+        errs.push(regex_error(
+            CONFIG_KEY_MSG,
+            CONFIG_KEY_FMT,
+            &["key.name", "KEY_NAME", "key-name"],
+        ));
     }
     errs.extend(ch_dir_prefix(value));
     errs
@@ -213,7 +246,11 @@ pub(crate) fn is_valid_port_name(port: &str) -> Vec<String> {
     if port.len() > 15 {
         errs.push(max_len_error(15));
     }
-    if port.is_empty() || !port.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') {
+    if port.is_empty()
+        || !port
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    {
         errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into());
     }
     if !port.bytes().any(|c| c.is_ascii_lowercase()) {
@@ -237,7 +274,8 @@ pub(crate) fn is_valid_port_num(port: i64) -> Vec<String> {
 }
 
 pub(crate) fn is_valid_percent(v: &str) -> Vec<String> {
-    let ok = v.len() >= 2 && v.ends_with('%') && v[..v.len() - 1].bytes().all(|c| c.is_ascii_digit());
+    let ok =
+        v.len() >= 2 && v.ends_with('%') && v[..v.len() - 1].bytes().all(|c| c.is_ascii_digit());
     if ok {
         Vec::new()
     } else {
@@ -405,27 +443,53 @@ pub(crate) fn is_valid_cidr(errs: &mut Errs, path: &str, value: &str) -> bool {
 /// Endpoints / external IPs may not be unspecified, loopback or link-local.
 pub(crate) fn non_special_ip(errs: &mut Errs, path: &str, value: &str) {
     let Some(ip) = parse_ip_sloppy(value) else {
-        errs.push(FieldError::invalid(path, value, "must be a valid IP address"));
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            "must be a valid IP address",
+        ));
         return;
     };
     let (unspecified, loopback, ll_unicast, ll_multicast) = match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
-            (v4.is_unspecified(), v4.is_loopback(), o[0] == 169 && o[1] == 254, o[0] == 224 && o[1] == 0 && o[2] == 0)
+            (
+                v4.is_unspecified(),
+                v4.is_loopback(),
+                o[0] == 169 && o[1] == 254,
+                o[0] == 224 && o[1] == 0 && o[2] == 0,
+            )
         }
         IpAddr::V6(v6) => {
             let seg = v6.segments();
-            (v6.is_unspecified(), v6.is_loopback(), (seg[0] & 0xffc0) == 0xfe80, (seg[0] & 0xff0f) == 0xff02)
+            (
+                v6.is_unspecified(),
+                v6.is_loopback(),
+                (seg[0] & 0xffc0) == 0xfe80,
+                (seg[0] & 0xff0f) == 0xff02,
+            )
         }
     };
     if unspecified {
-        errs.push(FieldError::invalid(path, value, format!("may not be unspecified ({value})")));
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            format!("may not be unspecified ({value})"),
+        ));
     }
     if loopback {
-        errs.push(FieldError::invalid(path, value, "may not be in the loopback range (127.0.0.0/8, ::1/128)"));
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+        ));
     }
     if ll_unicast {
-        errs.push(FieldError::invalid(path, value, "may not be in the link-local range (169.254.0.0/16, fe80::/10)"));
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            "may not be in the link-local range (169.254.0.0/16, fe80::/10)",
+        ));
     }
     if ll_multicast {
         errs.push(FieldError::invalid(
@@ -442,14 +506,23 @@ pub(crate) fn is_domain_prefixed_path(errs: &mut Errs, path: &str, value: &str) 
         errs.push(FieldError::required(path, ""));
         return;
     }
-    let Some((host, rest)) = value.split_once('/').filter(|(h, r)| !h.is_empty() && !r.is_empty()) else {
-        errs.push(FieldError::invalid(path, value, "must be a domain-prefixed path (such as \"acme.io/foo\")"));
+    let Some((host, rest)) = value
+        .split_once('/')
+        .filter(|(h, r)| !h.is_empty() && !r.is_empty())
+    else {
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            "must be a domain-prefixed path (such as \"acme.io/foo\")",
+        ));
         return;
     };
     for m in is_dns1123_subdomain(host) {
         errs.push(FieldError::invalid(path, host, m));
     }
-    let ok = rest.chars().all(|c| c.is_ascii_alphanumeric() || "/-._~%!$&'()*+,;=:".contains(c));
+    let ok = rest
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/-._~%!$&'()*+,;=:".contains(c));
     if !ok {
         errs.push(FieldError::invalid(
             path,

@@ -87,7 +87,9 @@ impl Qty {
             "Pi" => (2, 50, Format::BinarySI),
             "Ei" => (2, 60, Format::BinarySI),
             s if (s.starts_with('e') || s.starts_with('E')) && s.len() > 1 => {
-                let e: i32 = s[1..].parse().map_err(|_| "unable to parse quantity's suffix".to_string())?;
+                let e: i32 = s[1..]
+                    .parse()
+                    .map_err(|_| "unable to parse quantity's suffix".to_string())?;
                 (10, e, Format::DecimalExponent)
             }
             _ => return Err("unable to parse quantity's suffix".to_string()),
@@ -98,7 +100,10 @@ impl Qty {
         let mut mantissa: i128 = 0;
         let mut overflow = false;
         for c in digits.bytes() {
-            match mantissa.checked_mul(10).and_then(|m| m.checked_add((c - b'0') as i128)) {
+            match mantissa
+                .checked_mul(10)
+                .and_then(|m| m.checked_add((c - b'0') as i128))
+            {
                 Some(m) if m < CAP => mantissa = m,
                 _ => overflow = true,
             }

@@ -14,7 +14,11 @@ pub(crate) fn parse_qty(errs: &mut Errs, v: &Value, path: &str) -> Option<Qty> {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         other => {
-            errs.push(FieldError::invalid(path, other.clone(), super::qty::QUANTITY_FORMAT_ERR));
+            errs.push(FieldError::invalid(
+                path,
+                other.clone(),
+                super::qty::QUANTITY_FORMAT_ERR,
+            ));
             return None;
         }
     };
@@ -111,7 +115,11 @@ fn validate_resource_name(errs: &mut Errs, name: &str, path: &str) -> bool {
         return false;
     }
     if !name.contains('/') && !is_standard_resource(name) {
-        errs.push(FieldError::invalid(path, name, "must be a standard resource type or fully qualified"));
+        errs.push(FieldError::invalid(
+            path,
+            name,
+            "must be a standard resource type or fully qualified",
+        ));
         return false;
     }
     true
@@ -121,10 +129,18 @@ fn validate_container_resource_name(errs: &mut Errs, name: &str, path: &str) {
     validate_resource_name(errs, name, path);
     if !name.contains('/') {
         if !matches!(name, "cpu" | "memory" | "ephemeral-storage") && !is_hugepages(name) {
-            errs.push(FieldError::invalid(path, name, "must be a standard resource for containers"));
+            errs.push(FieldError::invalid(
+                path,
+                name,
+                "must be a standard resource for containers",
+            ));
         }
     } else if !is_native(name) && !is_extended(name) {
-        errs.push(FieldError::invalid(path, name, "doesn't follow extended resource name standard"));
+        errs.push(FieldError::invalid(
+            path,
+            name,
+            "doesn't follow extended resource name standard",
+        ));
     }
 }
 
@@ -134,7 +150,8 @@ pub(crate) fn validate_quota_resource_name(errs: &mut Errs, name: &str, path: &s
     if !name.contains('/') {
         let quota_ok = matches!(
             name,
-            "cpu" | "memory"
+            "cpu"
+                | "memory"
                 | "ephemeral-storage"
                 | "requests.cpu"
                 | "requests.memory"
@@ -154,13 +171,22 @@ pub(crate) fn validate_quota_resource_name(errs: &mut Errs, name: &str, path: &s
                 | "services.loadbalancers"
         ) || name.starts_with("requests.hugepages-");
         if !quota_ok {
-            errs.push(FieldError::invalid(path, name, "must be a standard resource for quota"));
+            errs.push(FieldError::invalid(
+                path,
+                name,
+                "must be a standard resource for quota",
+            ));
         }
     }
 }
 
 /// Limit-range resource names (container rules for Pod/Container types).
-pub(crate) fn validate_limit_range_resource_name(errs: &mut Errs, limit_type: &str, name: &str, path: &str) {
+pub(crate) fn validate_limit_range_resource_name(
+    errs: &mut Errs,
+    limit_type: &str,
+    name: &str,
+    path: &str,
+) {
     if limit_type == "Pod" || limit_type == "Container" {
         validate_container_resource_name(errs, name, path);
     } else {
@@ -169,13 +195,26 @@ pub(crate) fn validate_limit_range_resource_name(errs: &mut Errs, limit_type: &s
 }
 
 /// A resource quantity: well-formed, not negative, integral where required.
-pub(crate) fn validate_quantity_value(errs: &mut Errs, name: &str, v: &Value, path: &str) -> Option<Qty> {
+pub(crate) fn validate_quantity_value(
+    errs: &mut Errs,
+    name: &str,
+    v: &Value,
+    path: &str,
+) -> Option<Qty> {
     let q = parse_qty(errs, v, path)?;
     if q.is_negative() {
-        errs.push(FieldError::invalid(path, q.canonical(), "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            path,
+            q.canonical(),
+            "must be greater than or equal to 0",
+        ));
     }
     if is_integer_resource(name) && !q.is_integer() {
-        errs.push(FieldError::invalid_repr(path, q.canonical(), "must be an integer"));
+        errs.push(FieldError::invalid_repr(
+            path,
+            q.canonical(),
+            "must be an integer",
+        ));
     }
     Some(q)
 }
@@ -185,7 +224,7 @@ pub(crate) fn validate_requirements(errs: &mut Errs, res: Option<&Value>, path: 
     let Some(res) = res else { return };
     let lim_path = child(path, "limits");
     let req_path = child(path, "requests");
-    let limits = obj(res, "limits");
+    let limits = omap(res, "limits");
     let mut lim_cpu_mem = false;
     let mut req_cpu_mem = false;
     let mut hugepages = false;
@@ -198,7 +237,7 @@ pub(crate) fn validate_requirements(errs: &mut Errs, res: Option<&Value>, path: 
             lim_cpu_mem |= name == "cpu" || name == "memory";
         }
     }
-    if let Some(requests) = obj(res, "requests") {
+    if let Some(requests) = omap(res, "requests") {
         for (name, v) in requests {
             let p = key(&req_path, name);
             validate_container_resource_name(errs, name, &p);
@@ -216,13 +255,19 @@ pub(crate) fn validate_requirements(errs: &mut Errs, res: Option<&Value>, path: 
                             errs.push(FieldError::invalid(
                                 &req_path,
                                 q.canonical(),
-                                format!("must be less than or equal to {name} limit of {}", l.canonical()),
+                                format!(
+                                    "must be less than or equal to {name} limit of {}",
+                                    l.canonical()
+                                ),
                             ));
                         }
                     }
                 }
                 (_, None) if !overcommit_allowed(name) => {
-                    errs.push(FieldError::required(&lim_path, "Limit must be set for non overcommitable resources"));
+                    errs.push(FieldError::required(
+                        &lim_path,
+                        "Limit must be set for non overcommitable resources",
+                    ));
                 }
                 _ => {}
             }
@@ -231,6 +276,9 @@ pub(crate) fn validate_requirements(errs: &mut Errs, res: Option<&Value>, path: 
         }
     }
     if hugepages && !lim_cpu_mem && !req_cpu_mem {
-        errs.push(FieldError::forbidden(path, "HugePages require cpu or memory"));
+        errs.push(FieldError::forbidden(
+            path,
+            "HugePages require cpu or memory",
+        ));
     }
 }

@@ -45,17 +45,21 @@ pub(crate) fn opt_s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 
 /// An array field, empty when absent.
 pub(crate) fn arr<'a>(v: &'a Value, k: &str) -> &'a [Value] {
-    v.get(k).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.get(k)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 /// An object field, None when absent.
-pub(crate) fn obj<'a>(v: &'a Value, k: &str) -> Option<&'a Map<String, Value>> {
+pub(crate) fn omap<'a>(v: &'a Value, k: &str) -> Option<&'a Map<String, Value>> {
     v.get(k).and_then(Value::as_object)
 }
 
 /// An integer field.
 pub(crate) fn int(v: &Value, k: &str) -> Option<i64> {
-    v.get(k).and_then(|x| x.as_i64().or_else(|| x.as_f64().map(|f| f as i64)))
+    v.get(k)
+        .and_then(|x| x.as_i64().or_else(|| x.as_f64().map(|f| f as i64)))
 }
 
 pub(crate) fn boolean(v: &Value, k: &str) -> bool {
@@ -72,9 +76,12 @@ pub(crate) fn at<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
 }
 
 /// The string entries of a `map[string]string` field (non-strings skipped).
-pub(crate) fn str_map<'a>(v: Option<&'a Value>) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn str_map(v: Option<&Value>) -> Vec<(&str, &str)> {
     match v.and_then(Value::as_object) {
-        Some(m) => m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.as_str(), s))).collect(),
+        Some(m) => m
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k.as_str(), s)))
+            .collect(),
         None => Vec::new(),
     }
 }
@@ -140,7 +147,11 @@ pub(crate) fn nonneg(errs: &mut Errs, v: &Value, k: &str, path: &str) {
 
 pub(crate) fn nonneg_value(errs: &mut Errs, n: i64, path: &str) {
     if n < 0 {
-        errs.push(FieldError::invalid(path, n, "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            path,
+            n,
+            "must be greater than or equal to 0",
+        ));
     }
 }
 
@@ -149,21 +160,31 @@ pub(crate) const FIELD_IMMUTABLE: &str = "field is immutable";
 /// `field is immutable` when the value changed (the new value is printed).
 pub(crate) fn immutable(errs: &mut Errs, new: Option<&Value>, old: Option<&Value>, path: &str) {
     if !sem_eq(new, old) {
-        errs.push(FieldError::invalid(path, new.cloned().unwrap_or(Value::Null), FIELD_IMMUTABLE));
+        errs.push(FieldError::invalid(
+            path,
+            new.cloned().unwrap_or(Value::Null),
+            FIELD_IMMUTABLE,
+        ));
     }
 }
 
 /// `field is immutable` with a verbatim value rendering.
-pub(crate) fn immutable_repr(errs: &mut Errs, new: Option<&Value>, old: Option<&Value>, path: &str, repr: String) {
+pub(crate) fn immutable_repr(
+    errs: &mut Errs,
+    new: Option<&Value>,
+    old: Option<&Value>,
+    path: &str,
+    repr: String,
+) {
     if !sem_eq(new, old) {
         errs.push(FieldError::invalid_repr(path, repr, FIELD_IMMUTABLE));
     }
 }
 
-/// Go's `%#v` of a `*int32`-like optional number inside a struct.
-pub(crate) fn go_ptr_num(v: Option<&Value>, ty: &str) -> String {
+/// Go's `%#v` of a pointer field inside a struct: a (fake) address or nil.
+pub(crate) fn go_ptr(v: Option<&Value>, ty: &str) -> String {
     match v {
-        Some(n) if n.is_number() => format!("({ty})(0xc000{:06x})", fake_addr(n)),
+        Some(n) if !n.is_null() => format!("({ty})(0xc000{:06x})", fake_addr(n)),
         _ => format!("({ty})(nil)"),
     }
 }
@@ -184,8 +205,10 @@ pub(crate) fn go_string_slice(v: Option<&Value>) -> String {
     match v.and_then(Value::as_array) {
         None => "[]string(nil)".to_string(),
         Some(a) => {
-            let parts: Vec<String> =
-                a.iter().map(|x| super::errors::go_quote(x.as_str().unwrap_or(""))).collect();
+            let parts: Vec<String> = a
+                .iter()
+                .map(|x| super::errors::go_quote(x.as_str().unwrap_or("")))
+                .collect();
             format!("[]string{{{}}}", parts.join(", "))
         }
     }

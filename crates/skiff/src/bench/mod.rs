@@ -1,0 +1,328 @@
+//! `skiff bench`: API server benchmarks. Starts a `skiff server` child (or
+//! uses a running one), then measures ConfigMap create/get/list/watch
+//! throughput and latency and the server's memory. It reports numbers; it
+//! does not pass or fail.
+
+mod client;
+mod server;
+mod stats;
+mod watch;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use bytes::Bytes;
+use hyper::Method;
+use rand::Rng;
+use serde::Serialize;
+
+use client::{Client, Kubeconfig};
+use server::{LocalServer, Memory};
+use stats::{run_ops, Phase};
+use watch::{WatchParams, WatchReport};
+
+pub(crate) const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
+const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+const PAGE_SIZE: usize = 500;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// ConfigMaps to create (and then GET).
+    #[arg(long, default_value_t = 10000)]
+    objects: usize,
+    /// Requests in flight during the create, get and update phases.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Full lists of the namespace, one at a time (each as JSON and as Table).
+    #[arg(long, default_value_t = 20)]
+    lists: usize,
+    /// Concurrent watches on the namespace's ConfigMaps.
+    #[arg(long, default_value_t = 100)]
+    watchers: usize,
+    /// Updates made while the watches are open.
+    #[arg(long, default_value_t = 1000)]
+    watch_updates: usize,
+    /// Benchmark an already-running server through this kubeconfig instead of starting one.
+    #[arg(long)]
+    server_kubeconfig: Option<PathBuf>,
+    /// With --server-kubeconfig: the server's PID, so its memory can be reported.
+    #[arg(long, requires = "server_kubeconfig")]
+    server_pid: Option<u32>,
+    /// Print a JSON summary on stdout (the readable report then goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    server: String,
+    objects: usize,
+    concurrency: usize,
+    phases: Vec<Phase>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watch: Option<WatchReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_after_create: Option<Memory>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_at_end: Option<Memory>,
+}
+
+/// Where the readable report goes: stdout, or stderr when stdout carries JSON.
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn line(&self, s: &str) {
+        if self.json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    }
+}
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let out = Out { json: args.json };
+    let mut local = None;
+    let (kc, client, pid) = match &args.server_kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::load(path)?;
+            let client = Client::connect(&kc).await?;
+            let status = client.status("/readyz").await?;
+            anyhow::ensure!(status == 200, "{}: /readyz answered {status}", kc.server);
+            (kc, client, args.server_pid)
+        }
+        None => {
+            eprintln!("starting skiff server...");
+            let mut s = LocalServer::start()?;
+            let t = Instant::now();
+            let (kc, client) = s.wait_ready().await?;
+            eprintln!("server ready in {:.2}s (pid {})", t.elapsed().as_secs_f64(), s.pid);
+            let pid = s.pid;
+            local = Some(s);
+            (kc, client, Some(pid))
+        }
+    };
+    let result = phases(&args, &out, &kc, &client, pid).await;
+    // Stop the child even when a phase failed; the temp dir goes with it.
+    drop(client);
+    if let Some(s) = local {
+        s.stop()?;
+    }
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+async fn phases(args: &BenchArgs, out: &Out, kc: &Kubeconfig, client: &Client, pid: Option<u32>) -> Result<Report> {
+    let mut report = Report {
+        server: kc.server.clone(),
+        objects: args.objects,
+        concurrency: args.concurrency,
+        phases: Vec::new(),
+        watch: None,
+        memory_after_create: None,
+        memory_at_end: None,
+    };
+    out.line(&format!(
+        "skiff bench: {} (pid {}), {} objects, concurrency {}, {} lists, {} watchers x {} updates",
+        kc.server,
+        pid.map_or("unknown".into(), |p| p.to_string()),
+        args.objects,
+        args.concurrency,
+        args.lists,
+        args.watchers,
+        args.watch_updates
+    ));
+    let record = |report: &mut Report, p: Phase| {
+        out.line(&p.text());
+        report.phases.push(p);
+    };
+
+    // 1. create. A per-run prefix keeps runs against a shared server apart.
+    let run_id = format!("{:06x}", rand::thread_rng().gen::<u32>() & 0xff_ffff);
+    let prefix = format!("bench-{run_id}-");
+    let (p, names) = run_ops("create", args.objects, args.concurrency, |i| {
+        let name = format!("{prefix}{i:06}");
+        let body = configmap(&name, &run_id, i);
+        async move {
+            client.fetch(Method::POST, CONFIGMAPS, &[("content-type", "application/json")], body).await?;
+            Ok(name)
+        }
+    })
+    .await;
+    record(&mut report, p);
+    anyhow::ensure!(!names.is_empty(), "no ConfigMap could be created; stopping");
+    report.memory_after_create = pid.and_then(|p| server::memory(p).ok());
+    if let Some(m) = report.memory_after_create {
+        out.line(&memory_text("after create", m));
+    }
+
+    // 2. get, of random created objects.
+    let picks: Vec<usize> = {
+        let mut rng = rand::thread_rng();
+        (0..args.objects).map(|_| rng.gen_range(0..names.len())).collect()
+    };
+    let (p, _) = run_ops("get", args.objects, args.concurrency, |i| {
+        let path = format!("{CONFIGMAPS}/{}", names[picks[i]]);
+        async move { client.fetch(Method::GET, &path, &[], Bytes::new()).await.map(drop) }
+    })
+    .await;
+    record(&mut report, p);
+
+    // 3. full lists, one at a time: as JSON, then as a Table (what kubectl get asks for).
+    let mut list_rv = String::new();
+    let (p, lists) = run_ops("list", args.lists, 1, |_| async {
+        let v = client.get_json(CONFIGMAPS, &[]).await?;
+        let n = v["items"].as_array().map_or(0, Vec::len);
+        Ok((n, v["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string()))
+    })
+    .await;
+    if let Some((_, rv)) = lists.last() {
+        list_rv = rv.clone();
+    }
+    record(&mut report, with_items(p, lists.iter().map(|l| l.0).sum()));
+    let (p, rows) = run_ops("list (table)", args.lists, 1, |_| async {
+        let v = client.get_json(CONFIGMAPS, &[("accept", TABLE)]).await?;
+        anyhow::ensure!(v["kind"] == "Table", "asked for a Table, got kind {}", v["kind"]);
+        Ok(v["rows"].as_array().map_or(0, Vec::len))
+    })
+    .await;
+    record(&mut report, with_items(p, rows.iter().sum()));
+
+    // 4. paginated list of the whole namespace; each page is one op.
+    let p = paginated_list(client).await;
+    out.line(&format!("{:<14} {} pages of {PAGE_SIZE}: whole namespace in {:.3}s", "", p.count, p.seconds));
+    record(&mut report, p);
+
+    // 5. watch.
+    if args.watchers > 0 && args.watch_updates > 0 {
+        anyhow::ensure!(!list_rv.is_empty(), "no list succeeded, so there is no resourceVersion to watch from");
+        let w = watch::run(
+            client,
+            WatchParams {
+                watchers: args.watchers,
+                updates: args.watch_updates,
+                concurrency: args.concurrency,
+                resource_version: &list_rv,
+                names: &names,
+                prefix: &prefix,
+            },
+        )
+        .await?;
+        watch_text(out, &w);
+        report.watch = Some(w);
+    }
+
+    // 6. memory at the end.
+    report.memory_at_end = pid.and_then(|p| server::memory(p).ok());
+    if let Some(m) = report.memory_at_end {
+        out.line(&memory_text("at end", m));
+    }
+    if args.server_kubeconfig.is_some() {
+        out.line(&format!("(objects left in namespace default; remove with: kubectl delete configmaps -l skiff-bench={run_id})"));
+    }
+    Ok(report)
+}
+
+/// A ConfigMap with five small data keys, labelled with the run id.
+fn configmap(name: &str, run_id: &str, i: usize) -> Bytes {
+    let data: serde_json::Map<String, serde_json::Value> =
+        (0..5).map(|k| (format!("key-{k}"), format!("value {k} of object {i}, some padding text").into())).collect();
+    let v = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {"skiff-bench": run_id}},
+        "data": data,
+    });
+    Bytes::from(v.to_string())
+}
+
+fn with_items(mut p: Phase, items: usize) -> Phase {
+    p.items_per_sec = Some(items as f64 / p.seconds.max(1e-9));
+    p
+}
+
+async fn paginated_list(client: &Client) -> Phase {
+    let (start, mut samples, mut errors, mut items) = (Instant::now(), Vec::new(), Vec::new(), 0);
+    let mut cont = String::new();
+    loop {
+        let mut path = format!("{CONFIGMAPS}?limit={PAGE_SIZE}");
+        if !cont.is_empty() {
+            path += &format!("&continue={}", encode_query(&cont));
+        }
+        let t = Instant::now();
+        let page = match client.get_json(&path, &[]).await {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(e);
+                break;
+            }
+        };
+        samples.push(t.elapsed());
+        items += page["items"].as_array().map_or(0, Vec::len);
+        cont = page["metadata"]["continue"].as_str().unwrap_or_default().to_string();
+        // Guard against a server that never stops handing out tokens.
+        if cont.is_empty() || samples.len() > 100_000 {
+            break;
+        }
+    }
+    with_items(Phase::new("list (paged)", samples, errors, start.elapsed()), items)
+}
+
+/// Continue tokens are opaque (often base64 with `=`, `+`, `/`): escape them.
+fn encode_query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn watch_text(out: &Out, w: &WatchReport) {
+    out.line(&format!(
+        "{:<14} {} watches opened in {:.3}s over {} connections{}",
+        "watch",
+        w.watchers - w.open_errors,
+        w.open_seconds,
+        w.connections,
+        match &w.first_open_error {
+            Some(e) => format!("; {} failed, first: {e}", w.open_errors),
+            None => String::new(),
+        }
+    ));
+    out.line(&w.updates.text());
+    out.line(&format!(
+        "{:<14} {}/{} events delivered, {:.0} events/s, drained {:.3}s after the last update; missing {}, duplicates {}, other {}, watches ended early {}",
+        "watch events",
+        w.delivered_events,
+        w.expected_events,
+        w.events_per_sec,
+        w.drain_seconds,
+        w.missing_events,
+        w.duplicate_events,
+        w.other_events,
+        w.watches_ended_early
+    ));
+    out.line(&format!(
+        "{:<14} {:>7} events {:>34}{}   ({} arrived before the update's response)",
+        "watch latency",
+        w.delivered_events,
+        "",
+        w.delivery_latency.text(),
+        w.delivered_before_response
+    ));
+    if let Some(e) = &w.first_watch_error {
+        out.line(&format!("{:<14} first watch error: {e}", ""));
+    }
+}
+
+fn memory_text(when: &str, m: Memory) -> String {
+    let mib = |kb: u64| kb as f64 / 1024.0;
+    format!("{:<14} {when}: RSS {:.1} MiB (peak {:.1} MiB)", "memory", mib(m.rss_kb), mib(m.hwm_kb))
+}

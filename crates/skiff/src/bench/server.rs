@@ -1,0 +1,130 @@
+//! The `skiff server` child process the benchmark measures: started from the
+//! running binary on a free loopback port with a throwaway data directory.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::client::{Client, Kubeconfig};
+
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct LocalServer {
+    child: Child,
+    pub pid: u32,
+    pub kubeconfig: PathBuf,
+    log: PathBuf,
+    // Declared last so the directory is removed after the child is gone.
+    _dir: tempfile::TempDir,
+}
+
+impl LocalServer {
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("skiff-bench-").tempdir()?;
+        let data_dir = dir.path().join("data");
+        let log = dir.path().join("server.log");
+        let port = free_port()?;
+        let exe = std::env::current_exe().context("locating the skiff binary")?;
+        let out = File::create(&log)?;
+        let child = Command::new(exe)
+            .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port"])
+            .arg(port.to_string())
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting skiff server")?;
+        Ok(LocalServer { pid: child.id(), child, kubeconfig: data_dir.join("kubeconfig.yaml"), log, _dir: dir })
+    }
+
+    /// Waits for the kubeconfig to appear and `/readyz` to answer 200.
+    pub async fn wait_ready(&mut self) -> Result<(Kubeconfig, Client)> {
+        let start = Instant::now();
+        let mut last_err = String::from("kubeconfig not written yet");
+        while start.elapsed() < START_TIMEOUT {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("skiff server exited with {status} while starting; its log:\n{}", self.log_tail());
+            }
+            if self.kubeconfig.exists() {
+                match probe(&self.kubeconfig).await {
+                    Ok(ready) => return Ok(ready),
+                    Err(e) => last_err = format!("{e:#}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("skiff server not ready after {START_TIMEOUT:?} ({last_err}); its log:\n{}", self.log_tail())
+    }
+
+    /// Asks the server to shut down (SIGINT, which it handles), then kills it
+    /// if it has not exited within 10 s. The temp dir goes when `self` drops.
+    pub fn stop(mut self) -> Result<()> {
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("skiff server {} did not stop on SIGINT within 10s; killing it", self.pid);
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for LocalServer {
+    // On error paths the child must not outlive the benchmark.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn probe(kubeconfig: &Path) -> Result<(Kubeconfig, Client)> {
+    let kc = Kubeconfig::load(kubeconfig)?;
+    let client = Client::connect(&kc).await?;
+    let status = client.status("/readyz").await?;
+    if status != 200 {
+        bail!("/readyz answered {status}");
+    }
+    Ok((kc, client))
+}
+
+/// A port the kernel just handed out; racy in theory, fine on a quiet host.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+#[derive(Serialize, Clone, Copy)]
+pub struct Memory {
+    pub rss_kb: u64,
+    pub hwm_kb: u64,
+}
+
+/// VmRSS (resident now) and VmHWM (peak resident) of a process.
+pub fn memory(pid: u32) -> Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        let kb = line[name.len()..].trim().trim_end_matches("kB").trim();
+        Ok(kb.parse()?)
+    };
+    Ok(Memory { rss_kb: field("VmRSS:")?, hwm_kb: field("VmHWM:")? })
+}
