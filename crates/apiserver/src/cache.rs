@@ -36,6 +36,12 @@ impl Cached {
         Ok(Arc::new(Cached { key: kv.key.clone(), rev: kv.mod_revision, obj, json: OnceLock::new() }))
     }
 
+    /// This object as another served version of its kind sees it.
+    pub fn converted(&self, info: &resources::catalog::ResourceInfo) -> Arc<Cached> {
+        let obj = resources::conversion::from_storage(info, self.obj.clone());
+        Arc::new(Cached { key: self.key.clone(), rev: self.rev, obj, json: OnceLock::new() })
+    }
+
     /// The object's JSON, serialized on first use.
     pub fn json(&self) -> &Bytes {
         self.json.get_or_init(|| Bytes::from(serde_json::to_vec(&self.obj).unwrap_or_default()))
@@ -97,7 +103,6 @@ struct State {
 
 /// The cache of one storage prefix (e.g. `/registry/pods/`).
 pub struct PrefixCache {
-    pub prefix: String,
     state: RwLock<State>,
     events: broadcast::Sender<Arc<CacheEvent>>,
 }
@@ -109,9 +114,8 @@ pub struct Subscription {
 }
 
 impl PrefixCache {
-    fn new(prefix: String, rev: Revision) -> Self {
+    fn new(rev: Revision) -> Self {
         PrefixCache {
-            prefix,
             state: RwLock::new(State { objects: BTreeMap::new(), history: VecDeque::new(), oldest: rev }),
             events: broadcast::channel(FANOUT).0,
         }
@@ -142,10 +146,6 @@ impl PrefixCache {
             .take_while(|(k, _)| k.starts_with(sub_prefix))
             .map(|(_, v)| v.clone())
             .collect()
-    }
-
-    pub fn get(&self, key: &str) -> Option<Arc<Cached>> {
-        self.state.read().unwrap().objects.get(key).cloned()
     }
 
     /// Subscribes to events after `after`; None when the window no longer reaches back that far.
@@ -190,7 +190,7 @@ impl WatchCache {
         let rev = list.revision;
         let mut caches = HashMap::new();
         for s in storages {
-            caches.entry(s.to_string()).or_insert_with(|| Arc::new(PrefixCache::new(format!("{ROOT}{s}/"), rev)));
+            caches.entry(s.to_string()).or_insert_with(|| Arc::new(PrefixCache::new(rev)));
         }
         for kv in &list.items {
             if let Some(c) = storage_of(&kv.key).and_then(|s| caches.get(s)) {

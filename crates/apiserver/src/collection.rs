@@ -32,14 +32,6 @@ impl Filter {
     pub fn new(info: &'static ResourceInfo, ns: Option<&str>, q: &Query) -> ApiResult<Filter> {
         let ls = q.get("labelSelector").cloned().unwrap_or_default();
         let fs = q.get("fieldSelector").cloned().unwrap_or_default();
-        let unable = |why: String| {
-            let gv = info.api_version();
-            let gv = if info.group.is_empty() { format!("/{gv}") } else { gv };
-            ApiError::bad_request(format!(
-                "Unable to find \"{gv}, Resource={}\" that match label selector \"{ls}\", field selector \"{fs}\": {why}",
-                info.plural
-            ))
-        };
         let labels = match ls.as_str() {
             "" => None,
             s => Some(LabelSelector::parse(s).map_err(ApiError::bad_request)?),
@@ -50,7 +42,7 @@ impl Filter {
             for r in sel.requirements() {
                 let path = info
                     .field_path(&r.field)
-                    .ok_or_else(|| unable(format!("field label not supported: {}", r.field)))?;
+                    .ok_or_else(|| ApiError::bad_request(format!("field label not supported: {}", r.field)))?;
                 fields.push((path, r.clone()));
             }
         }
@@ -179,6 +171,13 @@ struct Encoder {
 
 impl Encoder {
     fn event(&mut self, ty: &str, c: &Cached) -> Bytes {
+        if resources::conversion::needs_conversion(self.info) {
+            return self.event_of(ty, &c.converted(self.info));
+        }
+        self.event_of(ty, c)
+    }
+
+    fn event_of(&mut self, ty: &str, c: &Cached) -> Bytes {
         let mut buf = BytesMut::new();
         buf.put_slice(format!("{{\"type\":\"{ty}\",\"object\":").as_bytes());
         match self.fmt {

@@ -83,7 +83,7 @@ impl ApiError {
             .collect();
         ApiError {
             details: Some(json!({"name": name, "group": info.group, "kind": info.kind, "causes": causes})),
-            ..Self::new(422, "Invalid", resources::validation::invalid_message(info.kind, name, errs))
+            ..Self::new(422, "Invalid", resources::validation::invalid_message_for(info.group, info.kind, name, errs))
         }
     }
 
@@ -105,10 +105,6 @@ impl ApiError {
 
     pub fn expired(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
-    }
-
-    pub fn gone(message: impl Into<String>) -> Self {
-        Self::new(410, "Gone", message)
     }
 
     pub fn too_old(requested: i64, oldest: i64) -> Self {

@@ -7,6 +7,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::HeaderMap;
 use resources::catalog::ResourceInfo;
+use resources::conversion;
 use resources::selectors::LabelSelector;
 use serde_json::{json, Value};
 
@@ -22,6 +23,10 @@ const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+
 pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let fmt = negotiate(&headers)?;
     let info = r.info;
+    // Several versions of a kind share one storage; the registry works on the stored form.
+    let stored = conversion::storage_info(info);
+    let out = |v: Value| conversion::from_storage(info, v);
+    let into = |v: Value| conversion::to_storage(info, v);
     let ns = r.namespace.as_deref();
     let sub = r.subresource.as_deref();
     match sub {
@@ -41,11 +46,11 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
     let name = r.name.clone().unwrap_or_default();
     match r.verb {
         Verb::Get => {
-            let c = reg.get(info, ns, &name).await?;
+            let c = reg.get(stored, ns, &name).await?;
             if sub == Some("scale") {
                 return respond::object(fmt, info, &q, &to_scale(info, &c.obj), 200, &[]);
             }
-            respond::object(fmt, info, &q, &c.obj, 200, &[])
+            respond::object(fmt, info, &q, &out(c.obj.clone()), 200, &[])
         }
         Verb::List => collection::list(&reg, Filter::new(info, ns, &q)?, &q, fmt).await,
         Verb::Watch => {
@@ -61,8 +66,8 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
         }
         Verb::Create => {
             let (obj, warnings) = read_object(info, &q, &headers, &body)?;
-            let created = reg.create(info, ns, obj, &opts).await?;
-            respond::object(fmt, info, &q, &created, 201, &warnings)
+            let created = reg.create(stored, ns, into(obj), &opts).await?;
+            respond::object(fmt, info, &q, &out(created), 201, &warnings)
         }
         Verb::Update => {
             if sub == Some("scale") {
@@ -80,9 +85,9 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
                 })
                 .await?
             } else {
-                reg.update(info, ns, &name, sub, &opts, |_| Ok(obj.clone())).await?
+                reg.update(stored, ns, &name, sub, &opts, |_| Ok(into(obj.clone()))).await?
             };
-            respond::object(fmt, info, &q, &updated, 200, &warnings)
+            respond::object(fmt, info, &q, &out(updated), 200, &warnings)
         }
         Verb::Patch => {
             let ct = content_type(&headers);
@@ -94,23 +99,23 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
             }
             let warnings = std::sync::Mutex::new(Vec::new());
             let updated = reg
-                .update(info, ns, &name, sub, &opts, |cur| {
-                    let patched = apply_patch(&ct, &patch, cur)?;
+                .update(stored, ns, &name, sub, &opts, |cur| {
+                    let patched = apply_patch(&ct, &patch, &out(cur.clone()))?;
                     let (typed, w) = decode_object(info, patched, Vec::new(), validation)?;
                     *warnings.lock().unwrap() = w;
-                    Ok(typed)
+                    Ok(into(typed))
                 })
                 .await?;
             let warnings = warnings.into_inner().unwrap();
-            respond::object(fmt, info, &q, &updated, 200, &warnings)
+            respond::object(fmt, info, &q, &out(updated), 200, &warnings)
         }
         Verb::Delete => {
             let options = delete_options(&body, &q)?;
-            let (obj, gone) = reg.delete(info, ns, &name, &options, None, &opts).await?;
+            let (obj, gone) = reg.delete(stored, ns, &name, &options, None, &opts).await?;
             if gone {
                 respond::object(fmt, info, &q, &respond::deleted_status(info, &obj), 200, &[])
             } else {
-                respond::object(fmt, info, &q, &obj, 200, &[])
+                respond::object(fmt, info, &q, &out(obj), 200, &[])
             }
         }
         Verb::DeleteCollection => {
@@ -122,8 +127,8 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
             for c in victims.iter().filter(|c| filter.matches(c)) {
                 let n = c.obj["metadata"]["name"].as_str().unwrap_or("");
                 let item_ns = c.obj["metadata"]["namespace"].as_str();
-                match reg.delete(info, item_ns, n, &options, None, &opts).await {
-                    Ok((obj, _)) => deleted.push(obj),
+                match reg.delete(stored, item_ns, n, &options, None, &opts).await {
+                    Ok((obj, _)) => deleted.push(out(obj)),
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
                 }

@@ -34,6 +34,13 @@ pub async fn bootstrap(reg: &Registry, service_ip: &str, advertise_ip: &str, por
     for ns in SYSTEM_NAMESPACES {
         ensure(reg, "", "namespaces", None, json!({"metadata": {"name": ns}})).await?;
     }
+    for (name, value, what) in [
+        ("system-node-critical", 2000001000, "Used for system critical pods that must not be moved from their current node."),
+        ("system-cluster-critical", 2000000000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+    ] {
+        let pc = json!({"metadata": {"name": name}, "value": value, "description": what});
+        ensure(reg, "scheduling.k8s.io", "priorityclasses", None, pc).await?;
+    }
     let labels = json!({"component": "apiserver", "provider": "kubernetes"});
     ensure(reg, "", "services", Some("default"), json!({
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 use rand::Rng;
-use resources::catalog::{self, ResourceInfo};
+use resources::catalog::ResourceInfo;
 use resources::{defaults, strategy, validation};
 use serde_json::{json, Value};
 use store::{DynStore, KeyValue};
@@ -58,6 +58,14 @@ pub fn name_of(obj: &Value) -> &str {
     obj["metadata"]["name"].as_str().unwrap_or("")
 }
 
+/// Stored objects always carry their apiVersion and kind.
+fn set_type(info: &ResourceInfo, obj: &mut Value) {
+    if let Some(m) = obj.as_object_mut() {
+        m.insert("apiVersion".into(), json!(info.api_version()));
+        m.insert("kind".into(), json!(info.kind));
+    }
+}
+
 fn encode(obj: &Value) -> Bytes {
     let mut obj = obj.clone();
     meta(&mut obj).remove("resourceVersion");
@@ -93,6 +101,7 @@ impl Registry {
     }
 
     pub async fn create(&self, info: &ResourceInfo, ns: Option<&str>, mut obj: Value, opts: &WriteOptions) -> ApiResult<Value> {
+        set_type(info, &mut obj);
         let m = meta(&mut obj);
         if m.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
@@ -164,6 +173,7 @@ impl Registry {
             let current = self.store.get(&k).await?.ok_or_else(|| ApiError::not_found(info, name))?;
             let old = Cached::decode(&current)?.obj.clone();
             let mut new = mutate(&old)?;
+            set_type(info, &mut new);
             if name_of(&new) != name {
                 return Err(ApiError::bad_request(format!(
                     "the name of the object ({}) does not match the name on the URL ({name})",
@@ -394,10 +404,4 @@ fn should_delete_during_update(obj: &Value) -> bool {
         && empty(&m["finalizers"])
         && empty(&obj["spec"]["finalizers"]) // a Namespace's own finalizers
         && m["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) == 0
-}
-
-/// The entry for a kind referenced by apiVersion/kind (e.g. in ownerReferences).
-pub fn info_for(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
-    let (group, _) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    catalog::by_kind(group, kind)
 }

@@ -102,6 +102,13 @@ pub fn object(fmt: Format, info: &ResourceInfo, q: &Query, obj: &Value, code: u1
 /// A list of stored objects. JSON lists are assembled from each object's
 /// cached bytes instead of serializing again.
 pub fn list(fmt: Format, info: &ResourceInfo, q: &Query, items: &[Arc<Cached>], list_meta: Value) -> ApiResult<Response> {
+    let converted: Vec<Arc<Cached>>;
+    let items = if resources::conversion::needs_conversion(info) {
+        converted = items.iter().map(|c| c.converted(info)).collect();
+        &converted[..]
+    } else {
+        items
+    };
     match fmt {
         Format::Table => {
             let objs: Vec<&Value> = items.iter().map(|c| &c.obj).collect();

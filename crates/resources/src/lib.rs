@@ -2,6 +2,7 @@
 //! clients need: defaults, validation, table printers, quantities, selectors.
 
 pub mod catalog;
+pub mod conversion;
 pub mod defaults;
 pub mod printers;
 pub mod quantity;

@@ -57,14 +57,6 @@ pub fn v3_group_version(path: &str) -> Option<&'static [u8]> {
     v3_built().docs.get(path).map(|(doc, _)| doc.as_slice())
 }
 
-/// The hash of a group/version document, as its index entry's `?hash=`
-/// carries it. Upstream answers a request whose `hash` matches with
-/// `Cache-Control: public, immutable` and the hash as `Etag`, and one
-/// whose `hash` is stale with a redirect to the current URL.
-pub fn v3_hash(path: &str) -> Option<&'static str> {
-    let path = path.trim_matches('/');
-    v3_built().docs.get(path).map(|(_, hash)| hash.as_str())
-}
 
 /// `GET /openapi/v2`: the Swagger 2.0 JSON document of every group/version.
 pub fn v2() -> &'static [u8] {
@@ -196,3 +188,10 @@ fn hash_hex(data: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The `?hash=` of a group/version document.
+#[cfg(test)]
+pub fn v3_hash(path: &str) -> Option<&'static str> {
+    let path = path.trim_matches('/');
+    v3_built().docs.get(path).map(|(_, hash)| hash.as_str())
+}

@@ -56,6 +56,9 @@ fn policy_rule(errs: &mut Errs, rule: &Value, namespaced: bool, path: &str) {
 
 /// Role and ClusterRole.
 pub(crate) fn validate_role(errs: &mut Errs, obj: &Value, old: Option<&Value>, namespaced: bool) {
+    if old.is_some() {
+        validate_object_meta(errs, obj, Some(namespaced), name_is_path_segment);
+    }
     meta_for(errs, obj, old, namespaced, name_is_path_segment);
     for (i, rule) in arr(obj, "rules").iter().enumerate() {
         policy_rule(errs, rule, namespaced, &idx("rules", i));
@@ -293,8 +296,7 @@ pub(crate) fn validate_hpa(errs: &mut Errs, obj: &Value, old: Option<&Value>) {
             "must be greater than 0",
         ));
     }
-    if let Some(m) = min.filter(|m| max < *m) {
-        let _ = m;
+    if min.is_some_and(|m| max < m) {
         errs.push(FieldError::invalid(
             "spec.maxReplicas",
             max,

@@ -340,7 +340,7 @@ pub(crate) fn validate_limit_range(errs: &mut Errs, obj: &Value, old: Option<&Va
             parsed
                 .iter()
                 .find(|(pf, pn, _)| *pf == f && pn == n)
-                .map(|(_, _, q)| *q)
+                .map(|(_, _, q)| q)
         };
         let mut names: Vec<&String> = parsed.iter().map(|(_, n, _)| n).collect();
         names.dedup();
@@ -352,9 +352,9 @@ pub(crate) fn validate_limit_range(errs: &mut Errs, obj: &Value, old: Option<&Va
                 find("defaultRequest", n),
                 find("maxLimitRequestRatio", n),
             );
-            let gt = |a: Option<Qty>, b: Option<Qty>| matches!((a, b), (Some(a), Some(b)) if a.cmp(&b).is_gt());
-            let c = |q: Option<Qty>| q.map(|q| q.canonical()).unwrap_or_default();
-            let mut push = |field: &str, shown: Option<Qty>, msg: String| {
+            let gt = |a: Option<&Qty>, b: Option<&Qty>| matches!((a, b), (Some(a), Some(b)) if a.cmp(b).is_gt());
+            let c = |q: Option<&Qty>| q.map(|q| q.canonical()).unwrap_or_default();
+            let mut push = |field: &str, shown: Option<&Qty>, msg: String| {
                 errs.push(FieldError::invalid_repr(
                     key(&child(&p, field), n),
                     c(shown),
@@ -424,7 +424,7 @@ pub(crate) fn validate_limit_range(errs: &mut Errs, obj: &Value, old: Option<&Va
                 );
             }
             if let Some(r) = ratio {
-                if r.nanos < 1_000_000_000 {
+                if r.is_below_one() {
                     push(
                         "maxLimitRequestRatio",
                         ratio,

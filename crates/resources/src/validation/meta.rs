@@ -281,46 +281,12 @@ pub(crate) fn selector_is_empty(sel: &Value) -> bool {
 }
 
 /// Whether a label selector matches a label set; None when the selector
-/// cannot be converted (bad operator or values), like upstream's
+/// cannot be converted (bad operator, keys or values), like upstream's
 /// `LabelSelectorAsSelector` failing.
 pub(crate) fn selector_matches(sel: &Value, labels: Option<&Value>) -> Option<bool> {
-    let labels = str_map(labels);
-    let lookup = |k: &str| labels.iter().find(|(lk, _)| *lk == k).map(|(_, v)| *v);
-    let mut ok = true;
-    for (k, v) in str_map(get(sel, "matchLabels")) {
-        if lookup(k) != Some(v) {
-            ok = false;
-        }
-    }
-    for expr in arr(sel, "matchExpressions") {
-        let k = s(expr, "key");
-        let values: Vec<&str> = arr(expr, "values")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        let have = lookup(k);
-        let m = match s(expr, "operator") {
-            "In" => {
-                if values.is_empty() {
-                    return None;
-                }
-                have.map(|h| values.contains(&h)).unwrap_or(false)
-            }
-            "NotIn" => {
-                if values.is_empty() {
-                    return None;
-                }
-                have.map(|h| !values.contains(&h)).unwrap_or(true)
-            }
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => return None,
-        };
-        if !m {
-            ok = false;
-        }
-    }
-    Some(ok)
+    let selector = crate::selectors::LabelSelector::from_label_selector(sel).ok()?;
+    let empty = serde_json::Map::new();
+    Some(selector.matches(labels.and_then(Value::as_object).unwrap_or(&empty)))
 }
 
 /// Go's `%#v` of a `v1.LabelSelector` (how upstream prints a changed selector).

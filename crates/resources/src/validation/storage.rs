@@ -47,7 +47,7 @@ fn access_modes(errs: &mut Errs, spec: &Value, path: &str, required_detail: &str
 
 fn positive_quantity(errs: &mut Errs, v: &Value, path: &str) -> bool {
     match parse_qty(errs, v, path) {
-        Some(q) if q.nanos <= 0 => {
+        Some(q) if !q.is_positive() => {
             errs.push(FieldError::invalid(
                 path,
                 q.canonical(),
@@ -180,8 +180,11 @@ pub(crate) fn validate_pvc(errs: &mut Errs, obj: &Value, old: Option<&Value>) {
     let old_size = qty_of(at(os, &["resources", "requests", "storage"]));
     let status_size = qty_of(at(o, &["status", "capacity", "storage"]));
     if let (Some(n), Some(ol)) = (new_size, old_size) {
-        let status_nanos = status_size.map(|q| q.nanos).unwrap_or(0);
-        if n.nanos < ol.nanos && n.nanos <= status_nanos {
+        let at_most_status = match &status_size {
+            Some(st) => n.cmp(st).is_le(),
+            None => !n.is_positive(),
+        };
+        if n.cmp(&ol).is_lt() && at_most_status {
             errs.push(FieldError::forbidden(
                 "spec.resources.requests.storage",
                 "field can not be less than status.capacity",

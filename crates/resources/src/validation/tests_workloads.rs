@@ -457,17 +457,42 @@ fn realistic_objects_pass() {
 #[test]
 fn junk_does_not_panic() {
     let kinds = [
-        ("", "Pod"), ("", "PodTemplate"), ("", "ReplicationController"), ("apps", "Deployment"),
-        ("apps", "ReplicaSet"), ("apps", "StatefulSet"), ("apps", "DaemonSet"), ("apps", "ControllerRevision"),
-        ("batch", "Job"), ("batch", "CronJob"), ("", "Service"), ("", "Endpoints"),
-        ("discovery.k8s.io", "EndpointSlice"), ("", "ConfigMap"), ("", "Secret"), ("", "ServiceAccount"),
-        ("", "Namespace"), ("", "Node"), ("", "LimitRange"), ("", "ResourceQuota"), ("", "Event"),
-        ("events.k8s.io", "Event"), ("", "PersistentVolume"), ("", "PersistentVolumeClaim"),
-        ("storage.k8s.io", "StorageClass"), ("networking.k8s.io", "Ingress"), ("networking.k8s.io", "IngressClass"),
-        ("networking.k8s.io", "NetworkPolicy"), ("rbac.authorization.k8s.io", "Role"),
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding"), ("policy", "PodDisruptionBudget"),
-        ("autoscaling", "HorizontalPodAutoscaler"), ("coordination.k8s.io", "Lease"),
-        ("scheduling.k8s.io", "PriorityClass"), ("", "Binding"), ("x.io", "Thing"),
+        ("", "Pod"),
+        ("", "PodTemplate"),
+        ("", "ReplicationController"),
+        ("apps", "Deployment"),
+        ("apps", "ReplicaSet"),
+        ("apps", "StatefulSet"),
+        ("apps", "DaemonSet"),
+        ("apps", "ControllerRevision"),
+        ("batch", "Job"),
+        ("batch", "CronJob"),
+        ("", "Service"),
+        ("", "Endpoints"),
+        ("discovery.k8s.io", "EndpointSlice"),
+        ("", "ConfigMap"),
+        ("", "Secret"),
+        ("", "ServiceAccount"),
+        ("", "Namespace"),
+        ("", "Node"),
+        ("", "LimitRange"),
+        ("", "ResourceQuota"),
+        ("", "Event"),
+        ("events.k8s.io", "Event"),
+        ("", "PersistentVolume"),
+        ("", "PersistentVolumeClaim"),
+        ("storage.k8s.io", "StorageClass"),
+        ("networking.k8s.io", "Ingress"),
+        ("networking.k8s.io", "IngressClass"),
+        ("networking.k8s.io", "NetworkPolicy"),
+        ("rbac.authorization.k8s.io", "Role"),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+        ("policy", "PodDisruptionBudget"),
+        ("autoscaling", "HorizontalPodAutoscaler"),
+        ("coordination.k8s.io", "Lease"),
+        ("scheduling.k8s.io", "PriorityClass"),
+        ("", "Binding"),
+        ("x.io", "Thing"),
     ];
     let junk = [
         json!(null),
@@ -486,10 +511,34 @@ fn junk_does_not_panic() {
             let _ = super::validate_status(g, k, j, j);
         }
     }
-    for sched in ["", "TZ=", "TZ=UTC", "CRON_TZ=Nowhere/Land * * * * *", "@every", "@every 1h30m", "@every 5", "1-2-3 * * * *", "*/0 * * * *", "5/2/1 * * * *", "-1 * * * *", "* * * 13 *", "1,,2 * * * *"] {
+    for sched in [
+        "",
+        "TZ=",
+        "TZ=UTC",
+        "CRON_TZ=Nowhere/Land * * * * *",
+        "@every",
+        "@every 1h30m",
+        "@every 5",
+        "1-2-3 * * * *",
+        "*/0 * * * *",
+        "5/2/1 * * * *",
+        "-1 * * * *",
+        "* * * 13 *",
+        "1,,2 * * * *",
+    ] {
         let _ = super::cron::parse_standard(sched);
     }
-    for q in ["", "-", "+.", "1e", "1e-99999999999", "1e40", "99999999999999999999999999999999999999999Ei", "0.000000000001", "-1.5Gi"] {
+    for q in [
+        "",
+        "-",
+        "+.",
+        "1e",
+        "1e-99999999999",
+        "1e40",
+        "99999999999999999999999999999999999999999Ei",
+        "0.000000000001",
+        "-1.5Gi",
+    ] {
         let _ = super::qty::Qty::parse(q).map(|q| q.canonical());
     }
 }

@@ -195,9 +195,11 @@ async fn phases(args: &BenchArgs, out: &Out, kc: &Kubeconfig, client: &Client, p
     record(&mut report, with_items(p, rows.iter().sum()));
 
     // 4. paginated list of the whole namespace; each page is one op.
-    let p = paginated_list(client).await;
-    out.line(&format!("{:<14} {} pages of {PAGE_SIZE}: whole namespace in {:.3}s", "", p.count, p.seconds));
+    let (p, items) = paginated_list(client).await;
+    let pages = p.count;
+    let secs = p.seconds;
     record(&mut report, p);
+    out.line(&format!("{:<14} whole namespace ({items} items) in {pages} pages of {PAGE_SIZE}: {secs:.3}s", ""));
 
     // 5. watch.
     if args.watchers > 0 && args.watch_updates > 0 {
@@ -247,7 +249,7 @@ fn with_items(mut p: Phase, items: usize) -> Phase {
     p
 }
 
-async fn paginated_list(client: &Client) -> Phase {
+async fn paginated_list(client: &Client) -> (Phase, usize) {
     let (start, mut samples, mut errors, mut items) = (Instant::now(), Vec::new(), Vec::new(), 0);
     let mut cont = String::new();
     loop {
@@ -271,7 +273,7 @@ async fn paginated_list(client: &Client) -> Phase {
             break;
         }
     }
-    with_items(Phase::new("list (paged)", samples, errors, start.elapsed()), items)
+    (with_items(Phase::new("list (paged)", samples, errors, start.elapsed()), items), items)
 }
 
 /// Continue tokens are opaque (often base64 with `=`, `+`, `/`): escape them.
@@ -286,7 +288,7 @@ fn encode_query(s: &str) -> String {
 
 fn watch_text(out: &Out, w: &WatchReport) {
     out.line(&format!(
-        "{:<14} {} watches opened in {:.3}s over {} connections{}",
+        "{:<14} {} watches opened in {:.3}s over {} connection(s){}",
         "watch",
         w.watchers - w.open_errors,
         w.open_seconds,
@@ -310,7 +312,7 @@ fn watch_text(out: &Out, w: &WatchReport) {
         w.watches_ended_early
     ));
     out.line(&format!(
-        "{:<14} {:>7} events {:>34}{}   ({} arrived before the update's response)",
+        "{:<14} {:>7} events{:27}   {}   ({} arrived before the update's response)",
         "watch latency",
         w.delivered_events,
         "",

@@ -1,0 +1,49 @@
+//! The shape of the generated table (`table.rs`): per protobuf message, its
+//! fields as (tag, JSON name, kind, flags).
+
+/// How a field is encoded on the wire and shown in JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Bool,
+    I32,
+    I64,
+    F64,
+    /// `bytes`: a base64 string in JSON.
+    Bytes,
+    /// An embedded message, by proto full name.
+    Msg(&'static str),
+    /// `map<string, string>`.
+    MapStr,
+    /// `map<string, bytes>`: values as base64 strings.
+    MapBytes,
+    /// `map<string, Message>`.
+    MapMsg(&'static str),
+}
+
+/// `repeated`: a JSON array.
+pub const REP: u8 = 1;
+/// Optional in the API (k8s-openapi's `Option`, Go's `omitempty`).
+pub const OPT: u8 = 2;
+
+/// (tag, JSON name, kind, flags). An empty JSON name marks a Go struct
+/// embedded with `json:",inline"`: its fields belong to the parent object.
+pub type Field = (u32, &'static str, Kind, u8);
+
+pub struct Message {
+    pub name: &'static str,
+    /// Sorted by tag.
+    pub fields: &'static [Field],
+}
+
+/// The message with this proto full name (`k8s.io.api.core.v1.Pod`).
+pub fn message(name: &str) -> Option<&'static Message> {
+    let all = super::table::MESSAGES;
+    all.binary_search_by(|m| m.name.cmp(name)).ok().map(|i| &all[i])
+}
+
+impl Message {
+    pub fn field(&self, tag: u32) -> Option<&'static Field> {
+        self.fields.binary_search_by_key(&tag, |f| f.0).ok().map(|i| &self.fields[i])
+    }
+}
