@@ -2,10 +2,8 @@
 //! validity — its namespace must exist and not be terminating, and Services
 //! get cluster IPs and node ports from the configured ranges.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use rand::Rng;
 use resources::catalog::{self, ResourceInfo};
@@ -51,8 +49,9 @@ impl std::fmt::Display for Cidr {
 pub struct Admission {
     pub service_cidr: Cidr,
     pub node_ports: (u16, u16),
-    /// Values handed out but maybe not yet visible in the watch cache.
-    recent: Mutex<HashMap<String, Instant>>,
+    /// Held from allocating a Service's IP and ports until its write is
+    /// stored, so two Services never get the same values.
+    pub service_writes: tokio::sync::Mutex<()>,
 }
 
 fn invalid(field: &str, value: Value, detail: String) -> FieldError {
@@ -61,7 +60,7 @@ fn invalid(field: &str, value: Value, detail: String) -> FieldError {
 
 impl Admission {
     pub fn new(service_cidr: Cidr, node_ports: (u16, u16)) -> Self {
-        Admission { service_cidr, node_ports, recent: Mutex::new(HashMap::new()) }
+        Admission { service_cidr, node_ports, service_writes: tokio::sync::Mutex::new(()) }
     }
 
     pub async fn admit_create(&self, reg: &Registry, info: &ResourceInfo, ns: Option<&str>, obj: &mut Value) -> ApiResult<()> {
@@ -94,7 +93,7 @@ impl Admission {
         Ok(())
     }
 
-    /// Values in use by stored services (other than `except`), plus recent hand-outs.
+    /// Values in use by stored services other than `except_uid`.
     async fn in_use(&self, reg: &Registry, except_uid: &str) -> ApiResult<(HashSet<String>, HashSet<u64>)> {
         reg.cache.sync().await?;
         let (mut ips, mut ports) = (HashSet::new(), HashSet::new());
@@ -111,23 +110,7 @@ impl Admission {
                 }
             }
         }
-        let mut recent = self.recent.lock().unwrap();
-        recent.retain(|_, t| t.elapsed() < Duration::from_secs(30));
-        for k in recent.keys() {
-            match k.strip_prefix("port:") {
-                Some(p) => {
-                    ports.insert(p.parse().unwrap_or(0));
-                }
-                None => {
-                    ips.insert(k.clone());
-                }
-            }
-        }
         Ok((ips, ports))
-    }
-
-    fn remember(&self, k: String) {
-        self.recent.lock().unwrap().insert(k, Instant::now());
     }
 
     async fn allocate(&self, reg: &Registry, info: &ResourceInfo, svc: &mut Value, old: Option<&Value>) -> ApiResult<()> {
@@ -163,7 +146,6 @@ impl Admission {
             svc["spec"]["clusterIPs"] = json!(["None"]);
         } else if requested.is_empty() {
             let ip = self.free_ip(&ips).ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?;
-            self.remember(ip.clone());
             svc["spec"]["clusterIP"] = json!(ip);
             svc["spec"]["clusterIPs"] = json!([ip]);
         } else if !unchanged {
@@ -174,10 +156,7 @@ impl Admission {
                     self.service_cidr
                 ))),
                 Ok(_) if ips.contains(&requested) => errs.push(bad("provided IP is already allocated".into())),
-                Ok(_) => {
-                    self.remember(requested.clone());
-                    svc["spec"]["clusterIPs"] = json!([requested]);
-                }
+                Ok(_) => svc["spec"]["clusterIPs"] = json!([requested]),
                 Err(_) => {} // validation reports malformed IPs
             }
         }
@@ -199,12 +178,11 @@ impl Admission {
                     Some(n) if !taken.insert(n) => {
                         errs.push(invalid(&field, json!(n), "provided port is already allocated".into()))
                     }
-                    Some(n) => self.remember(format!("port:{n}")),
+                    Some(_) => {}
                     None => {
                         let n = free_port(&taken, lo, hi)
                             .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
                         taken.insert(n);
-                        self.remember(format!("port:{n}"));
                         p["nodePort"] = json!(n);
                     }
                 }

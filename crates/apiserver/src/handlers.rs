@@ -14,10 +14,12 @@ use serde_json::{json, Value};
 use crate::collection::{self, Filter};
 use crate::decode::{decode_object, parse_body};
 use crate::errors::{ApiError, ApiResult};
+use crate::protobuf;
 use crate::registry::{Registry, WriteOptions};
 use crate::request::{content_type, negotiate, Query, ResourceRequest, Verb};
 use crate::respond;
 
+const BODY_TYPES: &str = "application/json, application/yaml, application/vnd.kubernetes.protobuf";
 const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json";
 
 pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
@@ -110,7 +112,7 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
             respond::object(fmt, info, &q, &out(updated), 200, &warnings)
         }
         Verb::Delete => {
-            let options = delete_options(&body, &q)?;
+            let options = delete_options(&body, &headers, &q)?;
             let (obj, gone) = reg.delete(stored, ns, &name, &options, None, &opts).await?;
             if gone {
                 respond::object(fmt, info, &q, &respond::deleted_status(info, &obj), 200, &[])
@@ -119,7 +121,7 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
             }
         }
         Verb::DeleteCollection => {
-            let options = delete_options(&body, &q)?;
+            let options = delete_options(&body, &headers, &q)?;
             let filter = Filter::new(info, ns, &q)?;
             reg.cache.sync().await?;
             let victims = reg.cache.prefix(info.storage).snapshot(&filter.prefix);
@@ -143,16 +145,21 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
 /// A create/update body: parsed, checked against the kind's schema.
 fn read_object(info: &ResourceInfo, q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
     let ct = content_type(headers);
-    if !(ct.is_empty() || ct == "application/json" || ct.contains("yaml")) {
-        return Err(ApiError::unsupported_media_type("application/json, application/yaml"));
-    }
-    let (obj, dups) = parse_body(body, &ct)?;
+    let (obj, dups) = if ct == protobuf::CONTENT_TYPE {
+        (protobuf::decode(body).map_err(ApiError::bad_request)?, Vec::new())
+    } else if ct.is_empty() || ct == "application/json" || ct.contains("yaml") {
+        parse_body(body, &ct)?
+    } else {
+        return Err(ApiError::unsupported_media_type(BODY_TYPES));
+    };
     decode_object(info, obj, dups, q.field_validation()?)
 }
 
-fn delete_options(body: &[u8], q: &Query) -> ApiResult<Value> {
+fn delete_options(body: &[u8], headers: &HeaderMap, q: &Query) -> ApiResult<Value> {
     let mut options = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
+    } else if content_type(headers) == protobuf::CONTENT_TYPE {
+        protobuf::decode(body).map_err(ApiError::bad_request)?
     } else {
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };

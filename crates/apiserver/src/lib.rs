@@ -12,6 +12,7 @@ mod lifecycle;
 mod metrics;
 mod openapi;
 pub mod pki;
+mod protobuf;
 mod registry;
 mod request;
 mod respond;

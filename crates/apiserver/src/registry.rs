@@ -140,6 +140,7 @@ impl Registry {
         defaults::apply(info.group, info.kind, &mut obj);
         check_invalid(info, &obj, validation::validate(info.group, info.kind, &obj, None))?;
         let name = name_of(&obj).to_string();
+        let _allocating = self.service_lock(info).await;
         self.admission.admit_create(self, info, ns, &mut obj).await?;
         if opts.dry_run {
             return Ok(obj);
@@ -202,6 +203,7 @@ impl Registry {
                 _ => validation::validate(info.group, info.kind, &new, Some(&old)),
             };
             check_invalid(info, &new, errs)?;
+            let _allocating = self.service_lock(info).await;
             self.admission.admit_update(self, info, &mut new, &old).await?;
             // Finalizers gone from an object being deleted: the delete completes.
             let finalizers_done = should_delete_during_update(&new);
@@ -223,6 +225,15 @@ impl Registry {
                 Err(store::Error::NotFound(_)) => return Err(ApiError::not_found(info, name)),
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Services allocate cluster IPs and node ports: one write at a time.
+    async fn service_lock(&self, info: &ResourceInfo) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if info.group.is_empty() && info.kind == "Service" {
+            Some(self.admission.service_writes.lock().await)
+        } else {
+            None
         }
     }
 

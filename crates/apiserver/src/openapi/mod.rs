@@ -64,6 +64,29 @@ pub fn v2() -> &'static [u8] {
     V2_DOC.get_or_init(build_v2)
 }
 
+/// The schema of the kind `group`/`version`/`kind` (canonical form: `$ref`s
+/// point at `#/components/schemas/NAME`), or None when none is known. The
+/// strategic merge patch walks it for the `x-kubernetes-patch-*` facts.
+pub fn kind_schema(group: &str, version: &str, kind: &str) -> Option<&'static Value> {
+    let s = schemas();
+    let name = match CATALOG.iter().find(|r| r.group == group && r.version == version && r.kind == kind) {
+        Some(r) => s.kind_def(r).to_string(),
+        None => {
+            let want = json!({ "group": group, "kind": kind, "version": version });
+            let has = |d: &Value| d["x-kubernetes-group-version-kind"].as_array().is_some_and(|a| a.contains(&want));
+            s.defs.iter().find(|(_, d)| has(d))?.0.clone()
+        }
+    };
+    s.defs.get(&name)
+}
+
+/// The definition a `$ref` (`#/components/schemas/NAME`, `#/definitions/NAME`)
+/// or a bare definition name points at.
+pub fn definition(reference: &str) -> Option<&'static Value> {
+    let name = reference.rsplit('/').next().unwrap_or(reference);
+    schemas().defs.get(name)
+}
+
 /// Whether an Accept header admits the JSON form of the documents. None or
 /// an empty header admits it; a header listing only the protobuf types
 /// (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`, ...) or

@@ -8,6 +8,7 @@ pub enum Kind {
     Bool,
     I32,
     I64,
+    #[allow(dead_code)] // no double fields in the packages included today
     F64,
     /// `bytes`: a base64 string in JSON.
     Bytes,
@@ -25,6 +26,9 @@ pub enum Kind {
 pub const REP: u8 = 1;
 /// Optional in the API (k8s-openapi's `Option`, Go's `omitempty`).
 pub const OPT: u8 = 2;
+/// A Go value field with omitempty: its zero value ("", 0, false), which Go's
+/// protobuf marshaller writes anyway, means unset and is left out of the JSON.
+pub const ZERO: u8 = 4;
 
 /// (tag, JSON name, kind, flags). An empty JSON name marks a Go struct
 /// embedded with `json:",inline"`: its fields belong to the parent object.

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Number, Value};
 
-use super::schema::{self, Kind, Message, OPT, REP};
+use super::schema::{self, Kind, Message, REP, ZERO};
 
 /// Nesting deeper than this is refused (the deepest built-in kinds are ~15).
 const MAX_DEPTH: usize = 64;
@@ -14,7 +14,7 @@ pub enum Wire<'a> {
     Varint(u64),
     Fixed64(u64),
     Bytes(&'a [u8]),
-    Fixed32(u32),
+    Fixed32(#[allow(dead_code)] u32),
 }
 
 /// Iterates over the (field number, value) pairs of one message.
@@ -135,8 +135,7 @@ fn fill(msg: &Message, buf: &[u8], depth: usize, obj: &mut Map<String, Value>) -
                 None => {
                     obj.remove(json);
                 }
-                Some(v) if flags & OPT != 0 && v.as_str() == Some("") && kind == Kind::Str => {
-                    // A Go `string` with omitempty: "" is the unset value.
+                Some(v) if flags & ZERO != 0 && is_zero(&v) => {
                     obj.remove(json);
                 }
                 Some(Value::Object(new)) => match obj.get_mut(json) {
@@ -153,6 +152,15 @@ fn fill(msg: &Message, buf: &[u8], depth: usize, obj: &mut Map<String, Value>) -
         }
     }
     Ok(())
+}
+
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        _ => false,
+    }
 }
 
 fn packable(kind: Kind) -> bool {

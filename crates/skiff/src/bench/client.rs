@@ -154,9 +154,9 @@ impl Client {
         Ok(body)
     }
 
-    pub async fn get_json(&self, path: &str, headers: &[(&str, &str)]) -> Result<serde_json::Value> {
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str, headers: &[(&str, &str)]) -> Result<T> {
         let body = self.fetch(Method::GET, path, headers, Bytes::new()).await?;
-        serde_json::from_slice(&body).with_context(|| format!("GET {path}: response is not JSON"))
+        serde_json::from_slice(&body).with_context(|| format!("GET {path}: unexpected response"))
     }
 
     /// The status of a GET, for readiness probes.

@@ -15,10 +15,11 @@ use anyhow::Result;
 use bytes::Bytes;
 use hyper::Method;
 use rand::Rng;
-use serde::Serialize;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 
 use client::{Client, Kubeconfig};
-use server::{LocalServer, Memory};
+use server::{CpuClock, LocalServer, Memory};
 use stats::{run_ops, Phase};
 use watch::{WatchParams, WatchReport};
 
@@ -40,6 +41,11 @@ pub struct BenchArgs {
     /// Concurrent watches on the namespace's ConfigMaps.
     #[arg(long, default_value_t = 100)]
     watchers: usize,
+    /// Watches per HTTP/2 connection: 1 acts like many separate clients,
+    /// more like one client-go process multiplexing its informers. The
+    /// updates always use a connection of their own.
+    #[arg(long, default_value_t = 1)]
+    watches_per_connection: usize,
     /// Updates made while the watches are open.
     #[arg(long, default_value_t = 1000)]
     watch_updates: usize,
@@ -138,7 +144,9 @@ async fn phases(args: &BenchArgs, out: &Out, kc: &Kubeconfig, client: &Client, p
         args.watchers,
         args.watch_updates
     ));
-    let record = |report: &mut Report, p: Phase| {
+    let mut clock = CpuClock::new(pid);
+    let record = |report: &mut Report, clock: &mut CpuClock, mut p: Phase| {
+        p.cpu = Some(clock.lap());
         out.line(&p.text());
         report.phases.push(p);
     };
@@ -155,7 +163,7 @@ async fn phases(args: &BenchArgs, out: &Out, kc: &Kubeconfig, client: &Client, p
         }
     })
     .await;
-    record(&mut report, p);
+    record(&mut report, &mut clock, p);
     anyhow::ensure!(!names.is_empty(), "no ConfigMap could be created; stopping");
     report.memory_after_create = pid.and_then(|p| server::memory(p).ok());
     if let Some(m) = report.memory_after_create {
@@ -167,47 +175,49 @@ async fn phases(args: &BenchArgs, out: &Out, kc: &Kubeconfig, client: &Client, p
         let mut rng = rand::thread_rng();
         (0..args.objects).map(|_| rng.gen_range(0..names.len())).collect()
     };
+    clock.lap();
     let (p, _) = run_ops("get", args.objects, args.concurrency, |i| {
         let path = format!("{CONFIGMAPS}/{}", names[picks[i]]);
         async move { client.fetch(Method::GET, &path, &[], Bytes::new()).await.map(drop) }
     })
     .await;
-    record(&mut report, p);
+    record(&mut report, &mut clock, p);
 
     // 3. full lists, one at a time: as JSON, then as a Table (what kubectl get asks for).
-    let mut list_rv = String::new();
+    clock.lap();
     let (p, lists) = run_ops("list", args.lists, 1, |_| async {
-        let v = client.get_json(CONFIGMAPS, &[]).await?;
-        let n = v["items"].as_array().map_or(0, Vec::len);
-        Ok((n, v["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string()))
+        let list: ListBody = client.get_as(CONFIGMAPS, &[]).await?;
+        Ok((count(&list.items), list.metadata.resource_version))
     })
     .await;
-    if let Some((_, rv)) = lists.last() {
-        list_rv = rv.clone();
-    }
-    record(&mut report, with_items(p, lists.iter().map(|l| l.0).sum()));
+    let list_rv = lists.last().map(|l| l.1.clone()).unwrap_or_default();
+    record(&mut report, &mut clock, with_items(p, lists.iter().map(|l| l.0).sum()));
+    clock.lap();
     let (p, rows) = run_ops("list (table)", args.lists, 1, |_| async {
-        let v = client.get_json(CONFIGMAPS, &[("accept", TABLE)]).await?;
-        anyhow::ensure!(v["kind"] == "Table", "asked for a Table, got kind {}", v["kind"]);
-        Ok(v["rows"].as_array().map_or(0, Vec::len))
+        let t: TableBody = client.get_as(CONFIGMAPS, &[("accept", TABLE)]).await?;
+        anyhow::ensure!(t.kind == "Table", "asked for a Table, got kind {:?}", t.kind);
+        Ok(count(&t.rows))
     })
     .await;
-    record(&mut report, with_items(p, rows.iter().sum()));
+    record(&mut report, &mut clock, with_items(p, rows.iter().sum()));
 
     // 4. paginated list of the whole namespace; each page is one op.
+    clock.lap();
     let (p, items) = paginated_list(client).await;
     let pages = p.count;
     let secs = p.seconds;
-    record(&mut report, p);
+    record(&mut report, &mut clock, p);
     out.line(&format!("{:<14} whole namespace ({items} items) in {pages} pages of {PAGE_SIZE}: {secs:.3}s", ""));
 
     // 5. watch.
     if args.watchers > 0 && args.watch_updates > 0 {
         anyhow::ensure!(!list_rv.is_empty(), "no list succeeded, so there is no resourceVersion to watch from");
-        let w = watch::run(
+        clock.lap();
+        let mut w = watch::run(
             client,
             WatchParams {
                 watchers: args.watchers,
+                per_connection: args.watches_per_connection,
                 updates: args.watch_updates,
                 concurrency: args.concurrency,
                 resource_version: &list_rv,
@@ -216,6 +226,7 @@ async fn phases(args: &BenchArgs, out: &Out, kc: &Kubeconfig, client: &Client, p
             },
         )
         .await?;
+        w.cpu = Some(clock.lap());
         watch_text(out, &w);
         report.watch = Some(w);
     }
@@ -229,6 +240,37 @@ async fn phases(args: &BenchArgs, out: &Out, kc: &Kubeconfig, client: &Client, p
         out.line(&format!("(objects left in namespace default; remove with: kubectl delete configmaps -l skiff-bench={run_id})"));
     }
     Ok(report)
+}
+
+// Just what the phases read from lists: skipping the items' contents keeps
+// client-side parsing out of the measured latency as far as possible.
+#[derive(Deserialize)]
+struct ListBody {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default)]
+    items: Option<Vec<IgnoredAny>>,
+}
+
+#[derive(Deserialize, Default)]
+struct ListMeta {
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: String,
+    #[serde(default, rename = "continue")]
+    continue_token: String,
+}
+
+#[derive(Deserialize)]
+struct TableBody {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    rows: Option<Vec<IgnoredAny>>,
+}
+
+/// Length of a JSON array that may also be null or absent.
+fn count(v: &Option<Vec<IgnoredAny>>) -> usize {
+    v.as_ref().map_or(0, Vec::len)
 }
 
 /// A ConfigMap with five small data keys, labelled with the run id.
@@ -258,7 +300,7 @@ async fn paginated_list(client: &Client) -> (Phase, usize) {
             path += &format!("&continue={}", encode_query(&cont));
         }
         let t = Instant::now();
-        let page = match client.get_json(&path, &[]).await {
+        let page: ListBody = match client.get_as(&path, &[]).await {
             Ok(v) => v,
             Err(e) => {
                 errors.push(e);
@@ -266,8 +308,8 @@ async fn paginated_list(client: &Client) -> (Phase, usize) {
             }
         };
         samples.push(t.elapsed());
-        items += page["items"].as_array().map_or(0, Vec::len);
-        cont = page["metadata"]["continue"].as_str().unwrap_or_default().to_string();
+        items += count(&page.items);
+        cont = page.metadata.continue_token;
         // Guard against a server that never stops handing out tokens.
         if cont.is_empty() || samples.len() > 100_000 {
             break;
@@ -319,6 +361,9 @@ fn watch_text(out: &Out, w: &WatchReport) {
         w.delivery_latency.text(),
         w.delivered_before_response
     ));
+    if let Some(cpu) = w.cpu {
+        out.line(&format!("{:<14} whole phase {}", "watch", cpu.text()));
+    }
     if let Some(e) = &w.first_watch_error {
         out.line(&format!("{:<14} first watch error: {e}", ""));
     }

@@ -128,3 +128,63 @@ pub fn memory(pid: u32) -> Result<Memory> {
     };
     Ok(Memory { rss_kb: field("VmRSS:")?, hwm_kb: field("VmHWM:")? })
 }
+
+/// Average CPU cores used since the previous lap, by the server (when its
+/// PID is known) and by the benchmark itself: both share this machine's
+/// cores, so a saturated CPU explains queueing in the latencies.
+#[derive(Serialize, Clone, Copy)]
+pub struct CpuUse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cores: Option<f64>,
+    pub bench_cores: f64,
+}
+
+impl CpuUse {
+    pub fn text(&self) -> String {
+        let server = self.server_cores.map_or("?".into(), |c| format!("{c:.2}"));
+        format!("cpu cores: server {server}, bench {:.2}", self.bench_cores)
+    }
+}
+
+pub struct CpuClock {
+    pid: Option<u32>,
+    at: Instant,
+    server: Option<f64>,
+    bench: f64,
+}
+
+impl CpuClock {
+    pub fn new(pid: Option<u32>) -> Self {
+        CpuClock { pid, at: Instant::now(), server: pid.and_then(process_cpu), bench: own_cpu() }
+    }
+
+    pub fn lap(&mut self) -> CpuUse {
+        let now = CpuClock::new(self.pid);
+        let wall = now.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let used = CpuUse {
+            server_cores: now.server.zip(self.server).map(|(b, a)| (b - a) / wall),
+            bench_cores: (now.bench - self.bench) / wall,
+        };
+        *self = now;
+        used
+    }
+}
+
+/// utime + stime of a process, in seconds, from /proc/PID/stat.
+fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields are counted after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
+/// CPU seconds (user + system) this process has used.
+fn own_cpu() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}

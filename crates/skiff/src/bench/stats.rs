@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
+use super::server::CpuUse;
+
 #[derive(Serialize, Clone, Copy, Default)]
 pub struct Latency {
     pub p50_ms: f64,
@@ -53,6 +55,8 @@ pub struct Phase {
     pub items_per_sec: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUse>,
 }
 
 impl Phase {
@@ -67,6 +71,7 @@ impl Phase {
             latency: Latency::of(samples),
             items_per_sec: None,
             first_error: errors.first().map(|e| format!("{e:#}")),
+            cpu: None,
         }
     }
 
@@ -81,6 +86,9 @@ impl Phase {
         );
         if let Some(ips) = self.items_per_sec {
             s += &format!("   {ips:.0} items/s");
+        }
+        if let Some(cpu) = self.cpu {
+            s += &format!("   {}", cpu.text());
         }
         if self.errors > 0 {
             s += &format!("\n{:<14} {} errors, first: {}", "", self.errors, self.first_error.as_deref().unwrap_or(""));

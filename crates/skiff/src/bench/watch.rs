@@ -16,12 +16,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::client::Client;
+use super::server::CpuUse;
 use super::stats::{run_ops, Latency, Phase};
 use super::CONFIGMAPS;
 
-/// Watches per HTTP/2 connection: stays well under common stream limits
-/// (hyper's default is 200) so the update requests never queue behind them.
-const WATCHES_PER_CONN: usize = 50;
 /// How long to wait, after the last update answered, for stragglers.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,10 +49,14 @@ pub struct WatchReport {
     pub delivered_before_response: usize,
     /// From the last update's response to the last event received.
     pub drain_seconds: f64,
+    /// Over the whole phase: opening, updates and draining.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUse>,
 }
 
 pub struct WatchParams<'a> {
     pub watchers: usize,
+    pub per_connection: usize,
     pub updates: usize,
     pub concurrency: usize,
     pub resource_version: &'a str,
@@ -96,11 +98,10 @@ struct Meta {
 }
 
 pub async fn run(client: &Client, p: WatchParams<'_>) -> Result<WatchReport> {
-    let nconn = p.watchers.div_ceil(WATCHES_PER_CONN).max(1);
-    let mut conns = Vec::with_capacity(nconn);
-    for _ in 0..nconn {
-        conns.push(client.reconnect().await.context("opening a watch connection")?);
-    }
+    let nconn = p.watchers.div_ceil(p.per_connection.max(1)).max(1);
+    let conns: Vec<Client> = futures::future::try_join_all((0..nconn).map(|_| client.reconnect()))
+        .await
+        .context("opening watch connections")?;
     let path = format!("{CONFIGMAPS}?watch=true&resourceVersion={}", p.resource_version);
 
     // A watch counts as open once its response headers arrived; since it starts
@@ -210,6 +211,7 @@ pub async fn run(client: &Client, p: WatchParams<'_>) -> Result<WatchReport> {
         delivery_latency: Latency::of(samples),
         delivered_before_response: early,
         drain_seconds: last_event.duration_since(last_write).as_secs_f64(),
+        cpu: None,
     })
 }
 
