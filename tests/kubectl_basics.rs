@@ -86,8 +86,8 @@ fn discovery_version_and_health() {
     assert!(s.ok(&["get", "--raw", "/healthz?verbose"]).contains("healthz check passed"));
     // The requests above show up in the metrics.
     let metrics = s.ok(&["get", "--raw", "/metrics"]);
-    assert!(metrics.contains("apiserver_request_total{code=\"200\",resource=\"namespaces\",verb=\"list\"}"), "{metrics}");
-    assert!(metrics.contains("apiserver_request_duration_seconds_bucket{resource=\"namespaces\",verb=\"list\",le=\"+Inf\"}"));
+    assert!(metrics.contains("apiserver_request_total{code=\"200\",resource=\"namespaces\",verb=\"LIST\"}"), "{metrics}");
+    assert!(metrics.contains("apiserver_request_duration_seconds_bucket{resource=\"namespaces\",verb=\"LIST\",le=\"+Inf\"}"));
     // The kubernetes service points at us.
     let svc = json(&s.ok(&["get", "svc", "kubernetes", "-o", "json"]));
     assert_eq!(svc["spec"]["clusterIP"], "10.43.0.1");

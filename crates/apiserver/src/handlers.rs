@@ -20,7 +20,7 @@ use crate::request::{content_type, negotiate, Query, ResourceRequest, Verb};
 use crate::respond;
 
 const BODY_TYPES: &str = "application/json, application/yaml, application/vnd.kubernetes.protobuf";
-const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json";
+const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
 
 pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let fmt = negotiate(&headers)?;
@@ -96,13 +96,13 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
             let patch = parse_patch(&ct, &body)?;
             let validation = q.field_validation()?;
             if sub == Some("scale") {
-                let updated = update_scale(&reg, info, ns, &name, &opts, |cur| apply_patch(&ct, &patch, cur)).await?;
+                let updated = update_scale(&reg, info, ns, &name, &opts, |cur| apply_patch("autoscaling", "v1", "Scale", &patch, cur)).await?;
                 return respond::object(fmt, info, &q, &updated, 200, &[]);
             }
             let warnings = std::sync::Mutex::new(Vec::new());
             let updated = reg
                 .update(stored, ns, &name, sub, &opts, |cur| {
-                    let patched = apply_patch(&ct, &patch, &out(cur.clone()))?;
+                    let patched = apply_patch(info.group, info.version, info.kind, &patch, &out(cur.clone()))?;
                     let (typed, w) = decode_object(info, patched, Vec::new(), validation)?;
                     *warnings.lock().unwrap() = w;
                     Ok(into(typed))
@@ -180,6 +180,7 @@ fn delete_options(body: &[u8], headers: &HeaderMap, q: &Query) -> ApiResult<Valu
 enum Patch {
     Json(json_patch::Patch),
     Merge(Value),
+    Strategic(Value),
 }
 
 fn parse_patch(ct: &str, body: &[u8]) -> ApiResult<Patch> {
@@ -187,13 +188,22 @@ fn parse_patch(ct: &str, body: &[u8]) -> ApiResult<Patch> {
     match ct {
         "application/json-patch+json" => Ok(Patch::Json(serde_json::from_slice(body).map_err(bad)?)),
         "application/merge-patch+json" => Ok(Patch::Merge(serde_json::from_slice(body).map_err(bad)?)),
+        "application/strategic-merge-patch+json" => Ok(Patch::Strategic(serde_json::from_slice(body).map_err(bad)?)),
         _ => Err(ApiError::unsupported_media_type(PATCH_TYPES)),
     }
 }
 
-fn apply_patch(_ct: &str, patch: &Patch, current: &Value) -> ApiResult<Value> {
+/// Applies a patch to the object as the request's version (`group`/`version`/`kind`) sees it.
+fn apply_patch(group: &str, version: &str, kind: &str, patch: &Patch, current: &Value) -> ApiResult<Value> {
     let mut doc = current.clone();
     match patch {
+        Patch::Strategic(p) => {
+            return crate::strategic::apply(group, version, kind, current, p).map_err(|m| match crate::strategic::error_code(&m) {
+                400 => ApiError::bad_request(m),
+                422 => ApiError::new(422, "Invalid", m),
+                _ => ApiError::internal(m),
+            })
+        }
         Patch::Json(p) => json_patch::patch(&mut doc, p)
             .map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?,
         Patch::Merge(p) => json_patch::merge(&mut doc, p),

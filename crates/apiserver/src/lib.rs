@@ -17,6 +17,7 @@ mod registry;
 mod request;
 mod respond;
 pub mod serve;
+mod strategic;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -144,11 +145,8 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     };
     let (verb, resource, response) = route(&app, &parts.method, &path, &q, &parts.headers, body).await;
     let response = response.unwrap_or_else(IntoResponse::into_response);
-    if verb != "watch" {
-        app.metrics.observe(verb, &resource, response.status().as_u16(), start.elapsed());
-    } else {
-        app.metrics.observe(verb, &resource, response.status().as_u16(), std::time::Duration::ZERO);
-    }
+    // A watch's latency is the time to start streaming, not its whole life.
+    app.metrics.observe(verb, &resource, response.status().as_u16(), start.elapsed());
     response
 }
 
@@ -161,7 +159,7 @@ async fn route(
     body: Bytes,
 ) -> (&'static str, String, Result<Response, ApiError>) {
     let get = method == Method::GET;
-    let nonresource = |r: Result<Response, ApiError>| ("get", String::new(), r);
+    let nonresource = |r: Result<Response, ApiError>| ("GET", String::new(), r);
     match path {
         "/healthz" | "/livez" | "/readyz" | "/healthz/ping" | "/livez/ping" | "/readyz/ping" if get => {
             return nonresource(Ok(health(q)));
@@ -190,14 +188,23 @@ async fn route(
         return nonresource(openapi_response(rest, headers));
     }
     match parse_path(method, path, q) {
-        Err(e) => ("unknown", String::new(), Err(e)),
+        Err(e) => {
+            let verb = match *method {
+                Method::POST => "POST",
+                Method::PUT => "PUT",
+                Method::PATCH => "PATCH",
+                Method::DELETE => "DELETE",
+                _ => "GET",
+            };
+            (verb, String::new(), Err(e))
+        }
         Ok(None) => nonresource(Err(ApiError::path_not_found())),
         Ok(Some(ApiPath::Group(g))) => nonresource(discovery::group(&g).map(|v| json_ok(&v)).ok_or_else(ApiError::path_not_found)),
         Ok(Some(ApiPath::GroupVersion { group, version })) => nonresource(
             discovery::resource_list(&group, &version).map(|v| json_ok(&v)).ok_or_else(ApiError::path_not_found),
         ),
         Ok(Some(ApiPath::Resource(r))) => {
-            let verb = r.verb.as_str();
+            let verb = r.verb.metric_label();
             let resource = r.info.plural.to_string();
             let result = handlers::handle(app.registry.clone(), r, q.clone(), headers.clone(), body).await;
             (verb, resource, result)

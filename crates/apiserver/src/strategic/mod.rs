@@ -62,6 +62,22 @@ pub fn apply(group: &str, version: &str, kind: &str, original: &Value, patch: &V
     merge_map(original.clone(), patch, node).map(Value::Object)
 }
 
+/// The HTTP status upstream answers an [`apply`] error with: 400 Bad Request
+/// for a patch of the wrong form (a body that is no JSON object, a bad
+/// `$deleteFromPrimitiveList` / `$retainKeys` / `$setElementOrder`), 422
+/// Unprocessable Entity (reason Invalid) for a list of lists, and 500 for
+/// the rest (a missing merge key, an unknown `$patch`, mismatched list
+/// orders, ...: upstream passes those on as plain errors, which become a
+/// Status of code 500, no reason, the message as is).
+pub fn error_code(message: &str) -> u16 {
+    match message {
+        BAD_PRIMITIVE_LIST | BAD_RETAIN_KEYS | BAD_SET_ELEMENT_ORDER | "invalid JSON document" => 400,
+        m if m.starts_with("json: cannot unmarshal") => 400,
+        "lists of lists are not supported" => 422,
+        _ => 500,
+    }
+}
+
 /// A place in the schema: the resolved schema of a value, or None where
 /// the schema says nothing (plain JSON merge from there down).
 #[derive(Clone, Copy)]

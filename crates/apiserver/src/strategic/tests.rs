@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use super::apply;
+use super::{apply, error_code};
 
 fn deploy(original: Value, patch: Value) -> Value {
     apply("apps", "v1", "Deployment", &original, &patch).unwrap()
@@ -266,6 +266,10 @@ fn merge_key_errors_and_odd_input() {
     assert_eq!(err, "json: cannot unmarshal array into Go value of type map[string]interface {}");
     let err = pod_err(with_containers(json!([])), json!({"spec": {"$setElementOrder/containers": {"name": "x"}}}));
     assert_eq!(err, "expected a []interface {}, but received a map[string]interface {}");
+    assert_eq!(error_code(&err), 500);
+    assert_eq!(error_code("invalid patch format of retainKeys"), 400);
+    let err = pod_err(with_containers(json!([])), json!({"spec": {"containers": [["x"]]}}));
+    assert_eq!((err.as_str(), error_code(&err)), ("lists of lists are not supported", 422));
     // A null patch changes nothing; so does an empty one.
     let orig = with_containers(json!([{"name": "a"}]));
     assert_eq!(pod(orig.clone(), Value::Null), orig);
