@@ -110,7 +110,16 @@ impl Server {
     }
 
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Out {
+        self.run_kubectl(args, stdin, &[])
+    }
+
+    pub fn kubectl_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        self.run_kubectl(args, None, env)
+    }
+
+    fn run_kubectl(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Out {
         let mut cmd = Command::new(KUBECTL);
+        cmd.envs(env.iter().copied());
         cmd.arg("--kubeconfig").arg(self.kubeconfig()).args(args);
         cmd.env("HOME", self.dir.path()); // kubectl's discovery cache lives under $HOME/.kube
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });

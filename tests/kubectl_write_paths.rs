@@ -1,0 +1,120 @@
+//! kubectl's write paths against a real skiff server: client-side apply
+//! (strategic merge patch with the last-applied annotation), diff, edit,
+//! patch, set, dry-run and explain.
+
+use e2e::Server;
+use serde_json::Value;
+
+const DEPLOYMENT_V1: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  labels: {app: api, team: a}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers: [{name: api, image: "localhost:5000/api:v1"}]
+"#;
+
+// Image changed, an env var and a port added, the `team` label dropped.
+const DEPLOYMENT_V2: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  labels: {app: api}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers:
+      - name: api
+        image: "localhost:5000/api:v2"
+        env: [{name: MODE, value: fast}]
+        ports: [{containerPort: 8080}]
+"#;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn deployment(s: &Server) -> Value {
+    json(&s.ok(&["get", "deploy", "api", "-o", "json"]))
+}
+
+#[test]
+fn client_side_apply_updates_with_strategic_merge() {
+    let s = Server::start();
+    assert_eq!(s.apply_stdin(&["apply", "-f", "-"], DEPLOYMENT_V1).stdout, "deployment.apps/api created");
+    assert_eq!(s.apply_stdin(&["apply", "-f", "-"], DEPLOYMENT_V1).stdout, "deployment.apps/api unchanged");
+    // A change made by someone else survives an apply that does not mention it.
+    s.ok(&["label", "deploy", "api", "owner=ops"]);
+    let out = s.apply_stdin(&["apply", "-f", "-"], DEPLOYMENT_V2);
+    assert_eq!(out.stdout, "deployment.apps/api configured", "{}", out.stderr);
+    let d = deployment(&s);
+    assert_eq!(d["metadata"]["labels"], serde_json::json!({"app": "api", "owner": "ops"}));
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "localhost:5000/api:v2");
+    assert_eq!(c["env"], serde_json::json!([{"name": "MODE", "value": "fast"}]));
+    assert_eq!(c["ports"][0]["containerPort"], 8080);
+    assert_eq!(d["metadata"]["generation"], 2);
+
+    // diff shows the pending change and exits 1; nothing is stored by it.
+    let v3 = DEPLOYMENT_V2.replace("api:v2", "api:v3");
+    let out = s.apply_stdin(&["diff", "-f", "-"], &v3);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stdout.contains("-        image: localhost:5000/api:v2") && out.stdout.contains("+        image: localhost:5000/api:v3"), "{}", out.stdout);
+    assert_eq!(deployment(&s)["spec"]["template"]["spec"]["containers"][0]["image"], "localhost:5000/api:v2");
+    assert_eq!(s.apply_stdin(&["diff", "-f", "-"], DEPLOYMENT_V2).status.code(), Some(0));
+}
+
+#[test]
+fn set_patch_edit_and_dry_run() {
+    let s = Server::start();
+    assert!(s.apply_stdin(&["create", "-f", "-"], DEPLOYMENT_V2).ok());
+    assert_eq!(s.ok(&["set", "image", "deploy/api", "api=localhost:5000/api:v9"]), "deployment.apps/api image updated");
+    assert_eq!(s.ok(&["set", "env", "deploy/api", "EXTRA=1"]), "deployment.apps/api env updated");
+    s.ok(&["set", "resources", "deploy/api", "--limits=cpu=500m,memory=256Mi"]);
+    let c = deployment(&s)["spec"]["template"]["spec"]["containers"][0].clone();
+    assert_eq!(c["image"], "localhost:5000/api:v9");
+    assert_eq!(c["env"], serde_json::json!([{"name": "MODE", "value": "fast"}, {"name": "EXTRA", "value": "1"}]));
+    assert_eq!(c["resources"]["limits"], serde_json::json!({"cpu": "500m", "memory": "256Mi"}));
+
+    // Strategic merge by container name keeps the other fields of the container.
+    s.ok(&["patch", "deploy", "api", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"api","image":"localhost:5000/api:v10"}]}}}}"#]);
+    let c = deployment(&s)["spec"]["template"]["spec"]["containers"][0].clone();
+    assert_eq!((c["image"].as_str(), c["env"].as_array().map(Vec::len)), (Some("localhost:5000/api:v10"), Some(2)));
+
+    // edit with a scripted editor.
+    let out = s.kubectl_with_env(&["edit", "deploy", "api"], &[("EDITOR", "sed -i s/replicas:\\ 2/replicas:\\ 4/")]);
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(deployment(&s)["spec"]["replicas"], 4);
+
+    // Server-side dry run answers as if stored and stores nothing.
+    let y = s.ok(&["create", "deployment", "dry", "--image=nginx", "--dry-run=server", "-o", "yaml"]);
+    assert!(y.contains("name: dry") && y.contains("progressDeadlineSeconds: 600") && y.contains("uid:"), "{y}");
+    let y = s.ok(&["create", "service", "clusterip", "drysvc", "--tcp=80:8080", "--dry-run=server", "-o", "yaml"]);
+    assert!(y.contains("clusterIP: 10.43."), "{y}");
+    assert!(s.fails(&["get", "deploy", "dry"]).contains("not found"));
+    assert!(s.fails(&["get", "svc", "drysvc"]).contains("not found"));
+
+    // A patch producing an invalid object is refused and stores nothing.
+    let err = s.fails(&["patch", "deploy", "api", "--type=merge", "-p", r#"{"spec":{"replicas":-1}}"#]);
+    assert!(err.contains("spec.replicas: Invalid value: -1: must be greater than or equal to 0"), "{err}");
+    assert_eq!(deployment(&s)["spec"]["replicas"], 4);
+}
+
+#[test]
+fn explain_reads_the_served_openapi() {
+    let s = Server::start();
+    let out = s.ok(&["explain", "pods.spec.containers.livenessProbe"]);
+    assert!(out.contains("FIELD: livenessProbe <Probe>") && out.contains("Periodic probe of container liveness"), "{out}");
+    let out = s.ok(&["explain", "deployment.spec.strategy"]);
+    assert!(out.contains("rollingUpdate") && out.contains("GROUP:      apps"), "{out}");
+}
