@@ -12,9 +12,17 @@ use serde_json::{Map, Value};
 use crate::errors::{ApiError, ApiResult};
 use crate::request::FieldValidation;
 
-/// Parses JSON (or YAML when the content type says so), returning the value
-/// and the paths of duplicated fields.
+const BODY_TYPES: &str = "application/json, application/yaml, application/vnd.kubernetes.protobuf";
+
+/// Parses a JSON, YAML or Kubernetes protobuf body, returning the value and
+/// the paths of duplicated fields.
 pub fn parse_body(body: &[u8], content_type: &str) -> ApiResult<(Value, Vec<String>)> {
+    if content_type == crate::protobuf::CONTENT_TYPE {
+        return Ok((crate::protobuf::decode(body).map_err(ApiError::bad_request)?, Vec::new()));
+    }
+    if !(content_type.is_empty() || content_type == "application/json" || content_type.contains("yaml")) {
+        return Err(ApiError::unsupported_media_type(BODY_TYPES));
+    }
     if content_type.contains("yaml") {
         let v: Value = serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;

@@ -14,12 +14,10 @@ use serde_json::{json, Value};
 use crate::collection::{self, Filter};
 use crate::decode::{decode_object, parse_body};
 use crate::errors::{ApiError, ApiResult};
-use crate::protobuf;
 use crate::registry::{Registry, WriteOptions};
 use crate::request::{content_type, negotiate, Query, ResourceRequest, Verb};
 use crate::respond;
 
-const BODY_TYPES: &str = "application/json, application/yaml, application/vnd.kubernetes.protobuf";
 const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
 
 pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
@@ -144,24 +142,15 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
 
 /// A create/update body: parsed, checked against the kind's schema.
 fn read_object(info: &ResourceInfo, q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
-    let ct = content_type(headers);
-    let (obj, dups) = if ct == protobuf::CONTENT_TYPE {
-        (protobuf::decode(body).map_err(ApiError::bad_request)?, Vec::new())
-    } else if ct.is_empty() || ct == "application/json" || ct.contains("yaml") {
-        parse_body(body, &ct)?
-    } else {
-        return Err(ApiError::unsupported_media_type(BODY_TYPES));
-    };
+    let (obj, dups) = parse_body(body, &content_type(headers))?;
     decode_object(info, obj, dups, q.field_validation()?)
 }
 
 fn delete_options(body: &[u8], headers: &HeaderMap, q: &Query) -> ApiResult<Value> {
     let mut options = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
-    } else if content_type(headers) == protobuf::CONTENT_TYPE {
-        protobuf::decode(body).map_err(ApiError::bad_request)?
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        parse_body(body, &content_type(headers))?.0
     };
     if let Some(g) = q.int("gracePeriodSeconds")? {
         options["gracePeriodSeconds"] = json!(g);

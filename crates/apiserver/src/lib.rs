@@ -57,7 +57,6 @@ pub struct App {
     registry: Arc<Registry>,
     metrics: metrics::Metrics,
     server_address: String,
-    started: Instant,
 }
 
 /// Opens the datastore, prepares the caches and the built-in objects, and
@@ -75,7 +74,6 @@ pub async fn build(store: store::DynStore, config: &Config, advertise: IpAddr) -
         registry,
         metrics: metrics::Metrics::default(),
         server_address: SocketAddr::new(advertise, config.port).to_string(),
-        started: Instant::now(),
     }))
 }
 
@@ -84,8 +82,18 @@ pub fn router(app: Arc<App>) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(app)
 }
 
-/// Serves the API over TLS until `shutdown` completes.
-pub async fn run(config: Config, store: store::DynStore, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+/// A started API server: certificates and kubeconfig written, datastore
+/// loaded, port bound; [`Server::serve`] answers requests.
+pub struct Server {
+    /// The router, for in-process clients (controllers, scheduler, agent).
+    pub router: axum::Router,
+    /// The cluster CA certificate (PEM).
+    pub ca_pem: String,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+}
+
+pub async fn start(config: Config, store: store::DynStore) -> anyhow::Result<Server> {
     let advertise = advertise_address(config.bind_address);
     let mut sans = vec![config.service_cidr.nth(1).to_string(), advertise.to_string()];
     if !config.bind_address.is_unspecified() {
@@ -94,11 +102,19 @@ pub async fn run(config: Config, store: store::DynStore, shutdown: impl std::fut
     let pki = pki::ensure(&config.data_dir.join("server").join("tls"), &sans)?;
     let host = if config.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { config.bind_address.to_string() };
     let url = format!("https://{}", SocketAddr::new(host.parse()?, config.port));
-    pki::write_kubeconfig(&config.kubeconfig, &pki::kubeconfig(&pki, &url))?;
     let app = build(store, &config, advertise).await?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_address, config.port)).await?;
+    // Written last: its presence tells scripts the server is about to answer.
+    pki::write_kubeconfig(&config.kubeconfig, &pki::kubeconfig(&pki, &url))?;
     tracing::info!(address = %listener.local_addr()?, kubeconfig = %config.kubeconfig.display(), "skiff API server listening");
-    serve::serve(listener, pki::server_tls_config(&pki)?, router(app), shutdown).await
+    Ok(Server { router: router(app), ca_pem: pki.ca_cert_pem.clone(), listener, tls: pki::server_tls_config(&pki)? })
+}
+
+impl Server {
+    /// Serves the API over TLS until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        serve::serve(self.listener, self.tls, self.router, shutdown).await
+    }
 }
 
 /// The address other nodes and the `kubernetes` service reach us at.
@@ -244,10 +260,4 @@ fn version() -> Value {
         "buildDate": "2026-01-01T00:00:00Z", "goVersion": "rustc", "compiler": "rustc",
         "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
     })
-}
-
-impl App {
-    pub fn uptime(&self) -> std::time::Duration {
-        self.started.elapsed()
-    }
 }

@@ -48,6 +48,9 @@ struct ServerArgs {
     /// Do not run the node agent on this host (the node agent is not built yet; accepted for compatibility).
     #[arg(long)]
     disable_agent: bool,
+    /// Do not run the controllers (ServiceAccount, root CA publisher, ...) in this process.
+    #[arg(long)]
+    disable_controllers: bool,
 }
 
 fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
@@ -74,10 +77,33 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     if args.disable_agent {
         tracing::info!("node agent disabled");
     }
+    let server = apiserver::start(config, Arc::new(store)).await?;
+    if !args.disable_controllers {
+        let client = in_process_client(server.router.clone());
+        let options = controllers::Options { ca_pem: server.ca_pem.clone() };
+        tokio::spawn(controllers::run(client, identity("controller-manager"), options));
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    apiserver::run(config, Arc::new(store), shutdown).await
+    server.serve(shutdown).await
+}
+
+/// A kube client that calls the API server's router directly: the same
+/// semantics as over the network, without TCP or TLS.
+fn in_process_client(router: axum::Router) -> kube::Client {
+    use tower::ServiceExt;
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let router = router.clone();
+        async move { router.oneshot(req.map(axum::body::Body::new)).await }
+    });
+    kube::Client::new(service, "default")
+}
+
+/// This process's name in leader-election leases.
+fn identity(component: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}_{}_{}", host.trim(), component, std::process::id())
 }
 
 fn main() -> anyhow::Result<()> {

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 /// One element of a path. The variant order is upstream's sort order:
 /// fields, then keys, then values, then indexes.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Pe {
     Field(String),
     /// The key fields of a list-map item as compact JSON, fields sorted.
@@ -84,7 +84,7 @@ impl Pe {
 fn value_string(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
-        Value::String(_) => go_json(v),
+        Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         Value::Object(m) => {
@@ -242,45 +242,37 @@ impl Set {
         }
     }
 
-    /// Only the paths under the given top-level prefixes.
+    /// Only the paths under the given prefixes (the prefixes included).
     pub fn only_prefixes(&self, prefixes: &[Path]) -> Set {
         let mut out = Set::new();
         for p in prefixes {
-            let mut sub = self.clone();
-            let mut node = &mut sub;
-            let mut ok = true;
-            for (i, pe) in p.iter().enumerate() {
-                if i + 1 == p.len() {
-                    break;
-                }
-                match node.children.get_mut(pe) {
-                    Some(c) => node = c,
-                    None => {
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-            if !ok || p.is_empty() {
-                continue;
-            }
-            let last = &p[p.len() - 1];
-            let mut kept = Set::new();
-            if node.members.contains(last) {
-                kept.members.insert(last.clone());
-            }
-            if let Some(c) = node.children.get(last) {
-                kept.children.insert(last.clone(), c.clone());
-            }
-            let mut wrapped = kept;
-            for pe in p[..p.len() - 1].iter().rev() {
-                let mut up = Set::new();
-                up.children.insert(pe.clone(), wrapped);
-                wrapped = up;
-            }
-            out = out.union(&wrapped);
+            out = out.union(&self.under(p));
         }
         out
+    }
+
+    /// The paths of the set at or below `path`.
+    fn under(&self, path: &[Pe]) -> Set {
+        let mut kept = Set::new();
+        match path {
+            [] => return self.clone(),
+            [last] => {
+                if self.members.contains(last) {
+                    kept.members.insert(last.clone());
+                }
+                if let Some(c) = self.children.get(last) {
+                    kept.children.insert(last.clone(), c.clone());
+                }
+            }
+            [first, rest @ ..] => {
+                let Some(c) = self.children.get(first) else { return kept };
+                let sub = c.under(rest);
+                if !sub.is_empty() {
+                    kept.children.insert(first.clone(), sub);
+                }
+            }
+        }
+        kept
     }
 
     /// Every member path: this level's members first, then the children's

@@ -14,6 +14,7 @@
 
 mod paths;
 mod schemas;
+mod v2proto;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -64,6 +65,19 @@ pub fn v2() -> &'static [u8] {
     V2_DOC.get_or_init(build_v2)
 }
 
+/// The media type of the protobuf form of `/openapi/v2`.
+pub const V2_PROTOBUF_CONTENT_TYPE: &str = v2proto::CONTENT_TYPE;
+
+/// `GET /openapi/v2` with `Accept:
+/// application/com.github.proto-openapi.spec.v2@v1.0+protobuf`: the same
+/// document as gnostic's `openapi.v2.Document` protobuf, which client-go's
+/// `DiscoveryClient.OpenAPISchema()` reads (kubectl's client-side validation,
+/// `kubectl explain --output=plaintext-openapiv2`).
+pub fn v2_protobuf() -> &'static [u8] {
+    static V2_PB: OnceLock<Vec<u8>> = OnceLock::new();
+    V2_PB.get_or_init(|| v2proto::encode(&serde_json::from_slice(v2()).expect("valid JSON")))
+}
+
 /// The schema of the kind `group`/`version`/`kind` (canonical form: `$ref`s
 /// point at `#/components/schemas/NAME`), or None when none is known. The
 /// strategic merge patch walks it for the `x-kubernetes-patch-*` facts.
@@ -88,10 +102,10 @@ pub fn definition(reference: &str) -> Option<&'static Value> {
 }
 
 /// Whether an Accept header admits the JSON form of the documents. None or
-/// an empty header admits it; a header listing only the protobuf types
-/// (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`, ...) or
-/// other types does not, and the server answers 406 Not Acceptable (as
-/// upstream does; client-go then falls back to the JSON or v3 forms).
+/// an empty header admits it; a header listing only other types does not,
+/// and the server answers 406 Not Acceptable (as upstream does). For
+/// `/openapi/v2` ask [`wants_v2_protobuf`] first: a header listing only the
+/// protobuf type gets the protobuf form there.
 pub fn accepts_json(accept: Option<&str>) -> bool {
     let Some(accept) = accept.map(str::trim).filter(|a| !a.is_empty()) else { return true };
     accept.split(',').any(|range| {
@@ -103,6 +117,45 @@ pub fn accepts_json(accept: Option<&str>) -> bool {
         });
         !refused && matches!(media.as_str(), "*/*" | "application/*" | "application/json")
     })
+}
+
+/// Whether an Accept header asks `/openapi/v2` for its protobuf form
+/// (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`, or the
+/// deprecated `...spec.v2.v1.0+protobuf`). Negotiated as upstream
+/// (goautoneg over [JSON, protobuf]): media ranges by q (q=0 refused), then
+/// by specificity, then in header order; the first that matches either form
+/// picks it, JSON winning wildcards.
+pub fn wants_v2_protobuf(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else { return false };
+    let mut ranges: Vec<(f32, u8, String)> = accept
+        .split(',')
+        .filter_map(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .find_map(|p| {
+                    let p = p.trim();
+                    p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")).map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
+                })
+                .unwrap_or(1.0);
+            let specificity = match media.as_str() {
+                "*/*" => 0,
+                m if m.ends_with("/*") => 1,
+                _ => 2,
+            };
+            (!media.is_empty() && q > 0.0).then_some((q, specificity, media))
+        })
+        .collect();
+    ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
+    for (_, _, media) in ranges {
+        if v2proto::MEDIA_TYPES.contains(&media.as_str()) {
+            return true;
+        }
+        if matches!(media.as_str(), "*/*" | "application/*" | "application/json") {
+            return false;
+        }
+    }
+    false
 }
 
 /// The index key of a group/version: "api/v1" or "apis/GROUP/VERSION".

@@ -1,0 +1,84 @@
+//! Leader election on a coordination.k8s.io Lease, so that several servers
+//! sharing one datastore run each controller once.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::Client;
+
+const LEASE_SECONDS: i32 = 15;
+const RENEW_EVERY: Duration = Duration::from_secs(2);
+
+/// Holds the lease `name` in kube-system while `work` runs; when the lease
+/// is lost, `work` is dropped (cancelled) and the election starts over.
+pub async fn run_as_leader<F, Fut>(client: Client, name: &str, identity: &str, work: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let leases: Api<Lease> = Api::namespaced(client, "kube-system");
+    loop {
+        if !acquire(&leases, name, identity).await {
+            tokio::time::sleep(RENEW_EVERY).await;
+            continue;
+        }
+        tracing::info!(lease = name, identity, "became leader");
+        let held = async {
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                if !acquire(&leases, name, identity).await {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = work() => return,
+            _ = held => tracing::warn!(lease = name, "lost the lease"),
+        }
+    }
+}
+
+/// Takes or renews the lease; true when we hold it afterwards.
+async fn acquire(leases: &Api<Lease>, name: &str, identity: &str) -> bool {
+    let now = MicroTime(Utc::now());
+    let mine = |mut lease: Lease, fresh: bool| {
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if fresh {
+            spec.acquire_time = Some(now.clone());
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.holder_identity = Some(identity.to_string());
+        spec.lease_duration_seconds = Some(LEASE_SECONDS);
+        spec.renew_time = Some(now.clone());
+        lease
+    };
+    match leases.get_opt(name).await {
+        Ok(None) => {
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+                spec: Some(LeaseSpec { lease_transitions: Some(-1), ..Default::default() }),
+            };
+            leases.create(&PostParams::default(), &mine(lease, true)).await.is_ok()
+        }
+        Ok(Some(lease)) => {
+            let spec = lease.spec.clone().unwrap_or_default();
+            let ours = spec.holder_identity.as_deref() == Some(identity);
+            let expired = spec.renew_time.as_ref().is_none_or(|t| {
+                let ttl = chrono::Duration::seconds(spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS) as i64);
+                t.0 + ttl < Utc::now()
+            });
+            if !ours && !expired {
+                return false;
+            }
+            // The update carries the resourceVersion we read: a racing candidate loses with a conflict.
+            leases.replace(name, &PostParams::default(), &mine(lease, !ours)).await.is_ok()
+        }
+        Err(e) => {
+            tracing::debug!(lease = name, "reading lease: {e}");
+            false
+        }
+    }
+}
