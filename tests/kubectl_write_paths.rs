@@ -118,3 +118,29 @@ fn explain_reads_the_served_openapi() {
     let out = s.ok(&["explain", "deployment.spec.strategy"]);
     assert!(out.contains("rollingUpdate") && out.contains("GROUP:      apps"), "{out}");
 }
+
+#[test]
+fn apply_lists_multi_document_files_and_prune() {
+    let s = Server::start();
+    let list = r#"{"apiVersion":"v1","kind":"List","items":[
+        {"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"l1","labels":{"set":"p"}},"data":{"a":"1"}},
+        {"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"l2","labels":{"set":"p"}}}]}"#;
+    let out = s.apply_stdin(&["apply", "-f", "-"], list);
+    assert_eq!(out.stdout, "configmap/l1 created\nconfigmap/l2 created", "{}", out.stderr);
+    // kubectl validates List items against the served OpenAPI v2 (protobuf) itself.
+    let bad = list.replace(r#""data":{"a":"1"}"#, r#""dataa":{"a":"1"}"#);
+    let out = s.apply_stdin(&["apply", "-f", "-"], &bad);
+    assert!(out.stderr.contains(r#"unknown field "dataa" in io.k8s.api.core.v1.ConfigMap"#), "{}", out.stderr);
+
+    let dir = s.dir.path().join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let two = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: l1, labels: {set: p}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: l3, labels: {set: p}}\n";
+    std::fs::write(dir.join("cms.yaml"), two).unwrap();
+    let out = s.kubectl(&["apply", "-f", dir.to_str().unwrap(), "-l", "set=p", "--prune"]);
+    assert!(out.ok(), "{}", out.stderr);
+    assert!(out.stdout.contains("configmap/l3 created") && out.stdout.contains("configmap/l2 pruned"), "{}", out.stdout);
+    let names = s.ok(&["get", "cm", "-l", "set=p", "-o", "name"]);
+    assert_eq!(names, "configmap/l1\nconfigmap/l3");
+    // The change of l1 (data removed) went through the last-applied path.
+    assert!(s.ok(&["get", "cm", "l1", "-o", "jsonpath={.data}"]).is_empty());
+}

@@ -16,7 +16,7 @@ use crate::decode::{decode_object, parse_body};
 use crate::errors::{ApiError, ApiResult};
 use crate::registry::{Registry, WriteOptions};
 use crate::request::{content_type, negotiate, Query, ResourceRequest, Verb};
-use crate::respond;
+use crate::{pods, respond};
 
 const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
 
@@ -34,6 +34,18 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
         Some("status") if info.status => {}
         Some("scale") if info.scale.is_some() => {}
         Some("finalize") if info.kind == "Namespace" && r.verb == Verb::Update => {}
+        Some("binding") | Some("eviction") if info.kind == "Pod" && r.verb == Verb::Create => {
+            let (body, _) = parse_body(&body, &content_type(&headers))?;
+            let opts = WriteOptions { dry_run: q.dry_run()? };
+            let name = r.name.as_deref().unwrap_or_default();
+            if r.subresource.as_deref() == Some("binding") {
+                pods::bind(&reg, ns, name, &body, &opts).await?;
+            } else {
+                pods::evict(&reg, ns, name, &body, &opts).await?;
+            }
+            let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+            return respond::object(fmt, info, &q, &status, 201, &[]);
+        }
         Some(_) => return Err(ApiError::path_not_found()),
     }
     if sub.is_some() && matches!(r.verb, Verb::Create | Verb::Delete | Verb::List | Verb::Watch | Verb::DeleteCollection) {

@@ -11,6 +11,7 @@ mod handlers;
 mod lifecycle;
 mod metrics;
 mod openapi;
+mod pods;
 pub mod pki;
 mod protobuf;
 mod registry;
@@ -229,7 +230,15 @@ async fn route(
 }
 
 fn openapi_response(rest: &str, headers: &http::HeaderMap) -> Result<Response, ApiError> {
-    if !openapi::accepts_json(headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok())) {
+    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    // client-go reads /openapi/v2 only as protobuf (client-side validation, explain --output=plaintext-openapiv2).
+    if rest.trim_end_matches('/') == "v2" && openapi::wants_v2_protobuf(accept) {
+        return Ok(Response::builder()
+            .header(http::header::CONTENT_TYPE, openapi::V2_PROTOBUF_CONTENT_TYPE)
+            .body(Body::from(Bytes::from_static(openapi::v2_protobuf())))
+            .unwrap());
+    }
+    if !openapi::accepts_json(accept) {
         return Err(ApiError::not_acceptable("application/json"));
     }
     let bytes = match rest.trim_end_matches('/') {

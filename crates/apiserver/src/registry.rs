@@ -199,6 +199,7 @@ impl Registry {
             }
             self.prepare_update(info, subresource, &mut new, &old);
             let errs = match subresource {
+                Some("binding") => Vec::new(),
                 Some("status") => validation::validate_status(info.group, info.kind, &new, &old),
                 _ => validation::validate(info.group, info.kind, &new, Some(&old)),
             };
@@ -240,6 +241,10 @@ impl Registry {
     /// What upstream's PrepareForUpdate does: server-owned metadata stays,
     /// the main resource cannot change status, /status cannot change the rest.
     fn prepare_update(&self, info: &ResourceInfo, subresource: Option<&str>, new: &mut Value, old: &Value) {
+        if subresource == Some("binding") {
+            // The binding handler derived `new` from `old` itself (node name and condition).
+            return;
+        }
         if subresource == Some("status") {
             let status = new.get("status").cloned();
             let mut merged = old.clone();

@@ -102,6 +102,8 @@ pub fn parse_path(method: &Method, path: &str, query: &Query) -> ApiResult<Optio
         ("GET", false) => Verb::List,
         ("GET", true) => Verb::Get,
         ("POST", false) => Verb::Create,
+        // POST to an object names a subresource that creates something: pods/binding, pods/eviction.
+        ("POST", true) if subresource.is_some() => Verb::Create,
         ("PUT", true) => Verb::Update,
         ("PATCH", true) => Verb::Patch,
         ("DELETE", true) => Verb::Delete,

@@ -157,6 +157,24 @@ pub fn check_patch_options(apply: bool, field_manager: Option<&str>, force_given
     Err(e)
 }
 
+/// The manager of a write that is not an apply: the `fieldManager` query
+/// parameter, else the user agent up to its first `/` (printable
+/// characters, at most 128 bytes), as upstream's `managerOrUserAgent`.
+pub fn manager_or_user_agent(field_manager: Option<&str>, user_agent: Option<&str>) -> String {
+    if let Some(m) = field_manager.filter(|m| !m.is_empty()) {
+        return m.to_string();
+    }
+    let prefix = user_agent.unwrap_or("").split('/').next().unwrap_or("");
+    let mut out = String::new();
+    for c in prefix.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > 128 {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The paths no manager owns: the server sets them.
 fn stripped() -> Set {
     let mut s = Set::new();

@@ -32,8 +32,8 @@ pub enum ListKind {
 #[derive(Clone, Debug)]
 pub enum Shape {
     Scalar,
-    /// A map: a struct when its fields are declared (`declared`), else
-    /// keyed by arbitrary names. `atomic` maps are owned as a whole.
+    /// A struct (see [`Ty::declares`]) or a map with keys of any name;
+    /// `atomic` ones are owned as a whole.
     Map { atomic: bool },
     List(ListKind),
 }

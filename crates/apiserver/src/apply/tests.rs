@@ -330,3 +330,44 @@ fn apply_errors() {
     assert_eq!(e.message, "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch");
     assert!(check_patch_options(true, Some("kubectl"), true).is_ok());
 }
+
+#[test]
+fn sets_union_and_atomic_lists_replace() {
+    let cm = by_kind("", "Pod").unwrap();
+    let pod = |finalizers: Value, args: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "finalizers": finalizers},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "args": args}]}})
+    };
+    let a = apply(cm, None, None, &pod(json!(["a.io/x"]), json!(["sleep", "1"])), "one", false, T0).unwrap();
+    let b = apply(cm, None, Some(&a), &pod(json!(["b.io/y"]), json!(["sleep", "1"])), "two", false, T1).unwrap();
+    assert_eq!(b["metadata"]["finalizers"], json!(["a.io/x", "b.io/y"]));
+    let fin = &entry(&b, "two", "Apply")["fieldsV1"]["f:metadata"]["f:finalizers"];
+    assert_eq!(fin, &json!({"v:\"b.io/y\"": {}}));
+    let args = &entry(&b, "two", "Apply")["fieldsV1"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:args"];
+    assert_eq!(args, &json!({}), "an atomic list is one field, shared by both");
+    let c = apply(cm, None, Some(&b), &pod(json!(["b.io/y"]), json!(["sleep", "2"])), "two", false, T2);
+    assert!(matches!(c, Err(ApplyError::Conflicts(ref c)) if c[0].field == ".spec.containers[name=\"c\"].args"), "{c:?}");
+}
+
+#[test]
+fn managers_from_query_or_user_agent() {
+    assert_eq!(manager_or_user_agent(Some("kubectl-edit"), Some("kubectl/v1.32.0 (linux/amd64)")), "kubectl-edit");
+    assert_eq!(manager_or_user_agent(None, Some("kubectl/v1.32.0 (linux/amd64) kubernetes/abc")), "kubectl");
+    assert_eq!(manager_or_user_agent(Some(""), Some("kube-controller-manager/v1.33.0")), "kube-controller-manager");
+    assert_eq!(manager_or_user_agent(None, None), "");
+}
+
+#[test]
+fn apply_to_status_owns_only_the_status() {
+    let obj = apply_ok(None, &deployment(2), "kubectl", false, T0);
+    let cfg = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 9}, "status": {"replicas": 2, "conditions": [{"type": "Available", "status": "True"}]}});
+    let out = apply(deployments(), Some("status"), Some(&obj), &cfg, "ctl", false, T1).unwrap();
+    assert_eq!(out["spec"]["replicas"], 2);
+    let e = entry(&out, "ctl", "Apply");
+    assert_eq!(e["subresource"], "status");
+    assert_eq!(
+        e["fieldsV1"],
+        json!({"f:status": {"f:conditions": {"k:{\"type\":\"Available\"}": {".": {}, "f:status": {}, "f:type": {}}}, "f:replicas": {}}})
+    );
+}

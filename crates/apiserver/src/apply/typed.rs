@@ -121,6 +121,7 @@ pub fn merge(live: &Value, config: &Value, ty: Ty) -> Value {
                     Some(lv) => merge(lv, cv, ty.field(k)),
                     None => cv.clone(),
                 };
+                // An applied null leaves the field unset (and owned).
                 if merged.is_null() {
                     out.remove(k);
                 } else {

@@ -65,7 +65,8 @@ pub fn v2() -> &'static [u8] {
     V2_DOC.get_or_init(build_v2)
 }
 
-/// The media type of the protobuf form of `/openapi/v2`.
+/// The Content-Type of the protobuf form of `/openapi/v2` (the dotted
+/// spelling, as kube-openapi answers: client-go cannot parse the `@` one).
 pub const V2_PROTOBUF_CONTENT_TYPE: &str = v2proto::CONTENT_TYPE;
 
 /// `GET /openapi/v2` with `Accept:

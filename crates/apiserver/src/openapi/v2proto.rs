@@ -17,12 +17,16 @@ use std::sync::LazyLock;
 
 use serde_json::{Map, Value};
 
-/// The media type of the protobuf form (the one client-go sends).
-pub const CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The Content-Type of the protobuf form. kube-openapi answers with this
+/// spelling whichever one was asked for: client-go runs the response's
+/// Content-Type through Go's `mime.ParseMediaType`, which refuses the `@`
+/// of the spelling client-go itself sends ("mime: unexpected content after
+/// media subtype", an InternalError).
+pub const CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
-/// The media types of the protobuf form a client may ask for: the current
-/// one and the deprecated spelling kube-openapi still serves.
-pub const MEDIA_TYPES: [&str; 2] = [CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"];
+/// The media types of the protobuf form a client may ask for: the one
+/// client-go sends (kube-openapi calls it deprecated) and the current one.
+pub const MEDIA_TYPES: [&str; 2] = ["application/com.github.proto-openapi.spec.v2@v1.0+protobuf", CONTENT_TYPE];
 
 /// Encodes a Swagger 2.0 document as an `openapi.v2.Document`.
 pub fn encode(doc: &Value) -> Vec<u8> {

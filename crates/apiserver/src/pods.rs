@@ -1,0 +1,95 @@
+//! The pod subresources that create something: `binding` (the scheduler
+//! assigning a node) and `eviction` (a disruption-budget-checked delete,
+//! what `kubectl drain` uses).
+
+use resources::catalog::{lookup, ResourceInfo};
+use resources::selectors::LabelSelector;
+use serde_json::{json, Value};
+
+use crate::errors::{ApiError, ApiResult};
+use crate::registry::{now_rfc3339, Registry, WriteOptions};
+
+fn pods() -> &'static ResourceInfo {
+    lookup("", "v1", "pods").unwrap()
+}
+
+/// Sets the pod's node, once, and marks it scheduled.
+pub async fn bind(reg: &Registry, ns: Option<&str>, name: &str, binding: &Value, opts: &WriteOptions) -> ApiResult<()> {
+    let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
+    if node.is_empty() {
+        return Err(ApiError::bad_request("target.name: Required value"));
+    }
+    reg.update(pods(), ns, name, Some("binding"), opts, |cur| {
+        let conflict = |why: String| ApiError::conflict(pods(), name, &why);
+        if cur["metadata"]["deletionTimestamp"].is_string() {
+            return Err(conflict(format!("pod {name} is being deleted, cannot be assigned to a host")));
+        }
+        if let Some(bound) = cur["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            return Err(conflict(format!("pod {name} is already assigned to node \"{bound}\"")));
+        }
+        let mut pod = cur.clone();
+        pod["spec"]["nodeName"] = json!(node);
+        let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()});
+        let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+        conditions.push(scheduled);
+        pod["status"]["conditions"] = json!(conditions);
+        Ok(pod)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Deletes the pod unless that would take a PodDisruptionBudget below what it
+/// allows; answers 429 like upstream when it would.
+pub async fn evict(reg: &Registry, ns: Option<&str>, name: &str, eviction: &Value, opts: &WriteOptions) -> ApiResult<()> {
+    let pod = reg.get(pods(), ns, name).await?.obj.clone();
+    let finished = matches!(pod["status"]["phase"].as_str(), Some("Succeeded") | Some("Failed"));
+    if !finished && pod["metadata"]["deletionTimestamp"].is_null() {
+        let pdb_info = lookup("policy", "v1", "poddisruptionbudgets").unwrap();
+        let ns_name = ns.unwrap_or("default");
+        reg.cache.sync().await?;
+        let prefix = format!("/registry/{}/{}/", pdb_info.storage, ns_name);
+        let labels = pod["metadata"]["labels"].as_object().cloned().unwrap_or_default();
+        let budgets: Vec<Value> = reg
+            .cache
+            .prefix(pdb_info.storage)
+            .snapshot(&prefix)
+            .into_iter()
+            .map(|c| c.obj.clone())
+            .filter(|pdb| LabelSelector::from_label_selector(&pdb["spec"]["selector"]).is_ok_and(|s| !s.is_empty() && s.matches(&labels)))
+            .collect();
+        if budgets.len() > 1 {
+            return Err(ApiError::internal("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."));
+        }
+        if let Some(pdb) = budgets.first() {
+            let pdb_name = pdb["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let status = &pdb["status"];
+            if status["disruptionsAllowed"].as_i64().unwrap_or(0) < 1 {
+                let mut e = ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.");
+                let why = format!(
+                    "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                    status["desiredHealthy"].as_i64().unwrap_or(0),
+                    status["currentHealthy"].as_i64().unwrap_or(0)
+                );
+                e.details = Some(json!({"causes": [{"reason": "DisruptionBudget", "message": why}]}));
+                return Err(e);
+            }
+            // Spend one disruption before deleting, as upstream does, so concurrent evictions can't overspend.
+            reg.update(pdb_info, Some(ns_name), &pdb_name, Some("status"), opts, |cur| {
+                let mut next = cur.clone();
+                let allowed = cur["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
+                if allowed < 1 {
+                    return Err(ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget."));
+                }
+                next["status"]["disruptionsAllowed"] = json!(allowed - 1);
+                next["status"]["disruptedPods"][name] = json!(now_rfc3339());
+                Ok(next)
+            })
+            .await?;
+        }
+    }
+    let options = eviction.get("deleteOptions").cloned().unwrap_or_else(|| json!({}));
+    reg.delete(pods(), ns, name, &options, None, opts).await?;
+    Ok(())
+}
