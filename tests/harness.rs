@@ -40,13 +40,26 @@ fn free_port() -> u16 {
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Server {
+    /// A server with everything it runs by default (controllers, scheduler).
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// The API server alone: for tests of API semantics that controllers
+    /// acting on the same objects would make racy.
+    pub fn start_api_only() -> Server {
+        Server::start_with(&["--disable-controllers", "--disable-scheduler"])
+    }
+
+    pub fn start_with(extra_args: &[&str]) -> Server {
         let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap();
-        let mut s = Server { dir, port: free_port(), child: None };
+        let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        let mut s = Server { dir, port: free_port(), extra_args, child: None };
         s.spawn();
         s
     }
@@ -63,6 +76,7 @@ impl Server {
             .arg(self.port.to_string())
             .arg("--data-dir")
             .arg(self.dir.path())
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -59,7 +59,7 @@ fn json(s: &str) -> Value {
 
 #[test]
 fn discovery_version_and_health() {
-    let s = Server::start();
+    let s = Server::start_api_only();
     let v = json(&s.ok(&["version", "-o", "json"]));
     let server_version = v["serverVersion"]["gitVersion"].as_str().unwrap();
     assert!(server_version.starts_with("v1.33.") && server_version.ends_with("-skiff"), "{server_version}");
@@ -95,7 +95,7 @@ fn discovery_version_and_health() {
 
 #[test]
 fn create_and_read_in_every_format() {
-    let s = Server::start();
+    let s = Server::start_api_only();
     s.ok(&["create", "namespace", "shop"]);
     assert_eq!(s.ok(&["create", "configmap", "cfg", "-n", "shop", "--from-literal=color=blue", "--from-literal=size=2"]), "configmap/cfg created");
     assert_eq!(s.ok(&["create", "secret", "generic", "pw", "-n", "shop", "--from-literal=password=hunter2"]), "secret/pw created");
@@ -165,7 +165,7 @@ fn create_and_read_in_every_format() {
 
 #[test]
 fn label_annotate_scale_replace_patch() {
-    let s = Server::start();
+    let s = Server::start_api_only();
     assert!(s.apply_stdin(&["create", "-f", "-"], DEPLOYMENT).ok());
     assert!(s.apply_stdin(&["create", "-f", "-"], POD).ok());
     assert_eq!(s.ok(&["label", "pod", "web", "env=prod"]), "pod/web labeled");
@@ -291,7 +291,7 @@ fn namespaces_lifecycle() {
 
 #[test]
 fn upstream_errors_for_bad_input() {
-    let s = Server::start();
+    let s = Server::start_api_only();
     s.ok(&["create", "configmap", "dup"]);
     let err = s.fails(&["create", "configmap", "dup"]);
     assert_eq!(err, r#"error: failed to create configmap: configmaps "dup" already exists"#);
@@ -329,7 +329,7 @@ fn upstream_errors_for_bad_input() {
 
 #[test]
 fn kill_9_keeps_every_acknowledged_write() {
-    let mut s = Server::start();
+    let mut s = Server::start_api_only();
     for i in 0..30 {
         s.ok(&["create", "configmap", &format!("keep-{i}"), &format!("--from-literal=i={i}")]);
     }

@@ -50,7 +50,7 @@ fn deployment(s: &Server) -> Value {
 
 #[test]
 fn client_side_apply_updates_with_strategic_merge() {
-    let s = Server::start();
+    let s = Server::start_api_only();
     assert_eq!(s.apply_stdin(&["apply", "-f", "-"], DEPLOYMENT_V1).stdout, "deployment.apps/api created");
     assert_eq!(s.apply_stdin(&["apply", "-f", "-"], DEPLOYMENT_V1).stdout, "deployment.apps/api unchanged");
     // A change made by someone else survives an apply that does not mention it.
@@ -76,7 +76,7 @@ fn client_side_apply_updates_with_strategic_merge() {
 
 #[test]
 fn set_patch_edit_and_dry_run() {
-    let s = Server::start();
+    let s = Server::start_api_only();
     assert!(s.apply_stdin(&["create", "-f", "-"], DEPLOYMENT_V2).ok());
     assert_eq!(s.ok(&["set", "image", "deploy/api", "api=localhost:5000/api:v9"]), "deployment.apps/api image updated");
     assert_eq!(s.ok(&["set", "env", "deploy/api", "EXTRA=1"]), "deployment.apps/api env updated");
@@ -112,7 +112,7 @@ fn set_patch_edit_and_dry_run() {
 
 #[test]
 fn explain_reads_the_served_openapi() {
-    let s = Server::start();
+    let s = Server::start_api_only();
     let out = s.ok(&["explain", "pods.spec.containers.livenessProbe"]);
     assert!(out.contains("FIELD: livenessProbe <Probe>") && out.contains("Periodic probe of container liveness"), "{out}");
     let out = s.ok(&["explain", "deployment.spec.strategy"]);
@@ -121,7 +121,7 @@ fn explain_reads_the_served_openapi() {
 
 #[test]
 fn apply_lists_multi_document_files_and_prune() {
-    let s = Server::start();
+    let s = Server::start_api_only();
     let list = r#"{"apiVersion":"v1","kind":"List","items":[
         {"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"l1","labels":{"set":"p"}},"data":{"a":"1"}},
         {"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"l2","labels":{"set":"p"}}}]}"#;
@@ -143,4 +143,50 @@ fn apply_lists_multi_document_files_and_prune() {
     assert_eq!(names, "configmap/l1\nconfigmap/l3");
     // The change of l1 (data removed) went through the last-applied path.
     assert!(s.ok(&["get", "cm", "l1", "-o", "jsonpath={.data}"]).is_empty());
+}
+
+#[test]
+fn server_side_apply_with_two_managers() {
+    let s = Server::start_api_only();
+    let out = s.apply_stdin(&["apply", "--server-side", "--field-manager=team-a", "-f", "-"], DEPLOYMENT_V1);
+    assert_eq!(out.stdout, "deployment.apps/api serverside-applied", "{}", out.stderr);
+    let managed = deployment_with_managed_fields(&s);
+    let a = managed.iter().find(|m| m["manager"] == "team-a").expect("team-a entry");
+    assert_eq!((a["operation"].as_str(), a["apiVersion"].as_str(), a["fieldsType"].as_str()), (Some("Apply"), Some("apps/v1"), Some("FieldsV1")));
+    assert!(a["fieldsV1"]["f:spec"]["f:replicas"].is_object(), "{a}");
+    assert!(a["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"api\"}"].is_object(), "{a}");
+
+    // A second manager setting replicas differently conflicts, naming the owner and field.
+    let other = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec: {replicas: 5}\n";
+    let out = s.apply_stdin(&["apply", "--server-side", "--field-manager=team-b", "-f", "-"], other);
+    assert!(!out.ok());
+    assert!(out.stderr.contains(r#"Apply failed with 1 conflict: conflict with "team-a": .spec.replicas"#), "{}", out.stderr);
+    assert_eq!(deployment(&s)["spec"]["replicas"], 2);
+    // --force-conflicts takes the field over.
+    let out = s.apply_stdin(&["apply", "--server-side", "--field-manager=team-b", "--force-conflicts", "-f", "-"], other);
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(deployment(&s)["spec"]["replicas"], 5);
+    let managed = deployment_with_managed_fields(&s);
+    let b = managed.iter().find(|m| m["manager"] == "team-b").expect("team-b entry");
+    assert!(b["fieldsV1"]["f:spec"]["f:replicas"].is_object());
+    let a = managed.iter().find(|m| m["manager"] == "team-a").expect("team-a entry");
+    assert!(a["fieldsV1"]["f:spec"].get("f:replicas").is_none(), "team-a still owns replicas: {a}");
+
+    // A field team-a stops applying, and nobody else owns, is removed; the
+    // replicas it gave up stay as team-b set them.
+    let without_label = DEPLOYMENT_V1.replace(", team: a", "").replace("  replicas: 2\n", "");
+    let out = s.apply_stdin(&["apply", "--server-side", "--field-manager=team-a", "-f", "-"], &without_label);
+    assert!(out.ok(), "{}", out.stderr);
+    let d = deployment(&s);
+    assert!(d["metadata"]["labels"].get("team").is_none(), "{}", d["metadata"]);
+    assert_eq!(d["spec"]["replicas"], 5);
+    // Imperative writes are recorded as Update operations.
+    s.ok(&["label", "deploy", "api", "x=y"]);
+    let managed = deployment_with_managed_fields(&s);
+    assert!(managed.iter().any(|m| m["operation"] == "Update" && m["fieldsV1"]["f:metadata"]["f:labels"]["f:x"].is_object()), "{managed:?}");
+}
+
+fn deployment_with_managed_fields(s: &Server) -> Vec<Value> {
+    let d = json(&s.ok(&["get", "deploy", "api", "-o", "json", "--show-managed-fields"]));
+    d["metadata"]["managedFields"].as_array().cloned().unwrap_or_default()
 }

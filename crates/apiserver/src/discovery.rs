@@ -36,7 +36,20 @@ fn subresources(r: &ResourceInfo) -> Vec<(&'static str, Value)> {
     if r.kind == "Namespace" {
         out.push(("finalize", json!({"group": "", "version": "v1", "kind": "Namespace"})));
     }
+    if r.kind == "Pod" && r.group.is_empty() {
+        // kubectl drain looks for pods/eviction (policy/v1 Eviction) before it evicts rather than deletes.
+        out.push(("binding", json!({"group": "", "version": "v1", "kind": "Binding"})));
+        out.push(("eviction", json!({"group": "policy", "version": "v1", "kind": "Eviction"})));
+    }
     out
+}
+
+fn subresource_verbs(sub: &str) -> Value {
+    match sub {
+        "finalize" => json!(["update"]),
+        "binding" | "eviction" => json!(["create"]),
+        _ => json!(["get", "patch", "update"]),
+    }
 }
 
 /// `/api/v1` or `/apis/GROUP/VERSION`.
@@ -56,13 +69,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         items.push(e);
         for (sub, kind) in subresources(r) {
             let mut s = json!({"name": format!("{}/{}", r.plural, sub), "singularName": "", "namespaced": r.namespaced,
-                "kind": kind["kind"], "verbs": ["get", "patch", "update"]});
+                "kind": kind["kind"], "verbs": subresource_verbs(sub)});
             if kind["group"] != r.group {
                 s["group"] = kind["group"].clone();
                 s["version"] = kind["version"].clone();
-            }
-            if sub == "finalize" {
-                s["verbs"] = json!(["update"]);
             }
             items.push(s);
         }
@@ -124,8 +134,7 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
                     let subs: Vec<Value> = subresources(r)
                         .into_iter()
                         .map(|(s, kind)| {
-                            let verbs = if s == "finalize" { json!(["update"]) } else { json!(["get", "patch", "update"]) };
-                            json!({"subresource": s, "responseKind": kind, "verbs": verbs})
+                            json!({"subresource": s, "responseKind": kind, "verbs": subresource_verbs(s)})
                         })
                         .collect();
                     if !subs.is_empty() {

@@ -18,7 +18,8 @@ use crate::registry::{Registry, WriteOptions};
 use crate::request::{content_type, negotiate, Query, ResourceRequest, Verb};
 use crate::{pods, respond};
 
-const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
+const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
+const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
 pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let fmt = negotiate(&headers)?;
@@ -36,7 +37,7 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
         Some("finalize") if info.kind == "Namespace" && r.verb == Verb::Update => {}
         Some("binding") | Some("eviction") if info.kind == "Pod" && r.verb == Verb::Create => {
             let (body, _) = parse_body(&body, &content_type(&headers))?;
-            let opts = WriteOptions { dry_run: q.dry_run()? };
+            let opts = WriteOptions { dry_run: q.dry_run()?, ..Default::default() };
             let name = r.name.as_deref().unwrap_or_default();
             if r.subresource.as_deref() == Some("binding") {
                 pods::bind(&reg, ns, name, &body, &opts).await?;
@@ -54,7 +55,10 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
     if info.namespaced && ns.is_none() && matches!(r.verb, Verb::Create | Verb::Get | Verb::Update | Verb::Patch | Verb::Delete) {
         return Err(ApiError::path_not_found());
     }
-    let opts = WriteOptions { dry_run: q.dry_run()? };
+    let user_agent = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let manager = crate::apply::manager_or_user_agent(q.get("fieldManager").map(String::as_str), user_agent);
+    let opts = WriteOptions { dry_run: q.dry_run()?, field_manager: Some(manager.clone()) };
+    let untracked = WriteOptions { field_manager: None, ..opts.clone() };
     let name = r.name.clone().unwrap_or_default();
     match r.verb {
         Verb::Get => {
@@ -84,7 +88,7 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
         Verb::Update => {
             if sub == Some("scale") {
                 let (scale, _) = parse_body(&body, &content_type(&headers))?;
-                let updated = update_scale(&reg, info, ns, &name, &opts, move |_| Ok(scale.clone())).await?;
+                let updated = update_scale(&reg, info, ns, &name, &untracked, &manager, move |_| Ok(scale.clone())).await?;
                 return respond::object(fmt, info, &q, &updated, 200, &[]);
             }
             let (obj, warnings) = read_object(info, &q, &headers, &body)?;
@@ -103,10 +107,15 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
         }
         Verb::Patch => {
             let ct = content_type(&headers);
+            let is_apply = ct == APPLY_PATCH;
+            crate::apply::check_patch_options(is_apply, q.get("fieldManager").map(String::as_str), q.get("force").is_some())?;
+            if is_apply {
+                return server_side_apply(&reg, info, ns, &name, sub, &q, fmt, &body, &untracked).await;
+            }
             let patch = parse_patch(&ct, &body)?;
             let validation = q.field_validation()?;
             if sub == Some("scale") {
-                let updated = update_scale(&reg, info, ns, &name, &opts, |cur| apply_patch("autoscaling", "v1", "Scale", &patch, cur)).await?;
+                let updated = update_scale(&reg, info, ns, &name, &untracked, &manager, |cur| apply_patch("autoscaling", "v1", "Scale", &patch, cur)).await?;
                 return respond::object(fmt, info, &q, &updated, 200, &[]);
             }
             let warnings = std::sync::Mutex::new(Vec::new());
@@ -233,7 +242,7 @@ fn to_scale(info: &ResourceInfo, obj: &Value) -> Value {
 }
 
 /// Writes a Scale back to its object's spec.replicas.
-async fn update_scale<F>(reg: &Registry, info: &ResourceInfo, ns: Option<&str>, name: &str, opts: &WriteOptions, change: F) -> ApiResult<Value>
+async fn update_scale<F>(reg: &Registry, info: &ResourceInfo, ns: Option<&str>, name: &str, opts: &WriteOptions, manager: &str, change: F) -> ApiResult<Value>
 where
     F: Fn(&Value) -> ApiResult<Value>,
 {
@@ -251,6 +260,7 @@ where
             }
             let mut next = cur.clone();
             next["spec"]["replicas"] = json!(replicas.as_i64().unwrap_or(0));
+            crate::apply::record_update(info, Some("scale"), Some(cur), &mut next, manager, &crate::registry::now_rfc3339());
             if let Some(rv) = scale["metadata"]["resourceVersion"].as_str() {
                 next["metadata"]["resourceVersion"] = json!(rv);
             } else {
@@ -269,4 +279,62 @@ where
             None => e,
         })?;
     Ok(to_scale(info, &updated))
+}
+
+/// `PATCH` with `application/apply-patch+yaml`: server-side apply, which
+/// creates the object when it does not exist (201).
+#[allow(clippy::too_many_arguments)]
+async fn server_side_apply(
+    reg: &Registry,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    q: &Query,
+    fmt: crate::request::Format,
+    body: &[u8],
+    opts: &WriteOptions,
+) -> ApiResult<Response> {
+    let stored = conversion::storage_info(info);
+    let out = |v: Value| conversion::from_storage(info, v);
+    let into = |v: Value| conversion::to_storage(info, v);
+    let manager = q.get("fieldManager").cloned().unwrap_or_default();
+    let force = q.flag("force");
+    let validation = q.field_validation()?;
+    let applied: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if applied["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            applied["metadata"]["name"].as_str().unwrap_or("")
+        )));
+    }
+    let now = crate::registry::now_rfc3339();
+    let warnings = std::sync::Mutex::new(Vec::new());
+    for _ in 0..3 {
+        let result = reg
+            .update(stored, ns, name, sub, opts, |cur| {
+                let next = crate::apply::apply(info, sub, Some(&out(cur.clone())), &applied, &manager, force, &now)?;
+                let (typed, w) = decode_object(info, next, Vec::new(), validation)?;
+                *warnings.lock().unwrap() = w;
+                Ok(into(typed))
+            })
+            .await;
+        match result {
+            Ok(updated) => {
+                let w = warnings.lock().unwrap().clone();
+                return respond::object(fmt, info, q, &out(updated), 200, &w);
+            }
+            Err(e) if e.code == 404 && sub.is_none() => {
+                let next = crate::apply::apply(info, None, None, &applied, &manager, force, &now)?;
+                let (typed, w) = decode_object(info, next, Vec::new(), validation)?;
+                match reg.create(stored, ns, into(typed), opts).await {
+                    Ok(created) => return respond::object(fmt, info, q, &out(created), 201, &w),
+                    Err(e) if e.code == 409 && e.reason == "AlreadyExists" => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::internal("apply kept racing with concurrent writes"))
 }

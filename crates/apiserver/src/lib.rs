@@ -2,6 +2,7 @@
 //! served by one generic path driven by the resource catalog.
 
 mod admission;
+mod apply;
 mod cache;
 mod collection;
 mod decode;

@@ -82,6 +82,10 @@ pub async fn evict(reg: &Registry, ns: Option<&str>, name: &str, eviction: &Valu
                 if allowed < 1 {
                     return Err(ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget."));
                 }
+                // No resourceVersion precondition: a racing status write makes the update re-read and re-check.
+                if let Some(m) = next["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
                 next["status"]["disruptionsAllowed"] = json!(allowed - 1);
                 next["status"]["disruptedPods"][name] = json!(now_rfc3339());
                 Ok(next)

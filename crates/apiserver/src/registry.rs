@@ -20,6 +20,10 @@ use crate::errors::{ApiError, ApiResult};
 #[derive(Clone, Debug, Default)]
 pub struct WriteOptions {
     pub dry_run: bool,
+    /// The manager credited with the fields a create or update changes
+    /// (managedFields); None for writes not tracked (internal ones, and
+    /// applies, which record their own).
+    pub field_manager: Option<String>,
 }
 
 pub struct Registry {
@@ -138,6 +142,9 @@ impl Registry {
         }
         strategy::prepare_for_create(info, &mut obj);
         defaults::apply(info.group, info.kind, &mut obj);
+        if let Some(m) = &opts.field_manager {
+            crate::apply::record_update(info, None, None, &mut obj, m, &now_rfc3339());
+        }
         check_invalid(info, &obj, validation::validate(info.group, info.kind, &obj, None))?;
         let name = name_of(&obj).to_string();
         let _allocating = self.service_lock(info).await;
@@ -198,6 +205,9 @@ impl Registry {
                 }
             }
             self.prepare_update(info, subresource, &mut new, &old);
+            if let Some(m) = &opts.field_manager {
+                crate::apply::record_update(info, subresource, Some(&old), &mut new, m, &now_rfc3339());
+            }
             let errs = match subresource {
                 Some("binding") => Vec::new(),
                 Some("status") => validation::validate_status(info.group, info.kind, &new, &old),
@@ -321,6 +331,7 @@ impl Registry {
             }
             let grace = grace_override.or_else(|| options["gracePeriodSeconds"].as_i64());
             let mut marked = obj.clone();
+            gc_finalizers(&mut marked, options);
             if self.keeps_for_now(info, &mut marked, grace) {
                 if marked == obj || opts.dry_run {
                     return Ok((obj, false));
@@ -408,6 +419,32 @@ impl Registry {
                 return Ok((out, page.revision, None));
             }
         }
+    }
+}
+
+/// The garbage collector's finalizers from the delete options (upstream's
+/// deletionFinalizersForGarbageCollection): Orphan adds `orphan`, Foreground
+/// `foregroundDeletion`, Background neither; without a policy the object
+/// keeps what it has. The garbage collector removes them when done.
+fn gc_finalizers(obj: &mut Value, options: &Value) {
+    let (orphan, foreground) = match (options["orphanDependents"].as_bool(), options["propagationPolicy"].as_str()) {
+        (Some(o), _) => (o, false),
+        (None, Some(p)) => (p == "Orphan", p == "Foreground"),
+        (None, None) => return,
+    };
+    let old: Vec<Value> = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+    let mut new: Vec<Value> = old.iter().filter(|f| *f != "orphan" && *f != "foregroundDeletion").cloned().collect();
+    if orphan {
+        new.push(json!("orphan"));
+    }
+    if foreground {
+        new.push(json!("foregroundDeletion"));
+    }
+    let same = new.len() == old.len() && new.iter().all(|f| old.contains(f));
+    if !same && new.is_empty() {
+        meta(obj).remove("finalizers");
+    } else if !same {
+        meta(obj).insert("finalizers".into(), json!(new));
     }
 }
 

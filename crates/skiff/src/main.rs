@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod sim;
 
 #[derive(Parser)]
 #[command(name = "skiff", version, about = "Kubernetes in one binary: API server, datastore and (soon) the rest of the cluster")]
@@ -23,6 +24,17 @@ enum Command {
     Server(ServerArgs),
     /// Measure the API server: create/get/list/watch throughput and latency, and memory.
     Bench(bench::BenchArgs),
+    /// Simulated nodes: register N Nodes, renew their Leases and run their pods' status (no containers).
+    Sim(sim::SimArgs),
+    /// Run the scheduler alone against any API server.
+    Scheduler(SchedulerArgs),
+}
+
+#[derive(clap::Args)]
+struct SchedulerArgs {
+    /// Kubeconfig of the API server to schedule for.
+    #[arg(long)]
+    kubeconfig: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -42,6 +54,9 @@ struct ServerArgs {
     /// IPv4 range Service cluster IPs are allocated from.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: String,
+    /// IPv4 range node pod CIDRs (a /24 per node) are allocated from.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
     /// Port range NodePort services are allocated from.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
@@ -51,6 +66,9 @@ struct ServerArgs {
     /// Do not run the controllers (ServiceAccount, root CA publisher, ...) in this process.
     #[arg(long)]
     disable_controllers: bool,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    disable_scheduler: bool,
 }
 
 fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
@@ -80,8 +98,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let server = apiserver::start(config, Arc::new(store)).await?;
     if !args.disable_controllers {
         let client = in_process_client(server.router.clone());
-        let options = controllers::Options { ca_pem: server.ca_pem.clone() };
+        let options = controllers::Options { ca_pem: server.ca_pem.clone(), cluster_cidr: args.cluster_cidr.clone() };
         tokio::spawn(controllers::run(client, identity("controller-manager"), options));
+    }
+    if !args.disable_scheduler {
+        tokio::spawn(scheduler::run(in_process_client(server.router.clone()), identity("scheduler")));
     }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -118,6 +139,12 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(a) => server(a).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::Sim(a) => sim::run(a).await,
+            Command::Scheduler(a) => {
+                let client = kubelet::client::from_kubeconfig(&a.kubeconfig).await?;
+                scheduler::run(client, identity("scheduler")).await;
+                Ok(())
+            }
         }
     })
 }

@@ -221,7 +221,6 @@ fn gvk_string(info: &ResourceInfo) -> String {
 /// (None: the object is created), through `subresource` (None for the main
 /// resource). Returns the object to store, `metadata.managedFields` updated,
 /// or the conflicts with other managers (never when `force`).
-#[allow(clippy::too_many_arguments)]
 pub fn apply(
     info: &ResourceInfo,
     subresource: Option<&str>,

@@ -24,6 +24,7 @@ use stats::{run_ops, Phase};
 use watch::{WatchParams, WatchReport};
 
 pub(crate) const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
 const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 const PAGE_SIZE: usize = 500;
 
@@ -49,6 +50,9 @@ pub struct BenchArgs {
     /// Updates made while the watches are open.
     #[arg(long, default_value_t = 1000)]
     watch_updates: usize,
+    /// Deployments created, then changed, by server-side apply (0 skips the phase).
+    #[arg(long, default_value_t = 1000)]
+    applies: usize,
     /// Benchmark an already-running server through this kubeconfig instead of starting one.
     #[arg(long)]
     server_kubeconfig: Option<PathBuf>,
@@ -231,13 +235,30 @@ async fn phases(args: &BenchArgs, out: &Out, kc: &Kubeconfig, client: &Client, p
         report.watch = Some(w);
     }
 
-    // 6. memory at the end.
+    // 6. server-side apply: create N Deployments, then apply a changed image to each.
+    if args.applies > 0 {
+        for (phase, image) in [("apply (create)", "localhost:5000/web:v1"), ("apply (change)", "localhost:5000/web:v2")] {
+            clock.lap();
+            let (p, _) = run_ops(phase, args.applies, args.concurrency, |i| {
+                let name = format!("{prefix}{i:06}");
+                let path = format!("{DEPLOYMENTS}/{name}?fieldManager=skiff-bench&force=true");
+                let body = deployment(&name, &run_id, image);
+                async move {
+                    client.fetch(Method::PATCH, &path, &[("content-type", "application/apply-patch+yaml")], body).await.map(drop)
+                }
+            })
+            .await;
+            record(&mut report, &mut clock, p);
+        }
+    }
+
+    // 7. memory at the end.
     report.memory_at_end = pid.and_then(|p| server::memory(p).ok());
     if let Some(m) = report.memory_at_end {
         out.line(&memory_text("at end", m));
     }
     if args.server_kubeconfig.is_some() {
-        out.line(&format!("(objects left in namespace default; remove with: kubectl delete configmaps -l skiff-bench={run_id})"));
+        out.line(&format!("(objects left in namespace default; remove with: kubectl delete configmaps,deployments -l skiff-bench={run_id})"));
     }
     Ok(report)
 }
@@ -282,6 +303,24 @@ fn configmap(name: &str, run_id: &str, i: usize) -> Bytes {
         "kind": "ConfigMap",
         "metadata": {"name": name, "labels": {"skiff-bench": run_id}},
         "data": data,
+    });
+    Bytes::from(v.to_string())
+}
+
+fn deployment(name: &str, run_id: &str, image: &str) -> Bytes {
+    let v = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"skiff-bench": run_id}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "web", "image": image, "ports": [{"containerPort": 8080}],
+                    "env": [{"name": "MODE", "value": "bench"}]}]},
+            },
+        },
     });
     Bytes::from(v.to_string())
 }

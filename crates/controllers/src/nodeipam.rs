@@ -1,0 +1,120 @@
+//! Node IPAM: gives every Node a `/24` pod CIDR out of the cluster CIDR
+//! (`spec.podCIDR` and `spec.podCIDRs`). What is in use is read from the
+//! nodes themselves, so allocations survive restarts and are never handed
+//! out twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::informer::{self, ready};
+
+const NODE_PREFIX: u8 = 24;
+
+/// An IPv4 network: base address and prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    base: u32,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (ip, prefix) = s.trim().split_once('/')?;
+        let ip: Ipv4Addr = ip.parse().ok()?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        Some(Cidr { base: u32::from(ip) & mask, prefix })
+    }
+
+    /// How many node subnets fit.
+    fn subnets(&self) -> u32 {
+        if self.prefix > NODE_PREFIX {
+            0
+        } else {
+            1u32.checked_shl((NODE_PREFIX - self.prefix) as u32).unwrap_or(u32::MAX)
+        }
+    }
+
+    fn subnet(&self, i: u32) -> String {
+        let base = self.base + (i << (32 - NODE_PREFIX));
+        format!("{}/{NODE_PREFIX}", Ipv4Addr::from(base))
+    }
+}
+
+/// The lowest free subnet not in `used`.
+fn allocate(cluster: &Cidr, used: &BTreeSet<String>) -> Option<String> {
+    (0..cluster.subnets()).map(|i| cluster.subnet(i)).find(|c| !used.contains(c))
+}
+
+pub async fn run(client: Client, cluster_cidr: String) {
+    let Some(cluster) = Cidr::parse(&cluster_cidr).filter(|c| c.subnets() > 0) else {
+        tracing::error!(cluster_cidr, "node IPAM: not an IPv4 CIDR of /24 or larger; pod CIDRs will not be assigned");
+        return;
+    };
+    let api: Api<Node> = Api::all(client.clone());
+    let (nodes, events) = informer::watch(api.clone(), watcher::Config::default());
+    let mut batches = events.ready_chunks(1024);
+    // Allocations we made that the cache may not show yet.
+    let mut pending: BTreeMap<String, String> = BTreeMap::new();
+    while batches.next().await.is_some() {
+        if !ready(&nodes) {
+            continue;
+        }
+        let all = nodes.state();
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        for n in &all {
+            let spec = n.spec.clone().unwrap_or_default();
+            used.extend(spec.pod_cidr.clone());
+            used.extend(spec.pod_cidrs.clone().unwrap_or_default());
+        }
+        let names: BTreeSet<String> = all.iter().map(|n| n.name_any()).collect();
+        pending.retain(|node, cidr| names.contains(node) && !used.contains(cidr));
+        used.extend(pending.values().cloned());
+        for node in all.iter().filter(|n| n.spec.as_ref().is_none_or(|s| s.pod_cidr.as_deref().unwrap_or("").is_empty())) {
+            let name = node.name_any();
+            if node.metadata.deletion_timestamp.is_some() || pending.contains_key(&name) {
+                continue;
+            }
+            let Some(cidr) = allocate(&cluster, &used) else {
+                tracing::warn!(node = name, "no pod CIDR left in {cluster_cidr}");
+                let about = ObjectReference { kind: Some("Node".into()), name: Some(name.clone()), uid: Some(name.clone()), ..Default::default() };
+                crate::eventlog::record(&client, "cidrAllocator", about, "Normal", "CIDRNotAvailable", format!("Node {name} status is now: CIDRNotAvailable")).await;
+                continue;
+            };
+            let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+            match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => {
+                    tracing::info!(node = name, cidr, "assigned pod CIDR");
+                    used.insert(cidr.clone());
+                    pending.insert(name, cidr);
+                }
+                Err(e) => tracing::warn!(node = name, "assigning pod CIDR: {e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocates_lowest_free_slash_24() {
+        let c = Cidr::parse("10.42.0.0/16").unwrap();
+        assert_eq!(c.subnets(), 256);
+        let mut used = BTreeSet::from(["10.42.0.0/24".to_string(), "10.42.2.0/24".to_string()]);
+        assert_eq!(allocate(&c, &used).as_deref(), Some("10.42.1.0/24"));
+        used.insert("10.42.1.0/24".into());
+        assert_eq!(allocate(&c, &used).as_deref(), Some("10.42.3.0/24"));
+        let small = Cidr::parse("10.0.0.0/24").unwrap();
+        assert_eq!(allocate(&small, &BTreeSet::from(["10.0.0.0/24".to_string()])), None);
+        assert!(Cidr::parse("10.0.0.0/25").is_some_and(|c| c.subnets() == 0));
+    }
+}

@@ -1,0 +1,107 @@
+//! The scheduler's writes: the binding, the PodScheduled condition,
+//! nominatedNodeName, victims' deletion, and core/v1 Events.
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+pub const COMPONENT: &str = "default-scheduler";
+
+pub enum BindError {
+    /// The pod is gone or already bound: forget it.
+    Gone,
+    /// Try again later.
+    Retry(kube::Error),
+}
+
+pub async fn bind(client: &Client, pod: &Pod, node: &str) -> Result<(), BindError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let binding = json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": name, "namespace": ns, "uid": pod.metadata.uid},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    });
+    let body = serde_json::to_vec(&binding).expect("binding serializes");
+    match api.create_subresource::<serde_json::Value>("binding", name, &PostParams::default(), body).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Err(BindError::Gone),
+        Err(e) => Err(BindError::Retry(e)),
+    }
+}
+
+/// Sets PodScheduled=False/Unschedulable with `message` (and, when
+/// preempting, status.nominatedNodeName).
+pub async fn mark_unschedulable(client: &Client, pod: &Pod, message: &str, nominated: Option<&str>) {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut status = json!({"conditions": [{
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": message,
+        "lastProbeTime": null,
+        "lastTransitionTime": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }]});
+    if let Some(n) = nominated {
+        status["nominatedNodeName"] = json!(n);
+    }
+    let patch = json!({"status": status});
+    if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
+        tracing::debug!(pod = name, "setting PodScheduled=False: {e}");
+    }
+}
+
+pub async fn delete_victim(client: &Client, victim: &Pod, preemptor: &Pod, node: &str) {
+    let ns = victim.metadata.namespace.as_deref().unwrap_or("default");
+    let name = victim.metadata.name.as_deref().unwrap_or("");
+    let msg = format!("Preempted by pod {} on node {node}", preemptor.metadata.uid.as_deref().unwrap_or(""));
+    event(client, victim, "Normal", "Preempted", "Preempting", &msg, "").await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    if let Err(e) = api.delete(name, &DeleteParams::default()).await {
+        tracing::debug!(pod = name, "deleting preemption victim: {e}");
+    }
+}
+
+/// Records a core/v1 Event about `pod` from the default-scheduler.
+pub async fn event(client: &Client, pod: &Pod, type_: &str, reason: &str, action: &str, message: &str, instance: &str) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let now = Utc::now();
+    let ev = Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{pod_name}.{:x}", now.timestamp_nanos_opt().unwrap_or(0))),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod_name),
+            namespace: Some(ns.clone()),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(type_.into()),
+        action: Some(action.into()),
+        source: Some(EventSource { component: Some(COMPONENT.into()), host: None }),
+        reporting_component: Some(COMPONENT.into()),
+        reporting_instance: Some(if instance.is_empty() { COMPONENT.into() } else { instance.into() }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Default::default()
+    };
+    if let Err(e) = Api::<Event>::namespaced(client.clone(), &ns).create(&PostParams::default(), &ev).await {
+        tracing::debug!("recording event {reason}: {e}");
+    }
+}

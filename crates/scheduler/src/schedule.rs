@@ -1,0 +1,146 @@
+//! One scheduling attempt: PreFilter state, filters over (a rotating
+//! sample of) the nodes, scores, and a random choice among the best.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+
+use crate::cache::{Cache, NodeInfo, PodInfo};
+use crate::filters::{self, Failure};
+use crate::scores::{self, *};
+use crate::{interpod, spread};
+
+/// Why no node fits: each filtered node's failure.
+#[derive(Debug, Default)]
+pub struct FitError {
+    pub num_nodes: usize,
+    pub failures: BTreeMap<String, Failure>,
+}
+
+/// Upstream's "0/N nodes are available: <count reason>, ...." form.
+pub fn histogram_message(num_nodes: usize, failures: impl Iterator<Item = Vec<String>>) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for reasons in failures {
+        for r in reasons {
+            *counts.entry(r).or_default() += 1;
+        }
+    }
+    let mut parts: Vec<String> = counts.into_iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    let mut msg = format!("0/{num_nodes} nodes are available:");
+    if !parts.is_empty() {
+        msg += &format!(" {}.", parts.join(", "));
+    }
+    msg
+}
+
+impl FitError {
+    pub fn message(&self, post_filter: &str) -> String {
+        if self.num_nodes == 0 {
+            return "no nodes available to schedule pods".into();
+        }
+        let mut msg = histogram_message(self.num_nodes, self.failures.values().map(|f| f.reasons.clone()));
+        if !post_filter.is_empty() {
+            msg += &format!(" {post_filter}");
+        }
+        msg
+    }
+}
+
+/// The per-pod state the filters and scores share.
+pub struct Prepared<'a> {
+    pub pod: &'a PodInfo,
+    pub interpod: interpod::State,
+    pub spread: spread::State,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(cache: &Cache, pod: &'a PodInfo) -> Prepared<'a> {
+        Prepared { pod, interpod: interpod::State::build(cache, pod), spread: spread::State::build(cache, pod) }
+    }
+
+    pub fn filter(&self, node: &NodeInfo) -> Result<(), Failure> {
+        filters::check(self.pod, node)?;
+        self.spread.filter(node)?;
+        self.interpod.filter(self.pod, node)
+    }
+}
+
+/// How many feasible nodes to look for (upstream percentageOfNodesToScore, adaptive).
+pub fn feasible_to_find(n: usize) -> usize {
+    if n < 100 {
+        return n;
+    }
+    let pct = (50 - n as i64 / 125).max(5) as usize;
+    (n * pct / 100).max(100)
+}
+
+/// Picks a node for `pod`; `start` rotates where the search begins, as upstream does.
+pub fn schedule(cache: &Cache, pod: &PodInfo, start: &mut usize, rng: &mut impl Rng) -> Result<String, FitError> {
+    let n = cache.nodes.len();
+    if n == 0 {
+        return Err(FitError::default());
+    }
+    let prep = Prepared::new(cache, pod);
+    let want = feasible_to_find(n);
+    let nodes: Vec<&NodeInfo> = cache.nodes.values().collect();
+    let mut feasible: Vec<&NodeInfo> = Vec::new();
+    let mut failures = BTreeMap::new();
+    let mut examined = 0;
+    while examined < n && feasible.len() < want {
+        let node = nodes[(*start + examined) % n];
+        examined += 1;
+        match prep.filter(node) {
+            Ok(()) => feasible.push(node),
+            Err(f) => {
+                failures.insert(node.name.clone(), f);
+            }
+        }
+    }
+    *start = (*start + examined) % n;
+    if feasible.is_empty() {
+        return Err(FitError { num_nodes: n, failures });
+    }
+    if feasible.len() == 1 {
+        return Ok(feasible[0].name.clone());
+    }
+    let totals = score(&prep, &feasible);
+    let best = totals.iter().copied().max().unwrap_or(0);
+    // Reservoir sampling among the best.
+    let (mut chosen, mut seen) = (0, 0);
+    for (i, s) in totals.iter().enumerate() {
+        if *s == best {
+            seen += 1;
+            if rng.gen_range(0..seen) == 0 {
+                chosen = i;
+            }
+        }
+    }
+    Ok(feasible[chosen].name.clone())
+}
+
+/// Weighted sum of every score plugin for each feasible node.
+pub fn score(prep: &Prepared, nodes: &[&NodeInfo]) -> Vec<i64> {
+    let spec = prep.pod.spec();
+    let mut total: Vec<i64> = nodes
+        .iter()
+        .map(|n| W_FIT * least_allocated(prep.pod, n) + W_BALANCED * balanced_allocation(prep.pod, n))
+        .collect();
+    let mut add = |raw: Vec<i64>, w: i64| total.iter_mut().zip(raw).for_each(|(t, s)| *t += w * s);
+    let mut aff: Vec<i64> = nodes.iter().map(|n| node_affinity_raw(spec, n)).collect();
+    scores::normalize(&mut aff, false);
+    add(aff, W_NODE_AFFINITY);
+    let mut taint: Vec<i64> = nodes.iter().map(|n| taint_raw(spec, n)).collect();
+    scores::normalize(&mut taint, true);
+    add(taint, W_TAINT);
+    if prep.interpod.has_scores {
+        let mut ip: Vec<i64> = nodes.iter().map(|n| prep.interpod.score(&n.labels)).collect();
+        scores::normalize_min_max(&mut ip);
+        add(ip, W_INTERPOD);
+    }
+    if prep.spread.has_soft() {
+        let raw: Vec<Option<f64>> = nodes.iter().map(|n| prep.spread.score(n)).collect();
+        add(scores::normalize_spread(&raw), W_SPREAD);
+    }
+    total
+}

@@ -1,0 +1,175 @@
+//! The scheduler inside `skiff server`, driven through the real kubectl:
+//! nodes with different capacity, labels and taints; pods placed by
+//! nodeSelector, anti-affinity and tolerations; an unschedulable pod
+//! explained in `describe`, and retried when the cluster changes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e::{eventually, Server};
+
+/// Registers a node with the given capacity, labels and taints, Ready.
+fn node(s: &Server, name: &str, cpu: &str, memory: &str, labels: &str, taints: &str) {
+    let manifest = format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/hostname: {name}, {labels}}}\nspec:\n  taints: [{taints}]\n"
+    );
+    let out = s.apply_stdin(&["create", "-f", "-"], &manifest);
+    assert!(out.ok(), "creating node {name}: {}", out.stderr);
+    let status = format!(
+        r#"{{"status":{{"capacity":{{"cpu":"{cpu}","memory":"{memory}","pods":"110"}},"allocatable":{{"cpu":"{cpu}","memory":"{memory}","pods":"110"}},"conditions":[{{"type":"Ready","status":"True","reason":"KubeletReady","message":"ready"}}]}}}}"#
+    );
+    s.ok(&["patch", "node", name, "--subresource=status", "--type=merge", "-p", &status]);
+}
+
+/// Plays the kubelet's heartbeat for the test's nodes (node lifecycle would
+/// otherwise taint them unreachable after its grace period).
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(s: &Server, nodes: &[&str]) -> Heartbeat {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (kubeconfig, home) = (s.kubeconfig(), s.dir.path().to_path_buf());
+        let nodes: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let now = std::process::Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output().unwrap();
+                let now = String::from_utf8_lossy(&now.stdout).trim().to_string();
+                let patch = format!(
+                    r#"{{"status":{{"conditions":[{{"type":"Ready","status":"True","reason":"KubeletReady","message":"ready","lastHeartbeatTime":"{now}"}}]}}}}"#
+                );
+                for n in &nodes {
+                    let _ = std::process::Command::new(e2e::KUBECTL)
+                        .arg("--kubeconfig")
+                        .arg(&kubeconfig)
+                        .args(["patch", "node", n, "--subresource=status", "--type=merge", "-p", &patch])
+                        .env("HOME", &home)
+                        .output();
+                }
+                for _ in 0..20 {
+                    if flag.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        });
+        Heartbeat { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn pod(s: &Server, name: &str, spec: &str) {
+    let containers = if spec.contains("containers:") { "" } else { "  containers:\n  - name: c\n    image: nginx\n" };
+    let manifest = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n{spec}\n{containers}");
+    let out = s.apply_stdin(&["create", "-f", "-"], &manifest);
+    assert!(out.ok(), "creating pod {name}: {}", out.stderr);
+}
+
+fn node_of(s: &Server, pod: &str) -> String {
+    s.ok(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
+}
+
+fn wait_bound(s: &Server, pod: &str) -> String {
+    eventually(30, &format!("{pod} scheduled"), || Some(node_of(s, pod)).filter(|n| !n.is_empty()))
+}
+
+fn scheduled_condition(s: &Server, pod: &str) -> String {
+    s.ok(&["get", "pod", pod, "-o", r#"jsonpath={.status.conditions[?(@.type=="PodScheduled")].status}"#])
+}
+
+const ANTI: &str = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - labelSelector: {matchLabels: {group: spread}}\n        topologyKey: kubernetes.io/hostname\n";
+
+#[test]
+fn places_pods_by_selector_affinity_taints_and_resources() {
+    let s = Server::start();
+    node(&s, "small", "2", "4Gi", "disk: hdd, zone: a", "");
+    node(&s, "fast", "4", "8Gi", "disk: ssd, zone: b", "");
+    node(&s, "gpu", "8", "16Gi", "zone: c", "{key: dedicated, value: gpu, effect: NoSchedule}");
+    let _heartbeat = Heartbeat::start(&s, &["small", "fast", "gpu"]);
+
+    // nodeSelector.
+    pod(&s, "ssd", "  nodeSelector: {disk: ssd}");
+    assert_eq!(wait_bound(&s, "ssd"), "fast");
+    assert_eq!(scheduled_condition(&s, "ssd"), "True");
+
+    // A toleration opens the tainted node; a selector picks it.
+    pod(&s, "trainer", "  nodeSelector: {zone: c}\n  tolerations: [{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}]");
+    assert_eq!(wait_bound(&s, "trainer"), "gpu");
+
+    // Required anti-affinity by hostname: two fit (not on the tainted node), the third does not.
+    let anti = |name: &str| {
+        let manifest = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{group: spread}}\nspec:\n{ANTI}  containers:\n  - name: c\n    image: nginx\n"
+        );
+        let out = s.apply_stdin(&["create", "-f", "-"], &manifest);
+        assert!(out.ok(), "{}", out.stderr);
+    };
+    anti("anti-1");
+    let first = wait_bound(&s, "anti-1");
+    anti("anti-2");
+    let second = wait_bound(&s, "anti-2");
+    let mut pair = [first.clone(), second];
+    pair.sort();
+    assert_eq!(pair, ["fast", "small"]);
+    anti("anti-3");
+    let want = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 node(s) didn't match pod anti-affinity rules. \
+                preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod.";
+    let mut last = String::new();
+    let got = std::iter::repeat_with(|| {
+        last = s.ok(&["get", "pod", "anti-3", "-o", r#"jsonpath={.status.conditions[?(@.type=="PodScheduled")].message}"#]);
+        std::thread::sleep(Duration::from_millis(200));
+        last == want
+    })
+    .take(150)
+    .any(|ok| ok);
+    assert!(got, "PodScheduled message of anti-3:\n got: {last}\nwant: {want}");
+    assert_eq!(scheduled_condition(&s, "anti-3"), "False");
+
+    // Too large for every node.
+    pod(&s, "huge", "  tolerations: [{key: dedicated, operator: Exists}]\n  containers:\n  - name: big\n    image: nginx\n    resources: {requests: {cpu: \"64\"}}");
+    let want_huge = "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.";
+    let mut last = String::new();
+    let got = std::iter::repeat_with(|| {
+        last = s.ok(&["describe", "pod", "huge"]);
+        std::thread::sleep(Duration::from_millis(200));
+        last.contains("FailedScheduling") && last.contains("default-scheduler") && last.contains(want_huge)
+    })
+    .take(150)
+    .any(|ok| ok);
+    assert!(got, "describe pod huge:\n{last}\nwant: {want_huge}");
+    assert_eq!(scheduled_condition(&s, "huge"), "False");
+    let reason = s.ok(&["get", "pod", "huge", "-o", r#"jsonpath={.status.conditions[?(@.type=="PodScheduled")].reason}"#]);
+    assert_eq!(reason, "Unschedulable");
+
+    // Scheduled events name the node.
+    let d = s.ok(&["describe", "pod", "ssd"]);
+    assert!(d.contains("Successfully assigned default/ssd to fast"), "{d}");
+
+    // Freeing a node retries the unschedulable pod.
+    s.ok(&["delete", "pod", "anti-1", "--wait=false"]);
+    assert_eq!(wait_bound(&s, "anti-3"), first);
+
+    // Placement as `get pods -o wide` shows it.
+    let wide = s.ok(&["get", "pods", "-o", "wide"]);
+    let row = |name: &str| wide.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_default().to_string();
+    assert!(row("ssd").contains(" fast "), "{wide}");
+    assert!(row("trainer").contains(" gpu "), "{wide}");
+    assert!(row("huge").contains("<none>"), "{wide}");
+
+    // The scheduler holds its lease.
+    let holder = s.ok(&["get", "lease", "kube-scheduler", "-n", "kube-system", "-o", "jsonpath={.spec.holderIdentity}"]);
+    assert!(holder.contains("scheduler"), "{holder}");
+}
