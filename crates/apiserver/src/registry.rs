@@ -162,8 +162,8 @@ impl Registry {
     /// Replaces an object. `subresource` is None for the main resource or
     /// Some("status"). `mutate` is given the current object and returns the
     /// desired one: a body for PUT, the patched object for PATCH. It is
-    /// re-run when a concurrent write wins the race and the client set no
-    /// resourceVersion precondition.
+    /// re-run when a concurrent write wins the race; a resourceVersion the
+    /// client set then no longer matches and the update answers Conflict.
     pub async fn update<F>(
         &self,
         info: &ResourceInfo,
@@ -221,8 +221,7 @@ impl Registry {
             if finalizers_done && !opts.dry_run {
                 return match self.store.delete(&k, Some(current.mod_revision)).await {
                     Ok(kv) => Ok(with_rev(new, &kv)),
-                    Err(store::Error::Conflict { .. }) if precondition.is_none() => continue,
-                    Err(store::Error::Conflict { .. }) => Err(ApiError::modified(info, name)),
+                    Err(store::Error::Conflict { .. }) => continue,
                     Err(e) => Err(e.into()),
                 };
             }
@@ -231,8 +230,9 @@ impl Registry {
             }
             match self.store.update(&k, encode(&new), current.mod_revision).await {
                 Ok(kv) => return Ok(with_rev(new, &kv)),
-                Err(store::Error::Conflict { .. }) if precondition.is_none() => continue,
-                Err(store::Error::Conflict { .. }) => return Err(ApiError::modified(info, name)),
+                // Someone wrote in between: re-read and mutate again. A client's
+                // own stale resourceVersion fails the precondition check above.
+                Err(store::Error::Conflict { .. }) => continue,
                 Err(store::Error::NotFound(_)) => return Err(ApiError::not_found(info, name)),
                 Err(e) => return Err(e.into()),
             }

@@ -31,7 +31,9 @@ impl LocalServer {
         let exe = std::env::current_exe().context("locating the skiff binary")?;
         let out = File::create(&log)?;
         let child = Command::new(exe)
-            .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port"])
+            // The API server alone: controllers reacting to the benchmark's objects would skew it.
+            .args(["server", "--disable-agent", "--disable-controllers", "--disable-scheduler"])
+            .args(["--bind-address", "127.0.0.1", "--https-listen-port"])
             .arg(port.to_string())
             .arg("--data-dir")
             .arg(&data_dir)
