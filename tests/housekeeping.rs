@@ -158,6 +158,18 @@ fn nodes_get_pod_cidrs_and_a_stale_lease_makes_a_node_unreachable() {
         assert!(c.starts_with("10.42.") && c.ends_with(".0/24"), "{c}");
     }
 
+    // Allocations are read back from the nodes after a restart: a new node gets a fresh range.
+    let mut s = s;
+    s.restart();
+    ready_node(&s, "hk-n3");
+    let c = eventually(20, "pod CIDR after restart", || {
+        let c = s.ok(&["get", "node", "hk-n3", "-o", "jsonpath={.spec.podCIDR}"]);
+        (!c.is_empty()).then_some(c)
+    });
+    assert!(c != a && c != b && c.starts_with("10.42."), "{c} vs {a} {b}");
+    renew_lease(&s, "hk-n1");
+    renew_lease(&s, "hk-n2");
+
     // hk-n2 keeps renewing its lease; hk-n1 stops. After the 40 s grace period hk-n1 is unreachable.
     let start = std::time::Instant::now();
     eventually(75, "hk-n1 Ready=Unknown", || {
@@ -220,8 +232,25 @@ fn a_noexecute_taint_evicts_pods_that_do_not_tolerate_it() {
     assert!(s.kubectl(&["get", "pod", "tolerant"]).ok(), "a tolerating pod must stay");
     let events = s.ok(&["get", "events", "-o", "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}"]);
     assert!(events.contains("TaintManagerEviction: Marking for deletion Pod default/plain"), "{events}");
-    // Removing the taint stops the evictions.
     s.ok(&["taint", "nodes", "hk-t1", "dedicated=x:NoExecute-"]);
+
+    // A kubelet reporting Ready=False gets the not-ready taints; the remaining pod
+    // tolerates them for the default 300 s, so it stays.
+    let patch = r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"KubeletNotReady","message":"runtime down"}]}}"#;
+    s.ok(&["patch", "node", "hk-t1", "--subresource=status", "--type=merge", "-p", patch]);
+    eventually(20, "not-ready taints", || {
+        let node = json(&s, &["get", "node", "hk-t1"]);
+        let taints = node["spec"]["taints"].as_array().cloned().unwrap_or_default();
+        let has = |effect: &str| taints.iter().any(|t| t["key"] == "node.kubernetes.io/not-ready" && t["effect"] == effect);
+        (has("NoSchedule") && has("NoExecute")).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(s.kubectl(&["get", "pod", "tolerant"]).ok(), "default tolerations keep the pod for 300 s");
+    heartbeat(&s, "hk-t1");
+    eventually(20, "taints removed", || {
+        let node = json(&s, &["get", "node", "hk-t1"]);
+        node["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()).then_some(())
+    });
 }
 
 #[test]

@@ -159,7 +159,7 @@ fn places_pods_by_selector_affinity_taints_and_resources() {
     assert!(d.contains("Successfully assigned default/ssd to fast"), "{d}");
 
     // Freeing a node retries the unschedulable pod.
-    s.ok(&["delete", "pod", "anti-1", "--wait=false"]);
+    s.ok(&["delete", "pod", "anti-1", "--force", "--grace-period=0"]);
     assert_eq!(wait_bound(&s, "anti-3"), first);
 
     // Placement as `get pods -o wide` shows it.
@@ -168,6 +168,21 @@ fn places_pods_by_selector_affinity_taints_and_resources() {
     assert!(row("ssd").contains(" fast "), "{wide}");
     assert!(row("trainer").contains(" gpu "), "{wide}");
     assert!(row("huge").contains("<none>"), "{wide}");
+
+    // Preemption: a critical pod evicts a lower-priority one from the only node it may use.
+    pod(&s, "filler", "  nodeSelector: {zone: a}\n  containers:\n  - name: c\n    image: nginx\n    resources: {requests: {cpu: 1500m}}");
+    assert_eq!(wait_bound(&s, "filler"), "small");
+    pod(&s, "vip", "  priorityClassName: system-cluster-critical\n  nodeSelector: {zone: a}\n  containers:\n  - name: c\n    image: nginx\n    resources: {requests: {cpu: \"1\"}}");
+    eventually(30, "vip nominated to small", || (s.ok(&["get", "pod", "vip", "-o", "jsonpath={.status.nominatedNodeName}"]) == "small").then_some(()));
+    eventually(30, "filler being deleted", || {
+        let out = s.kubectl(&["get", "pod", "filler", "-o", "jsonpath={.metadata.deletionTimestamp}"]);
+        (!out.ok() || !out.stdout.is_empty()).then_some(())
+    });
+    let events = s.ok(&["get", "events", "--field-selector", "involvedObject.name=filler,reason=Preempted", "-o", "jsonpath={.items[*].message}"]);
+    assert!(events.contains("Preempted by pod") && events.contains("on node small"), "{events}");
+    // No kubelet here: finish the graceful deletion as one would.
+    let _ = s.kubectl(&["delete", "pod", "filler", "--force", "--grace-period=0"]);
+    assert_eq!(wait_bound(&s, "vip"), "small");
 
     // The scheduler holds its lease.
     let holder = s.ok(&["get", "lease", "kube-scheduler", "-n", "kube-system", "-o", "jsonpath={.spec.holderIdentity}"]);

@@ -378,7 +378,9 @@ impl Sync {
                 if let Some(spec) = rs.spec.as_mut() {
                     spec.min_ready_seconds = min_ready;
                 }
-                rs = self.rs_api.replace(&rs.name_any(), &PostParams::default(), &rs).await?;
+                // A patch, not an update: the ReplicaSet controller's status writes must not make this conflict.
+                let patch = json!({ "metadata": { "annotations": rs.metadata.annotations }, "spec": { "minReadySeconds": min_ready } });
+                rs = self.rs_api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
                 self.put_rs(rs.clone());
             }
             let rev = rs.annotations().get(REVISION).cloned().unwrap_or_default();

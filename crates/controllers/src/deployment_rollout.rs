@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::{DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 
@@ -54,7 +54,8 @@ impl Sync {
             return Ok(false);
         }
         rs.spec.get_or_insert_with(Default::default).replicas = Some(size);
-        let rs = self.rs_api.replace(name, &PostParams::default(), &rs).await?;
+        let patch = serde_json::json!({ "metadata": { "annotations": rs.metadata.annotations }, "spec": { "replicas": size } });
+        let rs = self.rs_api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await?;
         if resized {
             let dir = if size > old { "up" } else { "down" };
             let msg = format!("Scaled {dir} replica set {name} from {old} to {size}");
@@ -173,7 +174,8 @@ impl Sync {
         }
         let uids: Vec<String> = old.iter().filter_map(|rs| rs.uid()).collect();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.d.namespace().unwrap_or_default());
-        Ok(pods.list(&ListParams::default()).await?.items.iter().any(|p| {
+        let selector = self.d.spec.as_ref().map(|s| workload::selector_string(&s.selector)).unwrap_or_default();
+        Ok(pods.list(&ListParams::default().labels(&selector)).await?.items.iter().any(|p| {
             controller_of(p).is_some_and(|r| uids.contains(&r.uid)) && !matches!(workload::pod_phase(p), "Succeeded" | "Failed")
         }))
     }

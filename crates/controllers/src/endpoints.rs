@@ -26,12 +26,18 @@ pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 const MAX_PER_SLICE: usize = 100;
+const MAX_ENDPOINT_ADDRESSES: usize = 1000;
+const OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Key {
     Service(String, String),
     Namespace(String),
+    /// Periodic resync: every service, catching up after failed writes.
+    All,
 }
+
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn run(client: Client) {
     let (services, svc_events) = informer::watch(Api::<Service>::all(client.clone()), watcher::Config::default());
@@ -47,6 +53,11 @@ pub async fn run(client: Client) {
         slice_events
             .map(move |s| Key::Service(ns_of(&s.metadata), s.labels().get(SERVICE_NAME_LABEL).cloned().unwrap_or_default()))
             .boxed(),
+        futures::stream::unfold((), |()| async {
+            tokio::time::sleep(RESYNC).await;
+            Some((Key::All, ()))
+        })
+        .boxed(),
     ]);
     let mut batches = keys.ready_chunks(4096);
     let c = Controller { client, services, pods, endpoints, slices };
@@ -57,16 +68,17 @@ pub async fn run(client: Client) {
         }
         let mut todo: BTreeSet<(String, String)> = BTreeSet::new();
         let mut namespaces: BTreeSet<String> = BTreeSet::new();
-        if !synced {
-            synced = true;
-            todo.extend(c.services.state().iter().map(|s| (ns_of(&s.metadata), s.name_any())));
-        }
         for key in batch {
             match key {
                 Key::Service(ns, name) if !name.is_empty() => drop(todo.insert((ns, name))),
                 Key::Namespace(ns) => drop(namespaces.insert(ns)),
+                Key::All => synced = false,
                 Key::Service(..) => {}
             }
+        }
+        if !synced {
+            synced = true;
+            todo.extend(c.services.state().iter().map(|s| (ns_of(&s.metadata), s.name_any())));
         }
         if !namespaces.is_empty() {
             for s in c.services.state() {
@@ -152,22 +164,32 @@ impl Controller {
         if is_headless(svc) {
             labels.insert(HEADLESS_LABEL.into(), String::new());
         }
+        let mut subsets = subsets;
+        let truncated = truncate(&mut subsets);
         let subsets = (!subsets.is_empty()).then_some(subsets);
         match existing {
             Some(cur) => {
                 let same_subsets = cur.subsets.as_ref().filter(|s| !s.is_empty()) == subsets.as_ref();
                 let cur_labels = cur.metadata.labels.clone().unwrap_or_default();
-                if same_subsets && cur_labels == labels {
+                let was_truncated = cur.annotations().contains_key(OVER_CAPACITY);
+                if same_subsets && cur_labels == labels && was_truncated == truncated {
                     return Ok(());
                 }
                 let mut next = (*cur).clone();
                 next.metadata.labels = Some(labels);
+                let annotations = next.metadata.annotations.get_or_insert_with(Default::default);
+                if truncated {
+                    annotations.insert(OVER_CAPACITY.into(), "truncated".into());
+                } else {
+                    annotations.remove(OVER_CAPACITY);
+                }
                 next.subsets = subsets;
                 api.replace(&svc.name_any(), &PostParams::default(), &next).await.map(drop)
             }
             None => {
+                let annotations = truncated.then(|| BTreeMap::from([(OVER_CAPACITY.to_string(), "truncated".to_string())]));
                 let ep = Endpoints {
-                    metadata: ObjectMeta { name: Some(svc.name_any()), labels: Some(labels), ..Default::default() },
+                    metadata: ObjectMeta { name: Some(svc.name_any()), labels: Some(labels), annotations, ..Default::default() },
                     subsets,
                 };
                 api.create(&PostParams::default(), &ep).await.map(drop)
@@ -239,6 +261,29 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// Upstream caps an Endpoints object at 1000 addresses (ready ones kept
+/// first) and says so in an annotation; EndpointSlices carry them all.
+fn truncate(subsets: &mut [EndpointSubset]) -> bool {
+    let total: usize = subsets.iter().map(|s| s.addresses.as_ref().map_or(0, Vec::len) + s.not_ready_addresses.as_ref().map_or(0, Vec::len)).sum();
+    if total <= MAX_ENDPOINT_ADDRESSES {
+        return false;
+    }
+    let mut budget = MAX_ENDPOINT_ADDRESSES;
+    for s in subsets.iter_mut() {
+        if let Some(a) = s.addresses.as_mut() {
+            a.truncate(budget);
+            budget -= a.len();
+        }
+    }
+    for s in subsets.iter_mut() {
+        if let Some(a) = s.not_ready_addresses.as_mut() {
+            a.truncate(budget);
+            budget -= a.len();
+        }
+    }
+    true
 }
 
 fn ignore_missing(r: kube::Result<()>) -> kube::Result<()> {
@@ -436,6 +481,20 @@ mod tests {
         let eps = &d.slices[0].1;
         assert_eq!(eps.len(), 2);
         assert_eq!(eps[1].conditions.as_ref().unwrap().ready, Some(false));
+    }
+
+    #[test]
+    fn endpoints_are_capped_at_1000_addresses_ready_first() {
+        let addr = |i: usize| EndpointAddress { ip: format!("10.42.{}.{}", i / 250, i % 250), ..Default::default() };
+        let mut subsets = vec![EndpointSubset {
+            addresses: Some((0..900).map(addr).collect()),
+            not_ready_addresses: Some((900..1200).map(addr).collect()),
+            ports: None,
+        }];
+        assert!(truncate(&mut subsets));
+        assert_eq!(subsets[0].addresses.as_ref().unwrap().len(), 900);
+        assert_eq!(subsets[0].not_ready_addresses.as_ref().unwrap().len(), 100);
+        assert!(!truncate(&mut subsets));
     }
 
     #[test]

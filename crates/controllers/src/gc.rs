@@ -257,6 +257,9 @@ fn to_obj(res: usize, m: kube::api::ObjectMeta) -> (Option<String>, Obj) {
     (m.uid, obj)
 }
 
+/// A dependent as `finish_owner` sees it: uid, kind, namespace, name, owners.
+type Dep = (String, usize, Option<String>, String, Vec<OwnerReference>);
+
 /// How a dependent stands towards one of its owners.
 enum Standing {
     Solid,
@@ -341,7 +344,7 @@ impl Gc {
         let (res, ns, name, finalizers, orphan, foreground, deps) = {
             let g = self.graph.lock().unwrap();
             let Some(o) = g.objs.get(uid) else { return Ok(()) };
-            let deps: Vec<(String, usize, Option<String>, String, Vec<OwnerReference>)> = g
+            let deps: Vec<Dep> = g
                 .dependents
                 .get(uid)
                 .into_iter()
@@ -409,5 +412,49 @@ async fn json_patch(api: &Api<DynamicObject>, name: &str, ops: Vec<serde_json::V
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(owners: &[&str], finalizers: &[&str], deleting: bool) -> Obj {
+        let owners = owners.iter().map(|u| OwnerReference { uid: u.to_string(), ..Default::default() }).collect();
+        Obj { res: 0, ns: None, name: "x".into(), owners, finalizers: finalizers.iter().map(|f| f.to_string()).collect(), deleting }
+    }
+
+    #[test]
+    fn graph_queues_the_right_work() {
+        let mut g = Graph::default();
+        let mut q = Vec::new();
+        g.upsert("owner".into(), obj(&[], &[], false), &mut q);
+        assert!(q.is_empty());
+        g.upsert("dep".into(), obj(&["owner"], &[], false), &mut q);
+        assert!(q == vec![Item::Dependent("dep".into())]);
+        q.clear();
+        // The owner going away in the foreground: finish it.
+        g.upsert("owner".into(), obj(&[], &[FOREGROUND], true), &mut q);
+        assert!(q.contains(&Item::Owner("owner".into())));
+        q.clear();
+        // Its dependent gone: look at the owner again.
+        g.remove("dep", &mut q);
+        assert!(q == vec![Item::Owner("owner".into())]);
+        assert!(!g.dependents.contains_key("owner"));
+        q.clear();
+        // An owner deleted: its dependents are checked.
+        g.upsert("dep2".into(), obj(&["owner"], &[], false), &mut q);
+        q.clear();
+        g.remove("owner", &mut q);
+        assert!(q == vec![Item::Dependent("dep2".into())]);
+    }
+
+    #[test]
+    fn one_version_per_stored_kind() {
+        let k = kinds();
+        let mut storages: Vec<_> = k.iter().map(|i| i.storage).collect();
+        storages.dedup();
+        assert_eq!(storages.len(), k.len());
+        assert!(k.iter().any(|i| i.kind == "Pod") && k.iter().any(|i| i.kind == "ReplicaSet"));
     }
 }

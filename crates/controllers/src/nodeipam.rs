@@ -60,7 +60,12 @@ pub async fn run(client: Client, cluster_cidr: String) {
     };
     let api: Api<Node> = Api::all(client.clone());
     let (nodes, events) = informer::watch(api.clone(), watcher::Config::default());
-    let mut batches = events.ready_chunks(1024);
+    // A periodic pass retries assignments that failed.
+    let resync = futures::stream::unfold((), |()| async {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        Some((None, ()))
+    });
+    let mut batches = futures::stream::select(events.map(Some), resync.boxed()).ready_chunks(1024);
     // Allocations we made that the cache may not show yet.
     let mut pending: BTreeMap<String, String> = BTreeMap::new();
     while batches.next().await.is_some() {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, ObjectReference, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, ObjectReference, Pod, PodCondition, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -75,9 +75,18 @@ impl Controller {
     async fn monitor(&mut self) {
         let nodes = self.nodes.state();
         let names: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
-        self.health.retain(|n, _| names.contains(n));
+        let removed: Vec<String> = self.health.keys().filter(|n| !names.contains(*n)).cloned().collect();
+        for name in removed {
+            self.health.remove(&name);
+            let about = ObjectReference { kind: Some("Node".into()), name: Some(name.clone()), uid: Some(name.clone()), ..Default::default() };
+            record(&self.client, COMPONENT, about, "Normal", "RemovingNode", format!("Node {name} event: Removing Node {name} from Controller")).await;
+        }
         for node in nodes {
             let name = node.name_any();
+            if !self.health.contains_key(&name) {
+                let msg = format!("Node {name} event: Registered Node {name} in Controller");
+                record(&self.client, COMPONENT, node_ref(&node), "Normal", "RegisteredNode", msg).await;
+            }
             let lease = self.leases.get(&ObjectRef::new(&name).within("kube-node-lease"));
             let renew = lease.and_then(|l| l.spec.clone()).and_then(|s| s.renew_time).map(|t| t.0.to_rfc3339());
             let heartbeat = condition(&node, "Ready").and_then(|c| c.last_heartbeat_time.clone()).map(|t| t.0.to_rfc3339());
@@ -219,6 +228,7 @@ impl Controller {
                 ..Default::default()
             };
             record(&self.client, "taint-eviction-controller", about, "Normal", "TaintManagerEviction", format!("Marking for deletion Pod {ns}/{name}")).await;
+            self.mark_disruption_target(&pod).await;
             match Api::<Pod>::namespaced(self.client.clone(), &ns).delete(&name, &DeleteParams::default()).await {
                 Ok(_) => tracing::info!(pod = format!("{ns}/{name}"), "evicted by NoExecute taint"),
                 Err(e) if benign(&e) => {}
@@ -226,6 +236,27 @@ impl Controller {
             }
         }
         self.seen_tainted.retain(|uid, _| still.contains(uid));
+    }
+}
+
+impl Controller {
+    /// As upstream, the pod says why it is going before it is deleted.
+    async fn mark_disruption_target(&self, pod: &Pod) {
+        let mut next = pod.clone();
+        let conds = next.status.get_or_insert_with(Default::default).conditions.get_or_insert_with(Vec::new);
+        conds.retain(|c| c.type_ != "DisruptionTarget");
+        conds.push(PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            reason: Some("DeletionByTaintManager".into()),
+            message: Some("Taint manager: deleting due to NoExecute taint".into()),
+            last_transition_time: Some(Time(Utc::now())),
+            ..Default::default()
+        });
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        if let Err(e) = api.replace_status(&pod.name_any(), &PostParams::default(), serde_json::to_vec(&next).unwrap()).await {
+            tracing::debug!(pod = pod.name_any(), "setting DisruptionTarget: {e}");
+        }
     }
 }
 

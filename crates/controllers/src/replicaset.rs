@@ -4,8 +4,9 @@
 //! `spec.replicas` in slow-start batches, and keep the status counts current.
 
 use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -73,8 +74,13 @@ impl Replicated for ReplicationController {
     }
 }
 
+/// Pods (by namespace, owner and pod name) that the pod watch saw stop
+/// matching their owner's selector: the owner releases them on its next pass.
+type Releases = Arc<Mutex<HashMap<(String, String), HashSet<String>>>>;
+
 struct Ctx {
     client: Client,
+    releases: Releases,
 }
 
 pub async fn run_replicasets(client: Client) {
@@ -89,11 +95,21 @@ async fn run<K: Replicated>(client: Client) {
     let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
     let owners = controller.store();
     let kind = K::kind(&()).into_owned();
+    let releases = Releases::default();
+    let found = releases.clone();
     controller
         .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), move |pod: Pod| {
             let ns = pod.namespace().unwrap_or_default();
             if let Some(r) = controller_of(&pod) {
-                return if r.kind == kind { vec![ObjectRef::new(&r.name).within(&ns)] } else { vec![] };
+                if r.kind != kind {
+                    return vec![];
+                }
+                let owner = ObjectRef::new(&r.name).within(&ns);
+                let stale = owners.get(&owner).and_then(|o| o.view()).is_some_and(|v| !selector_matches(&v.selector, pod.labels()));
+                if stale {
+                    found.lock().unwrap().entry((ns.clone(), r.name.clone())).or_default().insert(pod.name_any());
+                }
+                return vec![owner];
             }
             // An orphan: every owner in its namespace that would adopt it.
             owners
@@ -104,7 +120,7 @@ async fn run<K: Replicated>(client: Client) {
                 .map(|o| ObjectRef::from_obj(o.as_ref()))
                 .collect()
         })
-        .run(reconcile::<K>, |_, _, _| Action::requeue(Duration::from_secs(1)), Arc::new(Ctx { client }))
+        .run(reconcile::<K>, |_, _, _| Action::requeue(Duration::from_secs(1)), Arc::new(Ctx { client, releases }))
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!("{} controller: {e}", K::kind(&()));
@@ -120,9 +136,23 @@ async fn reconcile<K: Replicated>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action> 
     let uid = obj.uid().unwrap_or_default();
     let deleting = obj.meta().deletion_timestamp.is_some();
 
+    // The server filters by selector; pods of ours that stopped matching come
+    // from the pod watch, or from a full list when the spec (maybe the selector) changed.
+    let current = serde_json::to_value(obj.as_ref()).ok().map(|v| v["status"].clone()).unwrap_or(Value::Null);
+    let spec_changed = current["observedGeneration"].as_i64() != obj.meta().generation;
+    let key = (ns.clone(), obj.name_any());
+    let stale: Vec<String> = ctx.releases.lock().unwrap().get(&key).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+    let lp = if spec_changed { ListParams::default() } else { ListParams::default().labels(&workload::selector_string(&view.selector)) };
+    let mut candidates = pods.list(&lp).await?.items;
+    for name in &stale {
+        if !candidates.iter().any(|p| p.metadata.name.as_ref() == Some(name)) {
+            candidates.extend(pods.get_opt(name).await?);
+        }
+    }
+
     // Claim: keep ours that still match, release ours that don't, adopt matching orphans.
     let mut owned = Vec::new();
-    for pod in pods.list(&ListParams::default()).await?.items.into_iter().filter(pod_active) {
+    for pod in candidates.into_iter().filter(pod_active) {
         let matches = selector_matches(&view.selector, pod.labels());
         match controller_of(&pod) {
             Some(r) if r.uid == uid => {
@@ -146,11 +176,27 @@ async fn reconcile<K: Replicated>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action> 
         }
     }
 
-    let status = status_of(obj.as_ref(), &view, &owned);
-    if !deleting {
-        manage_replicas(&ctx.client, obj.as_ref(), &view, owned.clone()).await?;
+    let mut status = status_of(obj.as_ref(), &view, &owned);
+    let managed = if deleting { Ok(()) } else { manage_replicas(&ctx.client, obj.as_ref(), &view, owned.clone()).await };
+    // Upstream's ReplicaFailure condition: set while creating or deleting fails, removed after.
+    let mut conditions = current["conditions"].as_array().cloned().unwrap_or_default();
+    let failing = conditions.iter().any(|c| c["type"] == "ReplicaFailure");
+    match &managed {
+        Err(e) if !failing => {
+            let reason = if (owned.len() as i32) < view.replicas { "FailedCreate" } else { "FailedDelete" };
+            let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            conditions.push(json!({ "type": "ReplicaFailure", "status": "True", "reason": reason, "message": e.0, "lastTransitionTime": now }));
+            status["conditions"] = Value::Array(conditions);
+        }
+        Ok(()) if failing => {
+            conditions.retain(|c| c["type"] != "ReplicaFailure");
+            status["conditions"] = Value::Array(conditions);
+        }
+        _ => {}
     }
-    let current = serde_json::to_value(obj.as_ref()).ok().map(|v| v["status"].clone()).unwrap_or(Value::Null);
+    if let Some(set) = ctx.releases.lock().unwrap().get_mut(&key) {
+        set.retain(|n| !stale.contains(n));
+    }
     let changed = status.as_object().unwrap().iter().any(|(k, v)| current.get(k).unwrap_or(&json!(0)) != v);
     if changed {
         let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
@@ -160,6 +206,7 @@ async fn reconcile<K: Replicated>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action> 
             Err(e) => return Err(e.into()),
         }
     }
+    managed?;
     // Pods ready but not yet available become available without any event: look again then.
     let now = Utc::now();
     if view.min_ready_seconds > 0 && owned.iter().any(|p| pod_ready(p) && !pod_available(p, view.min_ready_seconds, now)) {

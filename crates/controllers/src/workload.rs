@@ -60,6 +60,21 @@ pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
     true
 }
 
+/// The `labelSelector` query string for a selector, so the API server filters.
+pub fn selector_string(sel: &LabelSelector) -> String {
+    let mut parts: Vec<String> = sel.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+    for req in sel.match_expressions.iter().flatten() {
+        let values = req.values.clone().unwrap_or_default().join(",");
+        parts.push(match req.operator.as_str() {
+            "In" => format!("{} in ({values})", req.key),
+            "NotIn" => format!("{} notin ({values})", req.key),
+            "Exists" => req.key.clone(),
+            _ => format!("!{}", req.key),
+        });
+    }
+    parts.join(",")
+}
+
 pub fn selector_is_empty(sel: &LabelSelector) -> bool {
     sel.match_labels.as_ref().is_none_or(|m| m.is_empty()) && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty())
 }

@@ -103,9 +103,25 @@ fn learn(n: &SimNode, node: &Node) {
     }
 }
 
+/// Registers, retrying conflicts (a controller may write the node at the same time) and server hiccups.
+async fn register_retrying(sim: &Sim, idx: usize) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match register(sim, idx).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 10 => {
+                tracing::debug!(node = sim.nodes[idx].name, "registering: {e}; retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub(crate) async fn register_all(sim: &Sim) -> anyhow::Result<()> {
     futures::stream::iter(0..sim.nodes.len())
-        .map(|i| async move { register(sim, i).await.map_err(|e| anyhow::anyhow!("registering node {}: {e}", sim.nodes[i].name)) })
+        .map(|i| async move { register_retrying(sim, i).await.map_err(|e| anyhow::anyhow!("registering node {}: {e}", sim.nodes[i].name)) })
         .buffer_unordered(WRITERS)
         .try_collect::<Vec<()>>()
         .await?;
@@ -117,7 +133,15 @@ async fn renew(sim: &Sim, n: &SimNode) {
     let api: Api<Lease> = Api::namespaced(sim.client.clone(), LEASE_NAMESPACE);
     let renew_time = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     let spec = json!({"holderIdentity": n.name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": renew_time});
-    match api.patch(&n.name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec}))).await {
+    let patch = Patch::Merge(json!({"spec": spec}));
+    let mut result = api.patch(&n.name, &PatchParams::default(), &patch).await;
+    for _ in 0..3 {
+        match &result {
+            Err(kube::Error::Api(e)) if e.code == 409 => result = api.patch(&n.name, &PatchParams::default(), &patch).await,
+            _ => break,
+        }
+    }
+    match result {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 404 => {
             let uid = n.uid.lock().unwrap().clone();
@@ -167,7 +191,7 @@ pub(crate) async fn watch_nodes(sim: &Sim) {
             futures::stream::iter(batch)
                 .for_each_concurrent(WRITERS, |i| async move {
                     tracing::info!(node = sim.nodes[i].name, "registering the node again");
-                    if let Err(e) = register(sim, i).await {
+                    if let Err(e) = register_retrying(sim, i).await {
                         tracing::warn!(node = sim.nodes[i].name, "re-registering: {e}");
                     }
                 })

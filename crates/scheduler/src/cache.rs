@@ -246,19 +246,26 @@ pub struct Cache {
     pub pod_node: HashMap<String, String>,
     /// Pods bound to a node the cache does not know (yet).
     orphans: HashMap<String, Arc<PodInfo>>,
+    /// Pending pods nominated to a node by preemption: node -> key -> pod.
+    nominated: HashMap<String, HashMap<String, Arc<PodInfo>>>,
+    nominated_node: HashMap<String, String>,
 }
 
 impl Cache {
-    pub fn set_node(&mut self, node: &Node) {
+    /// Adds or updates a node; true when something the filters look at changed.
+    pub fn set_node(&mut self, node: &Node) -> bool {
         let name = node.metadata.name.clone().unwrap_or_default();
         let info = self.nodes.entry(name.clone()).or_default();
+        let before = (info.labels.clone(), info.taints.clone(), info.unschedulable, info.allocatable.clone(), info.allowed_pods);
         info.set_node(node);
+        let changed = before != (info.labels.clone(), info.taints.clone(), info.unschedulable, info.allocatable.clone(), info.allowed_pods);
         let adopt: Vec<String> = self.orphans.iter().filter(|(_, p)| self.pod_node.get(&p.key) == Some(&name)).map(|(k, _)| k.clone()).collect();
         for k in adopt {
             if let Some(p) = self.orphans.remove(&k) {
                 info.add_pod(p);
             }
         }
+        changed
     }
 
     pub fn remove_node(&mut self, name: &str) {
@@ -284,6 +291,30 @@ impl Cache {
     pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
         let node = self.pod_node.remove(key)?;
         self.orphans.remove(key).or_else(|| self.nodes.get_mut(&node).and_then(|n| n.remove_pod(key)))
+    }
+
+    /// Records where a pending pod is nominated (None: nowhere).
+    pub fn set_nominated(&mut self, key: &str, node: Option<&str>, pod: Option<Arc<PodInfo>>) {
+        if let Some(old) = self.nominated_node.remove(key) {
+            if let Some(m) = self.nominated.get_mut(&old) {
+                m.remove(key);
+                if m.is_empty() {
+                    self.nominated.remove(&old);
+                }
+            }
+        }
+        if let (Some(node), Some(pod)) = (node.filter(|n| !n.is_empty()), pod) {
+            self.nominated_node.insert(key.to_string(), node.to_string());
+            self.nominated.entry(node.to_string()).or_default().insert(key.to_string(), pod);
+        }
+    }
+
+    /// Pods nominated to `node` that `pod` must leave room for (at least its priority).
+    pub fn nominated_for(&self, node: &str, pod: &PodInfo) -> Vec<Arc<PodInfo>> {
+        self.nominated
+            .get(node)
+            .map(|m| m.values().filter(|p| p.key != pod.key && p.priority >= pod.priority).cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn pod(&self, key: &str) -> Option<&Arc<PodInfo>> {

@@ -164,7 +164,7 @@ impl State {
         let aff = required_terms(pod, false);
         let satisfied = aff.iter().enumerate().all(|(i, t)| domain(node, &t.topology_key).is_some_and(|d| self.affinity[i].get(&d).copied().unwrap_or(0) > 0));
         // The first pod of a group that selects itself may go anywhere.
-        if !satisfied && !(!self.affinity_any && self.pod_matches_own_affinity) {
+        if !satisfied && (self.affinity_any || !self.pod_matches_own_affinity) {
             return Err(Failure::new(Code::Unresolvable, ERR_AFFINITY));
         }
         let anti = required_terms(pod, true);

@@ -46,8 +46,8 @@ pub async fn run(client: Client, identity: String) {
 }
 
 enum Msg {
-    Node(Event<Node>),
-    Pod(Event<Pod>),
+    Node(Box<Event<Node>>),
+    Pod(Box<Event<Pod>>),
     /// A binding failed: forget the assumption; retry the pod when `retry`.
     BindFailed { key: String, pod: Arc<Pod>, retry: bool },
 }
@@ -105,9 +105,9 @@ impl Scheduler {
         let nodes = watcher(Api::<Node>::all(self.client.clone()));
         let pods = watcher(Api::<Pod>::all(self.client.clone()));
         let t = tx.clone();
-        tasks.spawn(forward(nodes, move |e| t.send(Msg::Node(e)).is_ok()));
+        tasks.spawn(forward(nodes, move |e| t.send(Msg::Node(Box::new(e))).is_ok()));
         let t = tx.clone();
-        tasks.spawn(forward(pods, move |e| t.send(Msg::Pod(e)).is_ok()));
+        tasks.spawn(forward(pods, move |e| t.send(Msg::Pod(Box::new(e))).is_ok()));
         tracing::info!("scheduler started");
         let mut scheduled_since_yield = 0;
         loop {
@@ -139,8 +139,8 @@ impl Scheduler {
 
     fn handle(&mut self, m: Msg) {
         match m {
-            Msg::Node(e) => self.node_event(e),
-            Msg::Pod(e) => self.pod_event(e),
+            Msg::Node(e) => self.node_event(*e),
+            Msg::Pod(e) => self.pod_event(*e),
             Msg::BindFailed { key, pod, retry } => {
                 if self.assumed.remove(&key) {
                     self.cache.remove_pod(&key);
@@ -160,8 +160,9 @@ impl Scheduler {
                 if let Some(seen) = &mut self.relist_nodes {
                     seen.insert(n.name_any());
                 }
-                self.cache.set_node(&n);
-                self.queue.move_all();
+                if self.cache.set_node(&n) {
+                    self.queue.move_all();
+                }
             }
             Event::Delete(n) => self.cache.remove_node(&n.name_any()),
             Event::InitDone => {
@@ -187,6 +188,7 @@ impl Scheduler {
             Event::Delete(p) => {
                 let key = key_of(&p);
                 self.queue.remove(&key);
+                self.cache.set_nominated(&key, None, None);
                 self.assumed.remove(&key);
                 if self.cache.remove_pod(&key).is_some() {
                     self.queue.move_all();
@@ -210,6 +212,7 @@ impl Scheduler {
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
         if !node.is_empty() {
             self.queue.remove(&key);
+            self.cache.set_nominated(&key, None, None);
             self.assumed.remove(&key);
             if terminal(&pod) {
                 if self.cache.remove_pod(&key).is_some() {
@@ -229,8 +232,11 @@ impl Scheduler {
             return; // our binding is in flight; the watch has not caught up
         }
         if responsible(&pod) && pod.metadata.deletion_timestamp.is_none() && !terminal(&pod) {
+            let nominated = pod.status.as_ref().and_then(|s| s.nominated_node_name.clone());
+            self.cache.set_nominated(&key, nominated.as_deref(), nominated.is_some().then(|| Arc::new(PodInfo::new(pod.clone()))));
             self.queue.upsert(&key, pod);
         } else {
+            self.cache.set_nominated(&key, None, None);
             self.queue.remove(&key);
         }
     }
@@ -240,6 +246,7 @@ impl Scheduler {
         match schedule::schedule(&self.cache, &info, &mut self.start, &mut self.rng) {
             Ok(node) => {
                 self.queue.done(&key);
+                self.cache.set_nominated(&key, None, None);
                 self.assumed.insert(key.clone());
                 self.cache.set_pod(info, &node);
                 let (client, tx, instance) = (self.client.clone(), tx.clone(), self.identity.clone());
@@ -268,6 +275,9 @@ impl Scheduler {
                 let (client, instance) = (self.client.clone(), self.identity.clone());
                 let victims: Vec<Arc<Pod>> = candidate.iter().flat_map(|c| c.victims.iter().map(|v| v.pod.clone())).collect();
                 let nominated = candidate.map(|c| c.node);
+                if let Some(n) = &nominated {
+                    self.cache.set_nominated(&key, Some(n), Some(info.clone()));
+                }
                 tokio::spawn(async move {
                     bind::event(&client, &pod, "Warning", "FailedScheduling", "Scheduling", &message, &instance).await;
                     if changed || nominated.is_some() {

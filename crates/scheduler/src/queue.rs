@@ -3,7 +3,7 @@
 //! cluster change (or five minutes) before they are tried again.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,10 @@ pub struct Queue {
     pods: HashMap<String, Entry>,
     seq: u64,
     moves: u64,
+    /// When a backoff or unschedulable entry is due, with the entry's seq then.
+    timers: BinaryHeap<Reverse<(Instant, u64, String)>>,
+    /// Keys in the Unschedulable state, so a cluster change touches only them.
+    unschedulable: HashSet<String>,
 }
 
 /// What about a pod can make it schedulable: its labels and spec.
@@ -68,6 +72,7 @@ impl Queue {
     }
 
     fn push(&mut self, key: &str) {
+        self.unschedulable.remove(key);
         if let Some(e) = self.pods.get_mut(key) {
             self.seq += 1;
             e.seq = self.seq;
@@ -103,12 +108,28 @@ impl Queue {
         self.upsert(key, pod);
         if let Some(e) = self.pods.get_mut(key) {
             e.attempts += 1;
-            e.state = State::Backoff(Instant::now() + backoff(e.attempts));
+            let due = Instant::now() + backoff(e.attempts);
+            self.set_state(key, State::Backoff(due), due);
         }
+    }
+
+    /// Puts an entry in a waiting state with a timer at `due`.
+    fn set_state(&mut self, key: &str, state: State, due: Instant) {
+        let Some(e) = self.pods.get_mut(key) else { return };
+        self.seq += 1;
+        e.seq = self.seq;
+        e.state = state;
+        if matches!(state, State::Unschedulable(_)) {
+            self.unschedulable.insert(key.to_string());
+        } else {
+            self.unschedulable.remove(key);
+        }
+        self.timers.push(Reverse((due, e.seq, key.to_string())));
     }
 
     pub fn remove(&mut self, key: &str) {
         self.pods.remove(key);
+        self.unschedulable.remove(key);
     }
 
     /// The next pod to schedule: highest priority, then oldest.
@@ -127,7 +148,7 @@ impl Queue {
 
     /// The pod was assumed onto a node; the queue forgets it.
     pub fn done(&mut self, key: &str) {
-        self.pods.remove(key);
+        self.remove(key);
     }
 
     /// No node fits. Returns whether `message` differs from the last one reported.
@@ -135,20 +156,28 @@ impl Queue {
         let moved = self.moves;
         let Some(e) = self.pods.get_mut(key) else { return false };
         e.attempts += 1;
-        let now = Instant::now();
-        // The cluster changed while we were deciding: try again after the backoff.
-        e.state = if e.moves_at_pop != moved { State::Backoff(now + backoff(e.attempts)) } else { State::Unschedulable(now) };
         let changed = e.last_message != message;
         e.last_message = message.to_string();
+        let now = Instant::now();
+        // The cluster changed while we were deciding: try again after the backoff.
+        if e.moves_at_pop != moved {
+            let due = now + backoff(e.attempts);
+            self.set_state(key, State::Backoff(due), due);
+        } else {
+            self.set_state(key, State::Unschedulable(now), now + MAX_UNSCHEDULABLE);
+        }
         changed
     }
 
     /// Something in the cluster changed that may make unschedulable pods fit.
     pub fn move_all(&mut self) {
         self.moves += 1;
-        for e in self.pods.values_mut() {
+        for key in std::mem::take(&mut self.unschedulable) {
+            let Some(e) = self.pods.get(&key) else { continue };
             if let State::Unschedulable(since) = e.state {
-                e.state = State::Backoff(since + backoff(e.attempts));
+                let due = since + backoff(e.attempts);
+                self.set_state(&key, State::Backoff(due), due);
+                self.unschedulable.remove(&key);
             }
         }
     }
@@ -156,24 +185,18 @@ impl Queue {
     /// Moves pods whose backoff expired (or that waited too long) to active;
     /// returns when to call again.
     pub fn flush(&mut self, now: Instant) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut ready = Vec::new();
-        for (k, e) in &self.pods {
-            let due = match e.state {
-                State::Backoff(t) => t,
-                State::Unschedulable(since) => since + MAX_UNSCHEDULABLE,
-                _ => continue,
-            };
-            if due <= now {
-                ready.push(k.clone());
-            } else {
-                next = Some(next.map_or(due, |n| n.min(due)));
+        while let Some(Reverse((due, seq, _))) = self.timers.peek() {
+            if *due > now {
+                return Some(*due);
+            }
+            let _ = seq;
+            let Reverse((_, seq, key)) = self.timers.pop().unwrap();
+            let live = self.pods.get(&key).is_some_and(|e| e.seq == seq && matches!(e.state, State::Backoff(_) | State::Unschedulable(_)));
+            if live {
+                self.push(&key);
             }
         }
-        for k in ready {
-            self.push(&k);
-        }
-        next
+        None
     }
 }
 

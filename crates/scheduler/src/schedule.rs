@@ -66,6 +66,19 @@ impl<'a> Prepared<'a> {
     }
 }
 
+impl Prepared<'_> {
+    /// Filters as if the higher- or equal-priority pods nominated to the node were already there.
+    pub fn filter_with_nominated(&self, cache: &Cache, node: &NodeInfo) -> Result<(), Failure> {
+        let nominated = cache.nominated_for(&node.name, self.pod);
+        if nominated.is_empty() {
+            return self.filter(node);
+        }
+        let mut with = node.clone();
+        nominated.into_iter().for_each(|p| with.add_pod(p));
+        self.filter(&with)
+    }
+}
+
 /// How many feasible nodes to look for (upstream percentageOfNodesToScore, adaptive).
 pub fn feasible_to_find(n: usize) -> usize {
     if n < 100 {
@@ -90,7 +103,7 @@ pub fn schedule(cache: &Cache, pod: &PodInfo, start: &mut usize, rng: &mut impl 
     while examined < n && feasible.len() < want {
         let node = nodes[(*start + examined) % n];
         examined += 1;
-        match prep.filter(node) {
+        match prep.filter_with_nominated(cache, node) {
             Ok(()) => feasible.push(node),
             Err(f) => {
                 failures.insert(node.name.clone(), f);

@@ -35,7 +35,9 @@ fn pod(name: &str, spec: serde_json::Value) -> Arc<PodInfo> {
 
 fn cache(nodes: &[Node]) -> Cache {
     let mut c = Cache::default();
-    nodes.iter().for_each(|n| c.set_node(n));
+    nodes.iter().for_each(|n| {
+        c.set_node(n);
+    });
     c
 }
 
@@ -146,7 +148,7 @@ fn pod_anti_affinity_by_hostname_and_zone() {
     // A plain pod is kept away by the existing pods' anti-affinity too.
     let plain = pod("p", json!({"labels": {"app": "web"}}));
     assert!(place(&c, &plain).unwrap_err().starts_with("0/3 nodes are available: 3 node(s) didn't satisfy existing pods anti-affinity rules."));
-    assert_eq!(place(&c, &pod("q", json!({}))).is_ok(), true);
+    assert!(place(&c, &pod("q", json!({}))).is_ok());
 }
 
 #[test]
@@ -236,4 +238,15 @@ fn preemption_picks_lower_priority_victims() {
 #[test]
 fn no_nodes() {
     assert_eq!(place(&Cache::default(), &pod("p", json!({}))).unwrap_err(), "no nodes available to schedule pods");
+}
+
+#[test]
+fn nominated_pods_keep_their_room() {
+    let mut c = cache(&[node("a", "2", "8Gi", json!({}), json!({}))]);
+    let req = |name: &str, prio: i32| pod(name, json!({"priority": prio, "containers": [{"name": "c", "resources": {"requests": {"cpu": "1500m"}}}]}));
+    c.set_nominated("default/high", Some("a"), Some(req("high", 100)));
+    assert!(place(&c, &req("low", 0)).unwrap_err().starts_with("0/1 nodes are available: 1 Insufficient cpu."));
+    assert_eq!(place(&c, &req("high", 100)).unwrap(), "a");
+    c.set_nominated("default/high", None, None);
+    assert_eq!(place(&c, &req("low", 0)).unwrap(), "a");
 }
