@@ -190,3 +190,28 @@ fn deployment_with_managed_fields(s: &Server) -> Vec<Value> {
     let d = json(&s.ok(&["get", "deploy", "api", "-o", "json", "--show-managed-fields"]));
     d["metadata"]["managedFields"].as_array().cloned().unwrap_or_default()
 }
+
+#[test]
+fn generators_run_expose_and_invalid_apply() {
+    let s = Server::start_api_only();
+    for (args, kind) in [
+        (vec!["create", "job", "once", "--image=busybox"], "kind: Job"),
+        (vec!["create", "cronjob", "tick", "--image=busybox", "--schedule=*/5 * * * *"], "kind: CronJob"),
+    ] {
+        let mut full = args.clone();
+        full.extend(["--dry-run=server", "-o", "yaml"]);
+        let y = s.ok(&full);
+        assert!(y.contains(kind) && y.contains("uid:"), "{y}");
+    }
+    assert!(s.fails(&["get", "job", "once"]).contains("not found"));
+    assert_eq!(s.ok(&["run", "web", "--image=localhost:5000/busybox", "--port=80", "--labels=app=web"]), "pod/web created");
+    assert_eq!(s.ok(&["expose", "pod", "web", "--port=8080", "--target-port=80"]), "service/web exposed");
+    let svc = json(&s.ok(&["get", "svc", "web", "-o", "json"]));
+    assert_eq!(svc["spec"]["selector"], serde_json::json!({"app": "web"}));
+    assert_eq!((svc["spec"]["ports"][0]["port"].as_i64(), svc["spec"]["ports"][0]["targetPort"].as_i64()), (Some(8080), Some(80)));
+    // An invalid manifest is refused with upstream's message, and nothing is stored.
+    let bad = DEPLOYMENT_V1.replace("template:\n    metadata: {labels: {app: api}}", "template:\n    metadata: {labels: {app: other}}");
+    let out = s.apply_stdin(&["apply", "-f", "-"], &bad);
+    assert!(out.stderr.contains(r#"The Deployment "api" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{"app":"other"}: `selector` does not match template `labels`"#), "{}", out.stderr);
+    assert!(s.fails(&["get", "deploy", "api"]).contains("not found"));
+}
