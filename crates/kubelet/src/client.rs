@@ -27,6 +27,11 @@ struct Target {
 /// Builds a client for the current context's cluster and user (first ones
 /// when there is no current context).
 pub async fn from_kubeconfig(path: &Path) -> Result<kube::Client> {
+    Ok(from_kubeconfig_with_ca(path).await?.0)
+}
+
+/// Like [`from_kubeconfig`], also returning the cluster CA certificate (PEM).
+pub async fn from_kubeconfig_with_ca(path: &Path) -> Result<(kube::Client, String)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let pick = |list: &str, name: Option<&str>| -> serde_yaml::Value {
@@ -82,7 +87,8 @@ pub async fn from_kubeconfig(path: &Path) -> Result<kube::Client> {
         send: tokio::sync::Mutex::new(None),
     });
     target.sender().await?; // fail early when the server is unreachable
-    Ok(kube::Client::new(H2 { target }, namespace))
+    let ca_pem = String::from_utf8_lossy(ca.as_deref().unwrap_or_default()).into_owned();
+    Ok((kube::Client::new(H2 { target }, namespace), ca_pem))
 }
 
 impl Target {

@@ -27,14 +27,25 @@ enum Command {
     /// Simulated nodes: register N Nodes, renew their Leases and run their pods' status (no containers).
     Sim(sim::SimArgs),
     /// Run the scheduler alone against any API server.
-    Scheduler(SchedulerArgs),
+    Scheduler(RemoteArgs),
+    /// Run the controllers alone against any API server.
+    ControllerManager(ControllerManagerArgs),
 }
 
 #[derive(clap::Args)]
-struct SchedulerArgs {
-    /// Kubeconfig of the API server to schedule for.
+struct RemoteArgs {
+    /// Kubeconfig of the API server to work for.
     #[arg(long)]
     kubeconfig: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ControllerManagerArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// IPv4 range node pod CIDRs (a /24 per node) are allocated from.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
 }
 
 #[derive(clap::Args)]
@@ -143,6 +154,12 @@ fn main() -> anyhow::Result<()> {
             Command::Scheduler(a) => {
                 let client = kubelet::client::from_kubeconfig(&a.kubeconfig).await?;
                 scheduler::run(client, identity("scheduler")).await;
+                Ok(())
+            }
+            Command::ControllerManager(a) => {
+                let (client, ca_pem) = kubelet::client::from_kubeconfig_with_ca(&a.remote.kubeconfig).await?;
+                let options = controllers::Options { ca_pem, cluster_cidr: a.cluster_cidr };
+                controllers::run(client, identity("controller-manager"), options).await;
                 Ok(())
             }
         }
