@@ -38,19 +38,6 @@ pub enum Shape {
     List(ListKind),
 }
 
-/// Follows `$ref`s and one-element `allOf`s.
-fn resolve(mut v: &'static Value) -> Option<&'static Value> {
-    for _ in 0..32 {
-        if let Some(r) = v.get("$ref").and_then(Value::as_str) {
-            v = openapi::definition(r)?;
-        } else if let Some([only]) = v.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
-            v = only;
-        } else {
-            return Some(v);
-        }
-    }
-    None
-}
 
 /// Default values of list-map key fields upstream's schema declares (a
 /// port's protocol), used when an item leaves the key field out.
@@ -139,7 +126,7 @@ impl Ty {
             .and_then(|p| p.get(key))
             .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()));
         match prop {
-            Some(p) => Ty { schema: resolve(p), prop: Some(p) },
+            Some(p) => Ty { schema: openapi::resolve(p), prop: Some(p) },
             None => Ty::deduced(),
         }
     }
@@ -147,7 +134,7 @@ impl Ty {
     /// The type of a list's items.
     pub fn items(&self) -> Ty {
         match self.schema.and_then(|s| s.get("items")) {
-            Some(i) => Ty { schema: resolve(i), prop: None },
+            Some(i) => Ty { schema: openapi::resolve(i), prop: None },
             None => Ty::deduced(),
         }
     }

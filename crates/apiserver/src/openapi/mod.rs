@@ -272,3 +272,17 @@ pub fn v3_hash(path: &str) -> Option<&'static str> {
     let path = path.trim_matches('/');
     v3_built().docs.get(path).map(|(_, hash)| hash.as_str())
 }
+
+/// Follows `$ref`s (and one-element `allOf`s) to the schema they name.
+pub fn resolve(mut v: &'static Value) -> Option<&'static Value> {
+    for _ in 0..32 {
+        if let Some(r) = v.get("$ref").and_then(Value::as_str) {
+            v = definition(r)?;
+        } else if let Some([only]) = v.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+            v = only;
+        } else {
+            return Some(v);
+        }
+    }
+    None
+}

@@ -100,19 +100,6 @@ struct Field {
     merge_key: Option<&'static str>,
 }
 
-/// Follows `$ref`s (and one-element `allOf`s) to the schema they name.
-fn resolve(mut v: &'static Value) -> Option<&'static Value> {
-    for _ in 0..32 {
-        if let Some(r) = v.get("$ref").and_then(Value::as_str) {
-            v = openapi::definition(r)?;
-        } else if let Some([only]) = v.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
-            v = only;
-        } else {
-            return Some(v);
-        }
-    }
-    None
-}
 
 impl Node {
     fn field(self, key: &str) -> Result<Field> {
@@ -127,8 +114,8 @@ impl Node {
             Some(s) => parse_strategy(s)?,
             None => Strategy::Default,
         };
-        let node = resolve(prop);
-        let items = node.and_then(|n| n.get("items")).and_then(resolve);
+        let node = openapi::resolve(prop);
+        let items = node.and_then(|n| n.get("items")).and_then(openapi::resolve);
         let merge_key = prop.get("x-kubernetes-patch-merge-key").and_then(Value::as_str);
         Ok(Field { node: Node(node), items: Node(items), strategy, merge_key })
     }
