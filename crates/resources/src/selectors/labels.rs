@@ -7,7 +7,8 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::syntax::{label_key_errors, label_value_errors};
-use super::{go_quote, scalar_text};
+use super::scalar_text;
+use crate::validation::go_quote;
 
 /// How a requirement relates a label to its values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

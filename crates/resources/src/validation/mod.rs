@@ -40,6 +40,7 @@ mod tests_workloads;
 
 use serde_json::Value;
 
+pub(crate) use errors::go_quote;
 pub use errors::{
     go_repr, invalid_message, invalid_message_for, qualified_kind, ErrorType, FieldError,
 };
