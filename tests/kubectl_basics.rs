@@ -184,6 +184,8 @@ fn label_annotate_scale_replace_patch() {
     let scale = json(&s.ok(&["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/api/scale"]));
     assert_eq!((scale["kind"].as_str(), scale["spec"]["replicas"].as_i64()), (Some("Scale"), Some(5)));
     assert_eq!(scale["status"]["selector"], "app=api");
+    let err = s.fails(&["patch", "deploy", "api", "--subresource=scale", "--type=merge", "-p", r#"{"spec":{"replicas":-1}}"#]);
+    assert!(err.contains(r#"The Scale "api" is invalid: spec.replicas"#), "{err}");
     // A label change does not bump the generation.
     s.ok(&["label", "deploy", "api", "x=y"]);
     assert_eq!(json(&s.ok(&["get", "deploy", "api", "-o", "json"]))["metadata"]["generation"], 2);

@@ -101,6 +101,17 @@ struct State {
     oldest: Revision,
 }
 
+impl State {
+    /// The objects whose keys start with `sub_prefix`, in key order.
+    fn under(&self, sub_prefix: &str) -> Vec<Arc<Cached>> {
+        self.objects
+            .range(sub_prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(sub_prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
 /// The cache of one storage prefix (e.g. `/registry/pods/`).
 pub struct PrefixCache {
     state: RwLock<State>,
@@ -140,12 +151,7 @@ impl PrefixCache {
 
     /// Objects under `sub_prefix` (a namespace's keys, or all of them).
     pub fn snapshot(&self, sub_prefix: &str) -> Vec<Arc<Cached>> {
-        let st = self.state.read().unwrap();
-        st.objects
-            .range(sub_prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(sub_prefix))
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.state.read().unwrap().under(sub_prefix)
     }
 
     /// Subscribes to events after `after`; None when the window no longer reaches back that far.
@@ -162,13 +168,7 @@ impl PrefixCache {
     pub fn subscribe_with_snapshot(&self, sub_prefix: &str) -> (Vec<Arc<Cached>>, broadcast::Receiver<Arc<CacheEvent>>) {
         let st = self.state.read().unwrap();
         let live = self.events.subscribe();
-        let objs = st
-            .objects
-            .range(sub_prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(sub_prefix))
-            .map(|(_, v)| v.clone())
-            .collect();
-        (objs, live)
+        (st.under(sub_prefix), live)
     }
 }
 

@@ -246,38 +246,31 @@ async fn update_scale<F>(reg: &Registry, info: &ResourceInfo, ns: Option<&str>, 
 where
     F: Fn(&Value) -> ApiResult<Value>,
 {
-    let scale_error = std::sync::Mutex::new(None);
     let updated = reg
         .update(info, ns, name, None, opts, |cur| {
             let scale = change(&to_scale(info, cur))?;
             let replicas = &scale["spec"]["replicas"];
             if replicas.as_i64().is_some_and(|r| r < 0) {
                 let detail = "must be greater than or equal to 0";
-                *scale_error.lock().unwrap() = Some(format!(
-                    "Scale.autoscaling \"{name}\" is invalid: spec.replicas: Invalid value: {replicas}: {detail}"
-                ));
-                return Err(ApiError::new(422, "Invalid", "invalid scale"));
+                let mut e = ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("Scale.autoscaling \"{name}\" is invalid: spec.replicas: Invalid value: {replicas}: {detail}"),
+                );
+                e.details = Some(json!({"name": name, "group": "autoscaling", "kind": "Scale",
+                    "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: must be greater than or equal to 0", "field": "spec.replicas"}]}));
+                return Err(e);
             }
             let mut next = cur.clone();
             next["spec"]["replicas"] = json!(replicas.as_i64().unwrap_or(0));
             crate::apply::record_update(info, Some("scale"), Some(cur), &mut next, manager, &crate::registry::now_rfc3339());
+            // A resourceVersion in the Scale is the client's precondition on the object.
             if let Some(rv) = scale["metadata"]["resourceVersion"].as_str() {
                 next["metadata"]["resourceVersion"] = json!(rv);
-            } else {
-                next["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
             }
             Ok(next)
         })
-        .await
-        .map_err(|e| match scale_error.lock().unwrap().take() {
-            Some(msg) => {
-                let mut e = ApiError::new(422, "Invalid", msg);
-                e.details = Some(json!({"name": name, "group": "autoscaling", "kind": "Scale",
-                    "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: must be greater than or equal to 0", "field": "spec.replicas"}]}));
-                e
-            }
-            None => e,
-        })?;
+        .await?;
     Ok(to_scale(info, &updated))
 }
 
