@@ -314,7 +314,8 @@ pub async fn watch(reg: Arc<Registry>, filter: Filter, q: &Query, fmt: Format) -
 }
 
 /// The next change from whichever feed this watcher uses; None ends the watch
-/// (a lagging watcher is closed and resumes from its last resourceVersion).
+/// (a lagging watcher is closed and resumes from its last resourceVersion;
+/// a watch with no feed has just been sent its 410 ERROR event).
 async fn recv(
     live: &mut Option<broadcast::Receiver<Arc<CacheEvent>>>,
     store_feed: &mut Option<store::WatchReceiver>,
@@ -326,5 +327,5 @@ async fn recv(
         let ev = feed.recv().await?;
         return CacheEvent::from_store(&ev).ok().map(Arc::new);
     }
-    std::future::pending().await
+    None
 }
