@@ -1,0 +1,21 @@
+//! Image store: content-addressed blobs under `<root>/images`, layers
+//! unpacked once, and a registry client. Filled in by the images work.
+
+use std::path::PathBuf;
+
+/// What the container side needs from an image: its config and the
+/// unpacked layer directories to stack as overlayfs lowerdirs.
+#[derive(Clone, Debug, Default)]
+pub struct ResolvedImage {
+    /// `sha256:` digest of the image config.
+    pub id: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE` entries from the image config.
+    pub env: Vec<String>,
+    pub working_dir: String,
+    /// `user`, `uid`, `user:group` or `uid:gid` from the image config.
+    pub user: String,
+    /// Unpacked layer directories, bottom layer first.
+    pub layers: Vec<PathBuf>,
+}
