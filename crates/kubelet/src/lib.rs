@@ -1,8 +1,10 @@
-//! The node agent. For now: simulated nodes (`skiff sim`), which register
-//! Nodes, renew their Leases and play the node's part for pods bound to
-//! them without running anything; and a kube client built from a kubeconfig.
+//! The node agent (`agent`) with its streaming endpoint (`server`), simulated
+//! nodes (`skiff sim`) that play the node's part without running anything,
+//! and a kube client built from a kubeconfig.
 
+pub mod agent;
 pub mod client;
+pub mod server;
 pub mod sim;
 mod sim_node;
 mod sim_pods;

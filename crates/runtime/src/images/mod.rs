@@ -19,3 +19,10 @@ pub struct ResolvedImage {
     /// Unpacked layer directories, bottom layer first.
     pub layers: Vec<PathBuf>,
 }
+
+/// How the container side finds a pulled image's config and layers.
+pub trait ImageResolver: Send + Sync {
+    /// Resolves an image reference as written in a pod (or an image ID) to a
+    /// locally present image; an error if it is not present.
+    fn resolve(&self, image: &str) -> anyhow::Result<ResolvedImage>;
+}
