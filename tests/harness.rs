@@ -206,6 +206,33 @@ impl From<Output> for Out {
     }
 }
 
+/// `skiff sim` as a child process, killed (by PID) when dropped.
+pub struct Sim(Child);
+
+impl Sim {
+    /// `nodes` simulated nodes named `<prefix>0`, `<prefix>1`, ...
+    pub fn start(s: &Server, nodes: usize, prefix: &str) -> Sim {
+        let log = std::fs::File::create(s.dir.path().join(format!("sim-{prefix}log"))).unwrap();
+        let child = Command::new(skiff_bin())
+            .arg("sim")
+            .arg("--kubeconfig")
+            .arg(s.kubeconfig())
+            .args(["--nodes", &nodes.to_string(), "--name-prefix", prefix])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting skiff sim");
+        Sim(child)
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Polls `f` until it returns Some, or panics after `secs`.
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -1,34 +1,6 @@
 //! `skiff sim` nodes and the garbage collector, driven through the real kubectl.
 
-use std::process::{Child, Command, Stdio};
-
-use e2e::{eventually, skiff_bin, Server};
-
-/// `skiff sim` as a child process, killed (by PID) when dropped.
-struct Sim(Child);
-
-impl Sim {
-    fn start(s: &Server, nodes: usize, prefix: &str) -> Sim {
-        let log = std::fs::File::create(s.dir.path().join("sim.log")).unwrap();
-        let child = Command::new(skiff_bin())
-            .arg("sim")
-            .arg("--kubeconfig")
-            .arg(s.kubeconfig())
-            .args(["--nodes", &nodes.to_string(), "--name-prefix", prefix])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting skiff sim");
-        Sim(child)
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use e2e::{eventually, Server, Sim};
 
 #[test]
 fn simulated_nodes_run_pods() {

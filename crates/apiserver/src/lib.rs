@@ -15,6 +15,7 @@ mod openapi;
 mod pods;
 pub mod pki;
 mod protobuf;
+mod proxy;
 mod registry;
 mod request;
 mod respond;
@@ -59,6 +60,9 @@ pub struct App {
     registry: Arc<Registry>,
     metrics: metrics::Metrics,
     server_address: String,
+    /// TLS client configuration towards node agents (set by [`start`]; without
+    /// it pods/log, exec, attach and portforward answer 503).
+    kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 /// Opens the datastore, prepares the caches and the built-in objects, and
@@ -76,6 +80,7 @@ pub async fn build(store: store::DynStore, config: &Config, advertise: IpAddr) -
         registry,
         metrics: metrics::Metrics::default(),
         server_address: SocketAddr::new(advertise, config.port).to_string(),
+        kubelet_tls: std::sync::OnceLock::new(),
     }))
 }
 
@@ -91,6 +96,8 @@ pub struct Server {
     pub router: axum::Router,
     /// The cluster CA certificate (PEM).
     pub ca_pem: String,
+    /// The cluster PKI, e.g. to issue the local agent's serving certificate.
+    pub pki: pki::Pki,
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
 }
@@ -105,11 +112,12 @@ pub async fn start(config: Config, store: store::DynStore) -> anyhow::Result<Ser
     let host = if config.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { config.bind_address.to_string() };
     let url = format!("https://{}", SocketAddr::new(host.parse()?, config.port));
     let app = build(store, &config, advertise).await?;
+    let _ = app.kubelet_tls.set(pki::kubelet_client_tls_config(&pki)?);
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_address, config.port)).await?;
     // Written last: its presence tells scripts the server is about to answer.
     pki::write_kubeconfig(&config.kubeconfig, &pki::kubeconfig(&pki, &url))?;
     tracing::info!(address = %listener.local_addr()?, kubeconfig = %config.kubeconfig.display(), "skiff API server listening");
-    Ok(Server { router: router(app), ca_pem: pki.ca_cert_pem.clone(), listener, tls: pki::server_tls_config(&pki)? })
+    Ok(Server { router: router(app), ca_pem: pki.ca_cert_pem.clone(), tls: pki::server_tls_config(&pki)?, pki, listener })
 }
 
 impl Server {
@@ -156,6 +164,13 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
             e.details = None;
             return e.into_response();
         }
+    }
+    // Streamed from the pod's node agent: the body (and any upgrade) goes through untouched.
+    if let Some(target) = proxy::target(&path) {
+        let verb = target.verb();
+        let response = proxy::handle(&app, target, Request::from_parts(parts, body)).await;
+        app.metrics.observe(verb, "pods", response.status().as_u16(), start.elapsed());
+        return response;
     }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,

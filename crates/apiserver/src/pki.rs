@@ -12,13 +12,15 @@
 //! | `serving.key` | its key (0600)                                         |
 //! | `admin.crt`   | `CN=system:admin, O=system:masters` client certificate |
 //! | `admin.key`   | its key (0600)                                         |
+//! | `kubelet-client.crt` | `CN=skiff-apiserver-kubelet-client, O=system:masters`: the API server's certificate towards node agents (logs, exec, port-forward) |
+//! | `kubelet-client.key` | its key (0600)                                  |
 //!
 //! On the first start all of them are created; on later starts they are
 //! reused as they are. The serving certificate alone is re-issued (with the
 //! existing CA and key) when it lacks a subject alternative name that is now
-//! needed, is not signed by the CA, or expires within 90 days; the admin
-//! certificate is re-issued only when it is not signed by the CA or expires
-//! within 90 days. The CA is never replaced once it exists.
+//! needed, is not signed by the CA, or expires within 90 days; the client
+//! certificates (admin, kubelet client) are re-issued only when they are not
+//! signed by the CA or expire within 90 days. The CA is never replaced once it exists.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -42,6 +44,10 @@ const LEAF_DAYS: u64 = 365;
 const RENEW_BEFORE_DAYS: u64 = 90;
 const DAY: u64 = 24 * 60 * 60;
 
+/// The user the API server presents to node agents, as upstream's
+/// `--kubelet-client-certificate` conventionally names it.
+pub const KUBELET_CLIENT_USER: &str = "skiff-apiserver-kubelet-client";
+
 /// DNS names every serving certificate carries.
 const FIXED_DNS_SANS: &[&str] = &[
     "localhost",
@@ -62,6 +68,9 @@ pub struct Pki {
     pub server_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// The API server's client certificate towards node agents.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
     pub dir: PathBuf,
     pub ca_cert_path: PathBuf,
     pub ca_key_path: PathBuf,
@@ -89,6 +98,8 @@ pub fn ensure(dir: &Path, extra_sans: &[String]) -> Result<Pki> {
     let server_key_path = dir.join("serving.key");
     let admin_cert_path = dir.join("admin.crt");
     let admin_key_path = dir.join("admin.key");
+    let kubelet_client_cert_path = dir.join("kubelet-client.crt");
+    let kubelet_client_key_path = dir.join("kubelet-client.key");
 
     // --- CA -------------------------------------------------------------
     // ca.crt is written last, so its presence means the CA is complete.
@@ -147,22 +158,12 @@ pub fn ensure(dir: &Path, extra_sans: &[String]) -> Result<Pki> {
         None => issue_serving(&ca, None, &required, &server_cert_path, &server_key_path)?,
     };
 
-    // --- admin client certificate ----------------------------------------
-    let existing = if new_ca {
-        None
-    } else {
-        read_pair(&admin_cert_path, &admin_key_path)
-    };
-    let (admin_cert_pem, admin_key_pem) = match existing {
-        Some((cert, key)) => match check_leaf(&cert, &key, &ca) {
-            Ok(_) => (cert, key),
-            Err(why) => {
-                tracing::info!(reason = %why, "re-issuing the admin client certificate");
-                issue_admin(&ca, Some(&key), &admin_cert_path, &admin_key_path)?
-            }
-        },
-        None => issue_admin(&ca, None, &admin_cert_path, &admin_key_path)?,
-    };
+    // --- client certificates ----------------------------------------------
+    let admin = ClientFiles { user: "system:admin", group: "system:masters", cert: &admin_cert_path, key: &admin_key_path };
+    let (admin_cert_pem, admin_key_pem) = admin.ensure(&ca, new_ca)?;
+    let kubelet_client =
+        ClientFiles { user: KUBELET_CLIENT_USER, group: "system:masters", cert: &kubelet_client_cert_path, key: &kubelet_client_key_path };
+    let (kubelet_client_cert_pem, kubelet_client_key_pem) = kubelet_client.ensure(&ca, new_ca)?;
 
     Ok(Pki {
         ca_cert_pem,
@@ -171,6 +172,8 @@ pub fn ensure(dir: &Path, extra_sans: &[String]) -> Result<Pki> {
         server_key_pem,
         admin_cert_pem,
         admin_key_pem,
+        kubelet_client_cert_pem,
+        kubelet_client_key_pem,
         dir: dir.to_path_buf(),
         ca_cert_path,
         ca_key_path,
@@ -193,6 +196,45 @@ impl Pki {
         let cert = client_params(user, groups)?.signed_by(&key, &ca.cert, &ca.key)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
+
+    /// Issues a node agent's serving certificate (serverAuth, 1 year) signed
+    /// by the cluster CA: `CN=system:node:<node>, O=system:nodes`, with the
+    /// node name and `ips` as subject alternative names, so the API server
+    /// can verify the agent it proxies logs/exec/port-forward to. Returns
+    /// `(cert_pem, key_pem)`; nothing is written to disk.
+    pub fn issue_node_serving_cert(&self, node: &str, ips: &[IpAddr]) -> Result<(String, String)> {
+        let ca = CaSigner::load(&self.ca_cert_pem, &self.ca_key_pem)?;
+        let key = KeyPair::generate()?;
+        let cn = format!("system:node:{node}");
+        let mut params = leaf_params(&cn, &["system:nodes"], ExtendedKeyUsagePurpose::ServerAuth);
+        let mut sans: BTreeSet<San> = ips.iter().map(|ip| San::Ip(*ip)).collect();
+        sans.extend(San::parse(node));
+        params.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_>>()?;
+        let cert = params.signed_by(&key, &ca.cert, &ca.key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// The TLS client configuration the API server dials node agents with: the
+/// kubelet client certificate, and agents' serving certificates checked
+/// against the cluster CA. HTTP/1.1 only (the streams are upgrades).
+pub fn kubelet_client_tls_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in parse_certs(&pki.ca_cert_pem).context("parsing the CA certificate")? {
+        roots.add(ca).context("adding the CA to the agent trust roots")?;
+    }
+    let chain = parse_certs(&pki.kubelet_client_cert_pem).context("parsing the kubelet client certificate")?;
+    let key = rustls_pemfile::private_key(&mut pki.kubelet_client_key_pem.as_bytes())
+        .context("parsing the kubelet client key")?
+        .ok_or_else(|| anyhow!("no private key in the kubelet client key PEM"))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .context("kubelet client certificate and key")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A kubeconfig (YAML) with the CA, the admin client certificate and its key
@@ -525,20 +567,39 @@ fn issue_serving(
     Ok((cert_pem, key_pem))
 }
 
-fn issue_admin(
-    ca: &CaSigner,
-    old_key: Option<&str>,
-    cert_path: &Path,
-    key_path: &Path,
-) -> Result<(String, String)> {
-    let key = key_or_new(old_key)?;
-    let cert =
-        client_params("system:admin", &["system:masters"])?.signed_by(&key, &ca.cert, &ca.key)?;
-    let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
-    write_private(key_path, &key_pem)?;
-    write_public(cert_path, &cert_pem)?;
-    tracing::info!(path = %cert_path.display(), "issued the admin client certificate");
-    Ok((cert_pem, key_pem))
+/// A client certificate kept on disk: created once, reused, re-issued
+/// (with its key) only when not signed by the CA or about to expire.
+struct ClientFiles<'a> {
+    user: &'a str,
+    group: &'a str,
+    cert: &'a Path,
+    key: &'a Path,
+}
+
+impl ClientFiles<'_> {
+    fn ensure(&self, ca: &CaSigner, new_ca: bool) -> Result<(String, String)> {
+        let existing = if new_ca { None } else { read_pair(self.cert, self.key) };
+        match existing {
+            Some((cert, key)) => match check_leaf(&cert, &key, ca) {
+                Ok(_) => Ok((cert, key)),
+                Err(why) => {
+                    tracing::info!(reason = %why, user = self.user, "re-issuing a client certificate");
+                    self.issue(ca, Some(&key))
+                }
+            },
+            None => self.issue(ca, None),
+        }
+    }
+
+    fn issue(&self, ca: &CaSigner, old_key: Option<&str>) -> Result<(String, String)> {
+        let key = key_or_new(old_key)?;
+        let cert = client_params(self.user, &[self.group])?.signed_by(&key, &ca.cert, &ca.key)?;
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        write_private(self.key, &key_pem)?;
+        write_public(self.cert, &cert_pem)?;
+        tracing::info!(path = %self.cert.display(), user = self.user, "issued a client certificate");
+        Ok((cert_pem, key_pem))
+    }
 }
 
 struct LeafInfo {
@@ -905,6 +966,25 @@ mod tests {
         assert_eq!(o, vec!["devs"]);
         assert!(pki.issue_client_cert("bob", &["a", "b"]).is_err());
         let ca = CaSigner::load(&pki.ca_cert_pem, &pki.ca_key_pem).unwrap();
+        check_leaf(&cert, &key, &ca).unwrap();
+    }
+
+    #[test]
+    fn kubelet_client_cert_is_kept_and_node_certs_carry_the_node() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = ensure(tmp.path(), &[]).unwrap();
+        let b = ensure(tmp.path(), &[]).unwrap();
+        assert_eq!(a.kubelet_client_cert_pem, b.kubelet_client_cert_pem);
+        assert_eq!(a.kubelet_client_key_pem, b.kubelet_client_key_pem);
+        assert_eq!(mode(&tmp.path().join("kubelet-client.key")), 0o600);
+        assert_eq!(subject(&a.kubelet_client_cert_pem), (vec![KUBELET_CLIENT_USER.to_string()], vec!["system:masters".to_string()]));
+        kubelet_client_tls_config(&a).unwrap();
+
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let (cert, key) = a.issue_node_serving_cert("node-1", &[ip]).unwrap();
+        assert_eq!(subject(&cert), (vec!["system:node:node-1".to_string()], vec!["system:nodes".to_string()]));
+        assert_eq!(cert_sans(&cert), BTreeSet::from([San::Dns("node-1".into()), San::Ip(ip)]));
+        let ca = CaSigner::load(&a.ca_cert_pem, &a.ca_key_pem).unwrap();
         check_leaf(&cert, &key, &ca).unwrap();
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod client;
+mod node_lease;
 pub mod server;
 pub mod sim;
 mod sim_node;

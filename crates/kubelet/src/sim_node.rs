@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
@@ -15,9 +14,7 @@ use serde_json::{json, Value};
 
 use crate::sim::{parse_cidr, Sim, SimNode, KUBELET_VERSION, RUNTIME_VERSION, WRITERS};
 
-const LEASE_NAMESPACE: &str = "kube-node-lease";
-const LEASE_SECONDS: i32 = 40;
-const RENEW_EVERY: Duration = Duration::from_secs(10);
+use crate::node_lease::RENEW_EVERY;
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -128,40 +125,10 @@ pub(crate) async fn register_all(sim: &Sim) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Renews (or creates) the node's Lease: holder = node name, 40 s.
+/// Renews (or creates) the node's Lease.
 async fn renew(sim: &Sim, n: &SimNode) {
-    let api: Api<Lease> = Api::namespaced(sim.client.clone(), LEASE_NAMESPACE);
-    let renew_time = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
-    let spec = json!({"holderIdentity": n.name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": renew_time});
-    let patch = Patch::Merge(json!({"spec": spec}));
-    let mut result = api.patch(&n.name, &PatchParams::default(), &patch).await;
-    for _ in 0..3 {
-        match &result {
-            Err(kube::Error::Api(e)) if e.code == 409 => result = api.patch(&n.name, &PatchParams::default(), &patch).await,
-            _ => break,
-        }
-    }
-    match result {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {
-            let uid = n.uid.lock().unwrap().clone();
-            let owners = uid.map(|uid| json!([{"apiVersion": "v1", "kind": "Node", "name": n.name, "uid": uid}]));
-            let mut lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": n.name, "namespace": LEASE_NAMESPACE}, "spec": spec});
-            if let Some(o) = owners {
-                lease["metadata"]["ownerReferences"] = o;
-            }
-            match serde_json::from_value::<Lease>(lease) {
-                Ok(lease) => {
-                    if let Err(e) = api.create(&PostParams::default(), &lease).await {
-                        tracing::warn!(node = n.name, "creating lease: {e}");
-                    }
-                }
-                Err(e) => tracing::warn!("lease: {e}"),
-            }
-        }
-        Err(e) => tracing::warn!(node = n.name, "renewing lease: {e}"),
-    }
+    let uid = n.uid.lock().unwrap().clone();
+    crate::node_lease::renew(&sim.client, &n.name, uid).await;
 }
 
 pub(crate) async fn renew_leases(sim: &Sim) {

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod image;
 mod sim;
 
 #[derive(Parser)]
@@ -30,6 +31,8 @@ enum Command {
     Scheduler(RemoteArgs),
     /// Run the controllers alone against any API server.
     ControllerManager(ControllerManagerArgs),
+    /// Manage the node's image store (DATA_DIR/agent/images): import, ls, rm, pull.
+    Image(image::ImageArgs),
 }
 
 #[derive(clap::Args)]
@@ -151,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             Command::Server(a) => server(a).await,
             Command::Bench(a) => bench::run(a).await,
             Command::Sim(a) => sim::run(a).await,
+            Command::Image(a) => image::run(a).await,
             Command::Scheduler(a) => {
                 let client = kubelet::client::from_kubeconfig(&a.kubeconfig).await?;
                 scheduler::run(client, identity("scheduler")).await;

@@ -1,7 +1,24 @@
-//! Image store: content-addressed blobs under `<root>/images`, layers
-//! unpacked once, and a registry client. Filled in by the images work.
+//! Image store: content-addressed blobs, layers unpacked once per diffID
+//! (shared overlayfs lowerdirs), a registry client for pulls, archive
+//! import and LRU garbage collection. [`Store`] implements both
+//! [`crate::cri::ImageService`] and [`ImageResolver`].
 
 use std::path::PathBuf;
+
+mod gc;
+mod import;
+mod index;
+pub mod oci;
+mod pull;
+pub mod reference;
+pub mod registry;
+mod store;
+pub mod testimage;
+pub mod unpack;
+
+pub use gc::{disk_usage, GcReport};
+pub use reference::Reference;
+pub use store::Store;
 
 /// What the container side needs from an image: its config and the
 /// unpacked layer directories to stack as overlayfs lowerdirs.

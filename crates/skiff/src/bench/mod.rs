@@ -4,6 +4,9 @@
 //! does not pass or fail.
 
 mod client;
+mod cluster;
+mod events;
+mod scheduler;
 mod server;
 mod stats;
 mod watch;
@@ -29,7 +32,11 @@ const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 const PAGE_SIZE: usize = 500;
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Without a subcommand: the API server benchmark (the flags below).
+    #[command(subcommand)]
+    scenario: Option<Scenario>,
     /// ConfigMaps to create (and then GET).
     #[arg(long, default_value_t = 10000)]
     objects: usize,
@@ -64,6 +71,14 @@ pub struct BenchArgs {
     json: bool,
 }
 
+#[derive(clap::Subcommand)]
+enum Scenario {
+    /// Scheduler throughput: pods bound per second at several node and pod counts.
+    Scheduler(scheduler::SchedulerArgs),
+    /// Control plane at scale with simulated nodes: Deployment availability and memory.
+    Cluster(cluster::ClusterArgs),
+}
+
 #[derive(Serialize)]
 struct Report {
     server: String,
@@ -94,6 +109,11 @@ impl Out {
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
+    match args.scenario {
+        Some(Scenario::Scheduler(a)) => return scheduler::run(a).await,
+        Some(Scenario::Cluster(a)) => return cluster::run(a).await,
+        None => {}
+    }
     let out = Out { json: args.json };
     let mut local = None;
     let (kc, client, pid) = match &args.server_kubeconfig {
@@ -106,7 +126,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         }
         None => {
             eprintln!("starting skiff server...");
-            let mut s = LocalServer::start()?;
+            // The API server alone: controllers reacting to the benchmark's objects would skew it.
+            let mut s = LocalServer::start(&["--disable-agent", "--disable-controllers", "--disable-scheduler"])?;
             let t = Instant::now();
             let (kc, client) = s.wait_ready().await?;
             eprintln!("server ready in {:.2}s (pid {})", t.elapsed().as_secs_f64(), s.pid);

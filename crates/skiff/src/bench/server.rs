@@ -23,7 +23,8 @@ pub struct LocalServer {
 }
 
 impl LocalServer {
-    pub fn start() -> Result<Self> {
+    /// Starts `skiff server` with `flags` (which components to run) on a free port.
+    pub fn start(flags: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("skiff-bench-").tempdir()?;
         let data_dir = dir.path().join("data");
         let log = dir.path().join("server.log");
@@ -31,8 +32,8 @@ impl LocalServer {
         let exe = std::env::current_exe().context("locating the skiff binary")?;
         let out = File::create(&log)?;
         let child = Command::new(exe)
-            // The API server alone: controllers reacting to the benchmark's objects would skew it.
-            .args(["server", "--disable-agent", "--disable-controllers", "--disable-scheduler"])
+            .arg("server")
+            .args(flags)
             .args(["--bind-address", "127.0.0.1", "--https-listen-port"])
             .arg(port.to_string())
             .arg("--data-dir")

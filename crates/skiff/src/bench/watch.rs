@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::client::Client;
+use super::events::{EventLines, Next};
 use super::server::CpuUse;
 use super::stats::{run_ops, Latency, Phase};
 use super::CONFIGMAPS;
@@ -217,37 +218,26 @@ pub async fn run(client: &Client, p: WatchParams<'_>) -> Result<WatchReport> {
 
 /// Reads one watch stream until told to stop, noting when each of our
 /// updates' events arrived (stamped when its frame arrived, before parsing).
-async fn follow(mut body: Incoming, prefix: String, received: Arc<AtomicUsize>, mut stop: watch::Receiver<bool>) -> Seen {
+async fn follow(body: Incoming, prefix: String, received: Arc<AtomicUsize>, mut stop: watch::Receiver<bool>) -> Seen {
     let mut seen = Seen::default();
-    let mut buf: Vec<u8> = Vec::new();
+    let mut events = EventLines::new(body);
     loop {
-        let frame = tokio::select! {
-            f = body.frame() => f,
+        let (now, lines) = tokio::select! {
+            n = events.next() => match n {
+                Next::Lines(now, lines) => (now, lines),
+                Next::End => {
+                    seen.ended_early = true;
+                    return seen;
+                }
+                Next::Failed(e) => {
+                    seen.error = Some(e);
+                    seen.ended_early = true;
+                    return seen;
+                }
+            },
             _ = stop.wait_for(|s| *s) => return seen,
         };
-        let now = Instant::now();
-        let data = match frame {
-            Some(Ok(f)) => match f.into_data() {
-                Ok(d) => d,
-                Err(_) => continue, // trailers
-            },
-            Some(Err(e)) => {
-                seen.error = Some(format!("watch stream failed: {e}"));
-                seen.ended_early = true;
-                return seen;
-            }
-            None => {
-                seen.ended_early = true;
-                return seen;
-            }
-        };
-        buf.extend_from_slice(&data);
-        // Events are newline-delimited JSON objects; a frame may hold several or part of one.
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
+        for line in lines {
             match serde_json::from_slice::<Event>(&line) {
                 Ok(ev) if ev.kind == "MODIFIED" && ev.object.metadata.name.starts_with(&prefix) => {
                     seen.events.push((ev.object.metadata.resource_version, now));

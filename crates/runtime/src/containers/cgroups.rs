@@ -1,0 +1,142 @@
+//! cgroup paths on either layout: v1 (one hierarchy per controller, plus the
+//! hybrid `unified` v2 mount) or v2 (`/sys/fs/cgroup/cgroup.controllers`).
+//! runc creates and configures container cgroups; this module makes pod
+//! cgroups, removes what is left and reads the OOM kill counter.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+pub fn is_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Every mounted cgroup hierarchy (v1 controllers, named and v2 mounts), deduplicated.
+pub fn hierarchies() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = Vec::new();
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fstype = right.split(' ').next().unwrap_or("");
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        // Only hierarchies mounted at their root, so paths below are cgroup paths.
+        let mut fields = left.split(' ');
+        let root = fields.nth(3).unwrap_or("");
+        let point = PathBuf::from(fields.next().unwrap_or(""));
+        if root == "/" && !out.contains(&point) {
+            out.push(point);
+        }
+    }
+    out
+}
+
+fn relative(path: &str) -> &str {
+    path.trim_start_matches('/')
+}
+
+/// Creates `path` in every hierarchy (runc fills in controller settings for containers).
+pub fn create(path: &str) -> Result<()> {
+    for h in hierarchies() {
+        let dir = h.join(relative(path));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating cgroup {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes `path` (and any cgroups below it) from every hierarchy. A cgroup
+/// still holding processes cannot be removed; we retry briefly, since the
+/// kernel frees a cgroup a moment after its last task exits.
+pub fn remove(path: &str) -> Result<()> {
+    let rel = relative(path);
+    if rel.is_empty() {
+        return Ok(());
+    }
+    let mut last_err = None;
+    for h in hierarchies() {
+        let dir = h.join(rel);
+        for attempt in 0..50 {
+            match remove_tree(&dir) {
+                Ok(()) => {
+                    last_err = None;
+                    break;
+                }
+                Err(e) => {
+                    last_err = Some(e);
+                    if attempt < 49 {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        }
+        if let Some(e) = last_err.take() {
+            return Err(e).with_context(|| format!("removing cgroup {}", dir.display()));
+        }
+    }
+    Ok(())
+}
+
+/// rmdir of a cgroup directory, children first (cgroup dirs only contain
+/// control files, which rmdir ignores).
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            remove_tree(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// How often the kernel's OOM killer fired in the cgroup (`oom_kill` counter).
+pub fn oom_kills(path: &str) -> u64 {
+    let rel = relative(path);
+    let file = if is_v2() {
+        PathBuf::from("/sys/fs/cgroup")
+            .join(rel)
+            .join("memory.events")
+    } else {
+        match memory_hierarchy() {
+            Some(h) => h.join(rel).join("memory.oom_control"),
+            None => return 0,
+        }
+    };
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return 0;
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix("oom_kill "))
+        .filter_map(|v| v.trim().parse().ok())
+        .next()
+        .unwrap_or(0)
+}
+
+/// The v1 hierarchy with the memory controller.
+fn memory_hierarchy() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut r = right.split(' ');
+        if r.next()? != "cgroup" {
+            return None;
+        }
+        let opts = r.nth(1)?;
+        opts.split(',')
+            .any(|o| o == "memory")
+            .then(|| PathBuf::from(left.split(' ').nth(4).unwrap_or("")))
+    })
+}

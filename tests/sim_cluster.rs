@@ -1,0 +1,210 @@
+//! The control plane on `skiff sim` nodes, driven through the real kubectl:
+//! rollouts, cordon/drain with a disruption budget, NoExecute taints,
+//! topology spread and cascading deletes, as a user would run them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use e2e::{eventually, Server, Sim};
+use serde_json::Value;
+
+const NODES: [&str; 4] = ["simc-0", "simc-1", "simc-2", "simc-3"];
+
+fn cluster() -> (Server, Sim) {
+    let s = Server::start();
+    let sim = Sim::start(&s, NODES.len(), "simc-");
+    eventually(60, "4 Ready simulated nodes", || {
+        let out = s.kubectl(&["get", "nodes", "--no-headers"]);
+        (out.ok() && out.stdout.lines().filter(|l| l.contains(" Ready ")).count() == NODES.len()).then_some(())
+    });
+    (s, sim)
+}
+
+fn json(s: &Server, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&s.ok(&all)).unwrap()
+}
+
+/// Node of each pod matching `selector` (pods being deleted left out).
+fn placement(s: &Server, selector: &str) -> BTreeMap<String, String> {
+    json(s, &["get", "pods", "-l", selector])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| (p["metadata"]["name"].as_str().unwrap().to_string(), p["spec"]["nodeName"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+fn rollout_ok(s: &Server, deployment: &str) {
+    let out = s.kubectl(&["rollout", "status", &format!("deployment/{deployment}"), "--timeout=90s"]);
+    assert!(out.ok(), "rollout status {deployment}: {}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("successfully rolled out"), "{}", out.stdout);
+}
+
+fn images(s: &Server, selector: &str) -> Vec<String> {
+    let out = s.ok(&["get", "pods", "-l", selector, "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
+    out.split_whitespace().map(str::to_string).collect()
+}
+
+/// Replays `kubectl get -w --output-watch-events -o json` output and returns
+/// the fewest Ready pods seen once all `replicas` had first been Ready.
+fn fewest_ready_after_full(watch_output: &str, replicas: usize) -> Option<usize> {
+    let mut ready: HashMap<String, bool> = HashMap::new();
+    let mut full = false;
+    let mut fewest = None;
+    for ev in serde_json::Deserializer::from_str(watch_output).into_iter::<Value>() {
+        let Ok(ev) = ev else { break }; // the last event may be cut off
+        let pod = &ev["object"];
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let is_ready = ev["type"] != "DELETED"
+            && pod["metadata"]["deletionTimestamp"].is_null()
+            && pod["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        ready.insert(name, is_ready);
+        let count = ready.values().filter(|r| **r).count();
+        full |= count >= replicas;
+        if full {
+            fewest = Some(fewest.map_or(count, |f: usize| f.min(count)));
+        }
+    }
+    fewest
+}
+
+#[test]
+fn deployments_roll_undo_and_place_pods_on_simulated_nodes() {
+    let (s, _sim) = cluster();
+    s.ok(&["create", "deployment", "web", "--image=nginx:1.27", "--replicas=8"]);
+    rollout_ok(&s, "web");
+    let placed = placement(&s, "app=web");
+    assert_eq!(placed.len(), 8);
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in placed.values() {
+        *per_node.entry(n.as_str()).or_default() += 1;
+    }
+    // Least-allocated scoring spreads equal pods over equal nodes.
+    assert_eq!(per_node.len(), 4, "pods should use every node: {per_node:?}");
+    assert!(per_node.values().all(|n| *n == 2), "{per_node:?}");
+
+    // A rolling update never goes below replicas - maxUnavailable (8 - 25% = 6) Ready pods.
+    let watch_file = s.dir.path().join("web-watch.json");
+    let mut watch = s.kubectl_background(&["get", "pods", "-l", "app=web", "-w", "--output-watch-events", "-o", "json"], &watch_file);
+    eventually(20, "the watch to list the 8 pods", || {
+        let text = std::fs::read_to_string(&watch_file).unwrap_or_default();
+        (fewest_ready_after_full(&text, 8).is_some()).then_some(())
+    });
+    s.ok(&["set", "image", "deployment/web", "nginx=nginx:1.28"]);
+    rollout_ok(&s, "web");
+    eventually(20, "only new pods left", || {
+        let imgs = images(&s, "app=web");
+        (imgs.len() == 8 && imgs.iter().all(|i| i == "nginx:1.28")).then_some(())
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let text = std::fs::read_to_string(&watch_file).unwrap();
+    let fewest = fewest_ready_after_full(&text, 8).expect("the watch saw the pods");
+    assert!(fewest >= 6, "Ready pods dropped to {fewest} during the rollout (maxUnavailable 2)");
+    assert!(text.contains("nginx:1.28"), "the watch saw no new pods");
+
+    // Undo returns to the first template.
+    s.ok(&["rollout", "undo", "deployment/web"]);
+    rollout_ok(&s, "web");
+    eventually(20, "old image back", || {
+        let imgs = images(&s, "app=web");
+        (imgs.len() == 8 && imgs.iter().all(|i| i == "nginx:1.27")).then_some(())
+    });
+    let history = s.ok(&["rollout", "history", "deployment/web"]);
+    assert!(history.contains('2') && history.contains('3'), "{history}");
+
+    // Topology spread: zone a = simc-0, simc-1; zone b = simc-2, simc-3.
+    for (node, zone) in NODES.iter().zip(["a", "a", "b", "b"]) {
+        s.ok(&["label", "node", node, &format!("topology.kubernetes.io/zone={zone}")]);
+    }
+    // Fill zone a more, so spreading has to push against least-allocated scoring.
+    s.ok(&["create", "deployment", "filler", "--image=nginx", "--replicas=4"]);
+    s.ok(&["patch", "deployment", "filler", "-p", r#"{"spec":{"template":{"spec":{"nodeSelector":{"topology.kubernetes.io/zone":"a"}}}}}"#]);
+    rollout_ok(&s, "filler");
+    let spread = r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "spread"},
+      "spec": {"replicas": 6, "selector": {"matchLabels": {"app": "spread"}},
+        "template": {"metadata": {"labels": {"app": "spread"}}, "spec": {
+          "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "spread"}}}],
+          "containers": [{"name": "c", "image": "nginx"}]}}}}"#;
+    s.apply_stdin(&["apply", "-f", "-"], spread);
+    rollout_ok(&s, "spread");
+    let zone_of = |node: &str| if node == "simc-0" || node == "simc-1" { "a" } else { "b" };
+    let zones: Vec<&str> = placement(&s, "app=spread").values().map(|n| zone_of(n)).collect();
+    let a = zones.iter().filter(|z| **z == "a").count();
+    assert_eq!((a, zones.len() - a), (3, 3), "spread over zones: {zones:?}");
+
+    // Anti-affinity by hostname: one per node; the fifth cannot be placed.
+    let anti = r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "solo"},
+      "spec": {"replicas": 5, "selector": {"matchLabels": {"app": "solo"}},
+        "template": {"metadata": {"labels": {"app": "solo"}}, "spec": {
+          "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "solo"}}}]}},
+          "containers": [{"name": "c", "image": "nginx"}]}}}}"#;
+    s.apply_stdin(&["apply", "-f", "-"], anti);
+    let pending = eventually(60, "4 placed, 1 pending", || {
+        let placed = placement(&s, "app=solo");
+        let nodes: std::collections::BTreeSet<&String> = placed.values().filter(|n| !n.is_empty()).collect();
+        let pending: Vec<&String> = placed.iter().filter(|(_, n)| n.is_empty()).map(|(p, _)| p).collect();
+        (placed.len() == 5 && nodes.len() == 4 && pending.len() == 1).then(|| pending[0].clone())
+    });
+    let describe = eventually(30, "FailedScheduling in describe", || {
+        let d = s.ok(&["describe", "pod", &pending]);
+        d.contains("FailedScheduling").then_some(d)
+    });
+    assert!(describe.contains("0/4 nodes are available: 4 node(s) didn't match pod anti-affinity rules."), "{describe}");
+
+    // Cascading deletes: orphan keeps the ReplicaSet and pods, foreground removes all before the owner.
+    s.ok(&["delete", "deployment", "solo", "--cascade=orphan"]);
+    assert_eq!(placement(&s, "app=solo").len(), 5);
+    let rs = s.ok(&["get", "rs", "-l", "app=solo", "-o", "jsonpath={.items[*].metadata.name}"]);
+    assert!(!rs.is_empty(), "orphaned ReplicaSet should stay");
+    s.ok(&["delete", "rs", "-l", "app=solo", "--cascade=foreground"]);
+    eventually(60, "solo pods gone", || placement(&s, "app=solo").is_empty().then_some(()));
+    s.ok(&["delete", "deployment", "spread", "--cascade=background"]);
+    eventually(60, "spread pods gone", || placement(&s, "app=spread").is_empty().then_some(()));
+}
+
+#[test]
+fn cordon_drain_with_a_budget_taints_and_namespace_deletion() {
+    let (s, _sim) = cluster();
+    s.ok(&["create", "deployment", "api", "--image=nginx", "--replicas=8"]);
+    rollout_ok(&s, "api");
+    s.ok(&["create", "pdb", "api", "--selector=app=api", "--max-unavailable=1"]);
+    eventually(30, "budget allows 1", || (json(&s, &["get", "pdb", "api"])["status"]["disruptionsAllowed"] == 1).then_some(()));
+
+    // Cordon: new pods avoid the node.
+    s.ok(&["cordon", "simc-0"]);
+    assert!(s.ok(&["get", "node", "simc-0"]).contains("SchedulingDisabled"));
+    s.ok(&["scale", "deployment", "api", "--replicas=12"]);
+    rollout_ok(&s, "api");
+    let on_0 = placement(&s, "app=api").values().filter(|n| *n == "simc-0").count();
+    assert_eq!(on_0, 2, "only the two pods from before the cordon stay on simc-0");
+
+    // Drain evicts through the budget (one at a time, retrying) and succeeds.
+    let out = s.kubectl(&["drain", "simc-1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s"]);
+    assert!(out.ok(), "drain: {}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("evicted") && out.stdout.contains("drained"), "{}", out.stdout);
+    assert!(!placement(&s, "app=api").values().any(|n| n == "simc-1"));
+    rollout_ok(&s, "api");
+    s.ok(&["uncordon", "simc-0"]);
+    s.ok(&["uncordon", "simc-1"]);
+    assert!(!s.ok(&["get", "nodes"]).contains("SchedulingDisabled"));
+
+    // A NoExecute taint evicts pods that do not tolerate it; replacements land elsewhere.
+    s.ok(&["taint", "node", "simc-2", "maintenance=now:NoExecute"]);
+    eventually(60, "no api pods on simc-2", || (!placement(&s, "app=api").values().any(|n| n == "simc-2")).then_some(()));
+    rollout_ok(&s, "api");
+    s.ok(&["taint", "node", "simc-2", "maintenance=now:NoExecute-"]);
+
+    // Deleting a namespace empties it, then removes it.
+    s.ok(&["create", "namespace", "doomed"]);
+    s.ok(&["create", "deployment", "tmp", "--image=nginx", "--replicas=3", "-n", "doomed"]);
+    let out = s.kubectl(&["rollout", "status", "deployment/tmp", "-n", "doomed", "--timeout=60s"]);
+    assert!(out.ok(), "{}", out.stderr);
+    s.ok(&["delete", "namespace", "doomed", "--timeout=90s"]);
+    s.fails(&["get", "namespace", "doomed"]);
+    assert_eq!(s.ok(&["get", "pods", "-n", "doomed", "--no-headers"]), "");
+}
