@@ -83,6 +83,8 @@ pub struct PodInfo {
     pub host_ports: Vec<HostPort>,
     /// Has required or preferred pod (anti-)affinity terms of its own.
     pub has_affinity: bool,
+    /// UID of the controlling owner (ReplicaSet, StatefulSet, ...), for the default spreading.
+    pub controller: Option<String>,
 }
 
 fn container_requests(c: &Container) -> (Res, (i64, i64)) {
@@ -145,7 +147,8 @@ impl PodInfo {
             })
             .collect();
         let has_affinity = spec.affinity.as_ref().is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some());
-        PodInfo { priority: spec.priority.unwrap_or(0), pod, key, namespace, labels, requests: sum, nonzero, host_ports, has_affinity }
+        let controller = pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| o.uid.clone());
+        PodInfo { priority: spec.priority.unwrap_or(0), pod, key, namespace, labels, requests: sum, nonzero, host_ports, has_affinity, controller }
     }
 
     pub fn spec(&self) -> &k8s_openapi::api::core::v1::PodSpec {
@@ -172,6 +175,8 @@ pub struct NodeInfo {
     /// Keys of the pods on this node that have pod (anti-)affinity terms.
     pub affinity_pods: Vec<String>,
     pub used_ports: HashMap<HostPort, usize>,
+    /// Pods on this node per controlling owner UID.
+    pub controller_pods: HashMap<String, i64>,
 }
 
 impl NodeInfo {
@@ -221,6 +226,9 @@ impl NodeInfo {
             if p.has_affinity {
                 self.affinity_pods.push(p.key.clone());
             }
+            if let Some(c) = &p.controller {
+                *self.controller_pods.entry(c.clone()).or_default() += 1;
+            }
         } else {
             self.requested.sub(&p.requests);
             self.nonzero_requested.0 -= p.nonzero.0;
@@ -234,6 +242,14 @@ impl NodeInfo {
                 }
             }
             self.affinity_pods.retain(|k| k != &p.key);
+            if let Some(c) = &p.controller {
+                if let Some(n) = self.controller_pods.get_mut(c) {
+                    *n -= 1;
+                    if *n <= 0 {
+                        self.controller_pods.remove(c);
+                    }
+                }
+            }
         }
     }
 }

@@ -132,6 +132,10 @@ pub fn schedule(cache: &Cache, pod: &PodInfo, start: &mut usize, rng: &mut impl 
     Ok(feasible[chosen].name.clone())
 }
 
+fn has_spread_constraints(spec: &k8s_openapi::api::core::v1::PodSpec) -> bool {
+    spec.topology_spread_constraints.as_ref().is_some_and(|c| !c.is_empty())
+}
+
 /// Weighted sum of every score plugin for each feasible node.
 pub fn score(prep: &Prepared, nodes: &[&NodeInfo]) -> Vec<i64> {
     let spec = prep.pod.spec();
@@ -153,6 +157,11 @@ pub fn score(prep: &Prepared, nodes: &[&NodeInfo]) -> Vec<i64> {
     }
     if prep.spread.has_soft() {
         let raw: Vec<Option<f64>> = nodes.iter().map(|n| prep.spread.score(n)).collect();
+        add(scores::normalize_spread(&raw), W_SPREAD);
+    } else if let Some(owner) = prep.pod.controller.as_ref().filter(|_| !has_spread_constraints(spec)) {
+        // Upstream's system-default spreading (ScheduleAnyway over hostnames)
+        // for pods of one controller, counted per node in O(1).
+        let raw: Vec<Option<f64>> = nodes.iter().map(|n| Some(n.controller_pods.get(owner).copied().unwrap_or(0) as f64)).collect();
         add(scores::normalize_spread(&raw), W_SPREAD);
     }
     total

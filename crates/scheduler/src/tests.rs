@@ -250,3 +250,29 @@ fn nominated_pods_keep_their_room() {
     c.set_nominated("default/high", None, None);
     assert_eq!(place(&c, &req("low", 0)).unwrap(), "a");
 }
+
+#[test]
+fn pods_of_one_controller_spread_over_equal_nodes() {
+    let nodes: Vec<Node> = (0..4).map(|i| node(&format!("n{i}"), "8", "32Gi", json!({}), json!({}))).collect();
+    let mut c = cache(&nodes);
+    let owned = |name: &str, uid: &str| {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": uid, "controller": true}]},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        }))
+        .unwrap();
+        Arc::new(PodInfo::new(Arc::new(p)))
+    };
+    // Another controller's pods fill n0 first: they must not count against "web".
+    for i in 0..2 {
+        bind(&mut c, owned(&format!("other-{i}"), "uid-other"), "n0");
+    }
+    for i in 0..8 {
+        let p = owned(&format!("web-{i}"), "uid-web");
+        let n = place(&c, &p).unwrap();
+        bind(&mut c, p, &n);
+    }
+    let per_node: Vec<i64> = (0..4).map(|i| c.nodes[&format!("n{i}")].controller_pods.get("uid-web").copied().unwrap_or(0)).collect();
+    assert_eq!(per_node, [2, 2, 2, 2]);
+}
