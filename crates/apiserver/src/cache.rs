@@ -132,13 +132,20 @@ impl PrefixCache {
         }
     }
 
-    fn apply(&self, ev: CacheEvent) {
-        let ev = Arc::new(ev);
+    /// Applies one store event. Only the new value is decoded: the previous
+    /// one is the object this cache already holds, which keeps the single
+    /// follower fast enough under write bursts.
+    fn apply(&self, ev: &store::Event) -> ApiResult<()> {
+        let obj = Cached::decode(&ev.kv)?;
         let mut st = self.state.write().unwrap();
-        match ev.kind {
-            EventType::Deleted => st.objects.remove(&ev.obj.key),
-            _ => st.objects.insert(ev.obj.key.clone(), ev.obj.clone()),
+        let (kind, prev) = match ev.kind {
+            EventKind::Delete => (EventType::Deleted, st.objects.remove(&obj.key)),
+            EventKind::Put => match st.objects.insert(obj.key.clone(), obj.clone()) {
+                Some(prev) => (EventType::Modified, Some(prev)),
+                None => (EventType::Added, None),
+            },
         };
+        let ev = Arc::new(CacheEvent { kind, obj, prev });
         st.history.push_back(ev.clone());
         if st.history.len() > HISTORY {
             if let Some(old) = st.history.pop_front() {
@@ -147,6 +154,7 @@ impl PrefixCache {
         }
         // Sent under the lock so that subscribe() sees each event exactly once.
         let _ = self.events.send(ev);
+        Ok(())
     }
 
     /// Objects under `sub_prefix` (a namespace's keys, or all of them).
@@ -240,9 +248,8 @@ async fn follow(cache: Arc<WatchCache>, mut feed: store::WatchReceiver, rev_tx: 
         while let Some(ev) = feed.recv().await {
             let rev = ev.revision();
             if let Some(c) = storage_of(&ev.kv.key).and_then(|s| cache.caches.get(s)) {
-                match CacheEvent::from_store(&ev) {
-                    Ok(e) => c.apply(e),
-                    Err(e) => tracing::error!(key = %ev.kv.key, "undecodable object in store: {}", e.message),
+                if let Err(e) = c.apply(&ev) {
+                    tracing::error!(key = %ev.kv.key, "undecodable object in store: {}", e.message);
                 }
             }
             rev_tx.send_replace(rev);

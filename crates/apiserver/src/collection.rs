@@ -96,7 +96,17 @@ pub async fn list(reg: &Registry, filter: Filter, q: &Query, fmt: Format) -> Api
     } else {
         Some(rv.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?)
     };
-    let from_store = cont.is_some() || (limit > 0 && rv != "0") || rv_match == "Exact";
+    let mut from_store = cont.is_some() || (limit > 0 && rv != "0") || rv_match == "Exact";
+    let mut synced = None;
+    if !from_store && rv_num.is_none() {
+        match reg.cache.sync().await {
+            Ok(r) => synced = Some(r),
+            // As upstream: a cache that cannot catch up in time does not fail
+            // a consistent list; the store answers it.
+            Err(e) if e.code == 504 => from_store = true,
+            Err(e) => return Err(e),
+        }
+    }
     if from_store {
         let (start, revision) = match &cont {
             Some(token) => {
@@ -118,7 +128,7 @@ pub async fn list(reg: &Registry, filter: Filter, q: &Query, fmt: Format) -> Api
         return respond::list(fmt, filter.info, q, &items, list_meta(rev, token));
     }
     let rev = match rv_num {
-        None => reg.cache.sync().await?,
+        None => synced.unwrap_or_else(|| reg.cache.revision()),
         Some(0) => reg.cache.revision(),
         Some(n) => reg.cache.wait_for(n).await?,
     };
