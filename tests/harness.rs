@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod node_cleanup;
+
 pub const KUBECTL: &str = "/usr/bin/kubectl";
 
 /// The skiff binary, built once per test run in the same profile as the tests.
@@ -42,6 +44,19 @@ pub struct Server {
     pub port: u16,
     extra_args: Vec<String>,
     child: Option<Child>,
+    /// Set when the server runs its node agent (see `start_node`).
+    pub node: Option<Node>,
+}
+
+/// The unique host-level names a server's node agent uses, so parallel tests cannot collide.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub bridge: String,
+    pub nft_table: String,
+    pub kubelet_port: u16,
+    /// The node's pod range (a /24 of the server's --cluster-cidr).
+    pub cluster_cidr: String,
 }
 
 impl Server {
@@ -59,7 +74,38 @@ impl Server {
     pub fn start_with(extra_args: &[&str]) -> Server {
         let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap();
         let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
-        let mut s = Server { dir, port: free_port(), extra_args, child: None };
+        let mut s = Server { dir, port: free_port(), extra_args, child: None, node: None };
+        s.spawn();
+        s
+    }
+
+    /// A one-node cluster: everything including the node agent, which runs
+    /// real containers. Bridge, nft table, agent port and pod range are
+    /// unique to this server; dropping it deletes every pod and then removes
+    /// what the agent set up on the host.
+    pub fn start_node() -> Server {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("{:x}{n}", std::process::id() % 0xffff);
+        // A /16 per server out of 10.128.0.0/9, chosen by PID and sequence.
+        let second = 128 + (std::process::id() * 7 + n * 13) % 128;
+        let node = Node {
+            name: format!("e2e-node-{tag}"),
+            bridge: format!("sk{tag}"),
+            nft_table: format!("skiff_e2e_{tag}"),
+            kubelet_port: free_port(),
+            cluster_cidr: format!("10.{second}.0.0/16"),
+        };
+        let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap();
+        let extra_args = vec![
+            "--node-name".into(), node.name.clone(),
+            "--bridge".into(), node.bridge.clone(),
+            "--nft-table".into(), node.nft_table.clone(),
+            "--kubelet-port".into(), node.kubelet_port.to_string(),
+            "--cluster-cidr".into(), node.cluster_cidr.clone(),
+            "--service-cidr".into(), format!("10.{}.0.0/16", 64 + second % 64),
+        ];
+        let mut s = Server { dir, port: free_port(), extra_args, child: None, node: Some(node) };
         s.spawn();
         s
     }
@@ -70,8 +116,10 @@ impl Server {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
+        let agent: &[&str] = if self.node.is_some() { &[] } else { &["--disable-agent"] };
         let child = Command::new(skiff_bin())
-            .args(["server", "--disable-agent", "--bind-address", "127.0.0.1"])
+            .args(["server", "--bind-address", "127.0.0.1"])
+            .args(agent)
             .arg("--https-listen-port")
             .arg(self.port.to_string())
             .arg("--data-dir")
@@ -180,7 +228,13 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some(node) = self.node.clone() {
+            crate::node_cleanup::remove_everything(self, &node);
+        }
         self.kill9();
+        if let Some(node) = self.node.clone() {
+            crate::node_cleanup::remove_host_state(self.dir.path(), &node);
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod bench;
 mod image;
 mod sim;
@@ -74,9 +75,11 @@ struct ServerArgs {
     /// Port range NodePort services are allocated from.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
-    /// Do not run the node agent on this host (the node agent is not built yet; accepted for compatibility).
+    /// Do not run the node agent (containers, pod network) on this host.
     #[arg(long)]
     disable_agent: bool,
+    #[command(flatten)]
+    agent: agent::AgentArgs,
     /// Do not run the controllers (ServiceAccount, root CA publisher, ...) in this process.
     #[arg(long)]
     disable_controllers: bool,
@@ -100,16 +103,24 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let store = store::SqliteStore::open(&db_dir.join("state.db")).context("opening the datastore")?;
     let config = apiserver::Config {
         kubeconfig: args.write_kubeconfig.unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml")),
-        data_dir: args.data_dir,
+        data_dir: args.data_dir.clone(),
         bind_address: args.bind_address,
         port: args.https_listen_port,
         service_cidr,
         node_ports,
     };
+    let server = apiserver::start(config, Arc::new(store)).await?;
     if args.disable_agent {
         tracing::info!("node agent disabled");
+    } else {
+        let client = in_process_client(server.router.clone());
+        let run = agent::run_local(client, server.pki.clone(), server.ca_pem.clone(), args.data_dir, args.cluster_cidr.clone(), args.agent);
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!("node agent stopped: {e:#}");
+            }
+        });
     }
-    let server = apiserver::start(config, Arc::new(store)).await?;
     if !args.disable_controllers {
         let client = in_process_client(server.router.clone());
         let options = controllers::Options { ca_pem: server.ca_pem.clone(), cluster_cidr: args.cluster_cidr.clone() };
@@ -142,6 +153,11 @@ fn identity(component: &str) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    // A container's shim forks: it must start before any thread or runtime exists.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(agent::SHIM_SUBCOMMAND) {
+        runtime::containers::shim_main(argv[2..].to_vec());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -1,0 +1,354 @@
+//! The node agent running real containers (runc, overlayfs, a bridge and
+//! veths, nftables), driven through the real kubectl as a user would. Images
+//! are built here from Debian's busybox-static and served by Debian's
+//! docker-registry on 127.0.0.1, or imported with `skiff image import`.
+//! Needs root (as CI runs).
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::{eventually, skiff_bin, Server};
+use runtime::images::testimage::{self, TestRegistry};
+use serde_json::Value;
+
+/// A registry holding `busybox:e2e` built from /bin/busybox; returns it and the image name.
+fn registry_with_busybox() -> (TestRegistry, String) {
+    let reg = TestRegistry::start().expect("starting docker-registry");
+    let layer = testimage::gzip(&testimage::busybox_layer_tar());
+    let config = testimage::busybox_config(&[&layer]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(testimage::push_to_registry(&reg.addr, "busybox", "e2e", &layer, config)).expect("pushing busybox");
+    let image = format!("{}/busybox:e2e", reg.addr);
+    (reg, image)
+}
+
+fn node_ready(s: &Server) {
+    let name = s.node.as_ref().unwrap().name.clone();
+    eventually(60, "the node to be Ready", || {
+        let out = s.kubectl(&["get", "node", &name, "--no-headers"]);
+        (out.ok() && out.stdout.contains(" Ready ")).then_some(())
+    });
+}
+
+fn json(s: &Server, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&s.ok(&all)).unwrap()
+}
+
+fn apply(s: &Server, manifest: &str) {
+    let out = s.apply_stdin(&["apply", "-f", "-"], manifest);
+    assert!(out.ok(), "apply: {}\n{}", out.stderr, manifest);
+}
+
+fn wait_ready(s: &Server, pod: &str) {
+    let out = s.kubectl(&["wait", "--for=condition=Ready", &format!("pod/{pod}"), "--timeout=120s"]);
+    assert!(out.ok(), "pod {pod} not Ready: {}\n{}\n{}", out.stderr, s.ok(&["describe", "pod", pod]), s.log());
+}
+
+/// The STATUS column of `kubectl get pod`.
+fn status_column(s: &Server, pod: &str) -> String {
+    let out = s.kubectl(&["get", "pod", pod, "--no-headers"]);
+    out.stdout.split_whitespace().nth(2).unwrap_or_default().to_string()
+}
+
+fn http_get(addr: &str) -> std::io::Result<String> {
+    let mut c = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
+    let mut body = String::new();
+    c.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+const WEB: &str = "mkdir -p /www && echo hello-skiff > /www/index.html && echo started && exec httpd -f -p 8080 -h /www";
+
+/// What the agent made on the host for the pods running now: netns names and pod UIDs.
+struct HostTrace {
+    netns: Vec<String>,
+    uids: Vec<String>,
+}
+
+fn host_trace(s: &Server) -> HostTrace {
+    let sandboxes = s.dir.path().join("agent/sandboxes");
+    let netns = std::fs::read_dir(&sandboxes)
+        .map(|d| d.flatten().map(|e| format!("skiff-{}", &e.file_name().to_string_lossy()[..12])).collect())
+        .unwrap_or_default();
+    let uids = json(s, &["get", "pods", "-A"])["items"].as_array().unwrap().iter().map(|p| p["metadata"]["uid"].as_str().unwrap().to_string()).collect();
+    HostTrace { netns, uids }
+}
+
+/// Nothing of `trace` is left: no netns, no mounts under the data dir, no veth on the bridge, no pod cgroups.
+fn assert_host_clean(s: &Server, trace: &HostTrace) {
+    let node = s.node.as_ref().unwrap();
+    eventually(60, "the agent to remove every sandbox", || {
+        let left = std::fs::read_dir(s.dir.path().join("agent/sandboxes")).map(|d| d.count()).unwrap_or(0);
+        (left == 0).then_some(())
+    });
+    for ns in &trace.netns {
+        assert!(!Path::new("/run/netns").join(ns).exists(), "netns {ns} left behind");
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = s.dir.path().to_string_lossy().to_string();
+    let ours: Vec<&str> = mounts.lines().filter(|l| l.contains(&dir)).collect();
+    assert!(ours.is_empty(), "mounts left behind:\n{}", ours.join("\n"));
+    let veths = Command::new("ip").args(["-o", "link", "show", "master", &node.bridge]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&veths.stdout).trim(), "", "veths left on {}", node.bridge);
+    let cgroups = Command::new("find").args(["/sys/fs/cgroup/memory/", "/sys/fs/cgroup/pids/", "-type", "d", "-name", "*pod*"]).output().unwrap();
+    let cgroups = String::from_utf8_lossy(&cgroups.stdout);
+    for uid in &trace.uids {
+        assert!(!cgroups.contains(uid.as_str()), "cgroup of pod {uid} left behind:\n{cgroups}");
+    }
+}
+
+#[test]
+fn pods_serve_log_exec_port_forward_and_copy() {
+    let (_reg, image) = registry_with_busybox();
+    let s = Server::start_node();
+    node_ready(&s);
+
+    s.ok(&["run", "web", &format!("--image={image}"), "--port=8080", "--", "sh", "-c", WEB]);
+    wait_ready(&s, "web");
+    let pod = json(&s, &["get", "pod", "web"]);
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    let cs = &pod["status"]["containerStatuses"][0];
+    assert!(cs["containerID"].as_str().unwrap().starts_with("skiff://"), "{cs}");
+    assert!(cs["imageID"].as_str().unwrap().contains("sha256:"), "{cs}");
+    assert_eq!(pod["status"]["qosClass"], "BestEffort");
+    assert_eq!(status_column(&s, "web"), "Running");
+
+    // From the host, by pod IP.
+    let body = eventually(30, "web answering from the host", || http_get(&format!("{ip}:8080")).ok());
+    assert!(body.contains("hello-skiff"), "{body}");
+    // From another pod, by pod IP.
+    s.ok(&["run", "client", &format!("--image={image}"), "--", "sleep", "3600"]);
+    wait_ready(&s, "client");
+    let fetched = s.ok(&["exec", "client", "--", "wget", "-qO-", &format!("http://{ip}:8080/")]);
+    assert_eq!(fetched, "hello-skiff");
+    assert_eq!(s.ok(&["exec", "client", "--", "hostname"]), "client");
+    let resolv = s.ok(&["exec", "client", "--", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 10.43.0.10") && resolv.contains("default.svc.cluster.local"), "{resolv}");
+
+    // Logs, and following them.
+    assert!(s.ok(&["logs", "web"]).contains("started"));
+    s.ok(&["run", "ticker", &format!("--image={image}"), "--", "sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done"]);
+    wait_ready(&s, "ticker");
+    let follow_file = s.dir.path().join("follow.txt");
+    let mut follow = s.kubectl_background(&["logs", "-f", "ticker"], &follow_file);
+    eventually(30, "logs -f to stream new lines", || {
+        let text = std::fs::read_to_string(&follow_file).unwrap_or_default();
+        text.contains("tick 3").then_some(())
+    });
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let tail = s.ok(&["logs", "ticker", "--tail=1", "--timestamps"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    assert!(tail.contains("Z tick "), "{tail}");
+
+    // exec: exit codes, stderr, stdin, a terminal.
+    let out = s.kubectl(&["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
+    assert_eq!(out.stdout, "out");
+    assert!(out.stderr.contains("err"), "{}", out.stderr);
+    let out = s.kubectl_stdin(&["exec", "-i", "web", "--", "cat"], Some("piped through stdin"));
+    assert_eq!(out.stdout, "piped through stdin");
+    let kubeconfig = s.kubeconfig().to_string_lossy().to_string();
+    let tty = Command::new("script")
+        .args(["-qec", &format!("kubectl --kubeconfig {kubeconfig} exec -it web -- sh -c 'tty; stty size; exit 7'"), "/dev/null"])
+        .env("HOME", s.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(text.contains("/dev/pts/"), "exec -it output: {text}");
+    assert_eq!(tty.status.code(), Some(7), "exec -it exit code; output {text}");
+
+    // port-forward, then a request through it.
+    let port = free_port();
+    let mut pf = s.kubectl_background(&["port-forward", "pod/web", &format!("{port}:8080")], &s.dir.path().join("pf.txt"));
+    let body = eventually(30, "port-forward to answer", || http_get(&format!("127.0.0.1:{port}")).ok().filter(|b| b.contains("hello-skiff")));
+    assert!(body.contains("200 OK"), "{body}");
+    let _ = pf.kill();
+    let _ = pf.wait();
+
+    // cp both ways.
+    let local = s.dir.path().join("upload.txt");
+    std::fs::write(&local, "copied in\n").unwrap();
+    s.ok(&["cp", &local.to_string_lossy(), "web:/tmp/upload.txt"]);
+    assert_eq!(s.ok(&["exec", "web", "--", "cat", "/tmp/upload.txt"]), "copied in");
+    let back = s.dir.path().join("index.html");
+    s.ok(&["cp", "web:/www/index.html", &back.to_string_lossy()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "hello-skiff\n");
+
+    // Deleting everything leaves nothing behind on the host.
+    let trace = host_trace(&s);
+    assert_eq!(trace.netns.len(), 3, "three pods, three sandboxes");
+    s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    assert_host_clean(&s, &trace);
+}
+
+#[test]
+fn restarts_back_off_probes_act_and_oom_kills_show() {
+    let (_reg, image) = registry_with_busybox();
+    let s = Server::start_node();
+    node_ready(&s);
+    let pod = |name: &str, spec: &str| format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}}, "spec": {spec}}}"#
+    );
+
+    // A crashing container: CrashLoopBackOff, growing delays, the previous run's logs.
+    apply(&s, &pod("crash", &format!(r#"{{"containers": [{{"name": "c", "image": "{image}", "command": ["sh", "-c", "echo run at $(date +%s); exit 1"]}}]}}"#)));
+    // Init containers in order, sharing an emptyDir with the main container.
+    apply(&s, &pod("inits", &format!(r#"{{"volumes": [{{"name": "work", "emptyDir": {{}}}}],
+        "initContainers": [
+          {{"name": "one", "image": "{image}", "command": ["sh", "-c", "echo one >> /work/order"], "volumeMounts": [{{"name": "work", "mountPath": "/work"}}]}},
+          {{"name": "two", "image": "{image}", "command": ["sh", "-c", "echo two >> /work/order"], "volumeMounts": [{{"name": "work", "mountPath": "/work"}}]}}],
+        "containers": [{{"name": "main", "image": "{image}", "command": ["sh", "-c", "cat /work/order; sleep 3600"], "volumeMounts": [{{"name": "work", "mountPath": "/work"}}]}}]}}"#)));
+    // Readiness never passes; liveness fails after a few seconds.
+    apply(&s, &pod("unready", &format!(r#"{{"containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "3600"],
+        "readinessProbe": {{"exec": {{"command": ["false"]}}, "periodSeconds": 1}}}}]}}"#)));
+    apply(&s, &pod("unhealthy", &format!(r#"{{"containers": [{{"name": "c", "image": "{image}",
+        "command": ["sh", "-c", "touch /tmp/healthy; sleep 4; rm /tmp/healthy; sleep 3600"],
+        "livenessProbe": {{"exec": {{"command": ["test", "-f", "/tmp/healthy"]}}, "periodSeconds": 1, "failureThreshold": 2}}}}]}}"#)));
+    // Over its memory limit.
+    apply(&s, &pod("hog", &format!(r#"{{"restartPolicy": "Never", "containers": [{{"name": "c", "image": "{image}",
+        "command": ["sh", "-c", "x=0123456789; while true; do x=$x$x; done"],
+        "resources": {{"limits": {{"memory": "32Mi"}}}}}}]}}"#)));
+
+    // Restart times of `crash`, as seen by polling restartCount.
+    let mut restarts: Vec<Instant> = Vec::new();
+    let start = Instant::now();
+    while restarts.len() < 3 && start.elapsed() < Duration::from_secs(120) {
+        let count = s.kubectl(&["get", "pod", "crash", "-o", "jsonpath={.status.containerStatuses[0].restartCount}"]).stdout.parse::<usize>().unwrap_or(0);
+        while restarts.len() < count {
+            restarts.push(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(restarts.len(), 3, "crash restarted {} times in 120s", restarts.len());
+    let (d1, d2) = (restarts[1] - restarts[0], restarts[2] - restarts[1]);
+    assert!(d1 >= Duration::from_secs(8) && d2 >= d1 + Duration::from_secs(5), "back-off delays should grow (10s, 20s): {d1:?}, {d2:?}");
+    eventually(30, "CrashLoopBackOff", || (status_column(&s, "crash") == "CrashLoopBackOff").then_some(()));
+    let previous = s.ok(&["logs", "crash", "--previous"]);
+    assert!(previous.starts_with("run at "), "{previous}");
+    let last = json(&s, &["get", "pod", "crash"])["status"]["containerStatuses"][0]["lastState"]["terminated"].clone();
+    assert_eq!((last["exitCode"].as_i64(), last["reason"].as_str()), (Some(1), Some("Error")), "{last}");
+
+    wait_ready(&s, "inits");
+    assert_eq!(s.ok(&["logs", "inits"]), "one\ntwo");
+    let init = json(&s, &["get", "pod", "inits"])["status"]["initContainerStatuses"].clone();
+    assert_eq!(init[0]["state"]["terminated"]["reason"], "Completed", "{init}");
+
+    let unready = json(&s, &["get", "pod", "unready"]);
+    assert_eq!(unready["status"]["phase"], "Running");
+    let ready = unready["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!(ready["status"], "False", "{ready}");
+    assert!(s.ok(&["get", "pod", "unready", "--no-headers"]).contains("0/1"));
+
+    eventually(60, "the liveness probe to restart the container", || {
+        let n = s.kubectl(&["get", "pod", "unhealthy", "-o", "jsonpath={.status.containerStatuses[0].restartCount}"]).stdout;
+        (n.parse::<u32>().unwrap_or(0) >= 1).then_some(())
+    });
+    let events = s.ok(&["get", "events", "--field-selector", "involvedObject.name=unhealthy", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("Unhealthy") && events.contains("Killing"), "{events}");
+
+    let terminated = eventually(60, "hog OOM-killed", || {
+        let t = json(&s, &["get", "pod", "hog"])["status"]["containerStatuses"][0]["state"]["terminated"].clone();
+        (!t.is_null()).then_some(t)
+    });
+    assert_eq!((terminated["reason"].as_str(), terminated["exitCode"].as_i64()), (Some("OOMKilled"), Some(137)), "{terminated}");
+    assert_eq!(status_column(&s, "hog"), "OOMKilled");
+    assert_eq!(json(&s, &["get", "pod", "hog"])["status"]["phase"], "Failed");
+}
+
+#[test]
+fn volumes_env_graceful_termination_images_and_agent_restart() {
+    let (_reg, image) = registry_with_busybox();
+    let s = Server::start_node();
+    node_ready(&s);
+    s.ok(&["create", "configmap", "settings", "--from-literal=mode=fast", "--from-literal=color=blue"]);
+    s.ok(&["create", "secret", "generic", "creds", "--from-literal=password=s3cret"]);
+    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "app", "labels": {{"tier": "web"}}}}, "spec": {{
+        "volumes": [{{"name": "cfg", "configMap": {{"name": "settings"}}}}, {{"name": "sec", "secret": {{"secretName": "creds"}}}},
+                    {{"name": "shared", "emptyDir": {{}}}}],
+        "containers": [
+          {{"name": "main", "image": "{image}", "command": ["sleep", "3600"],
+            "env": [{{"name": "MODE", "valueFrom": {{"configMapKeyRef": {{"name": "settings", "key": "mode"}}}}}},
+                    {{"name": "PASSWORD", "valueFrom": {{"secretKeyRef": {{"name": "creds", "key": "password"}}}}}},
+                    {{"name": "POD_NAME", "valueFrom": {{"fieldRef": {{"fieldPath": "metadata.name"}}}}}},
+                    {{"name": "GREETING", "value": "mode is $(MODE)"}}],
+            "envFrom": [{{"prefix": "CFG_", "configMapRef": {{"name": "settings"}}}}],
+            "volumeMounts": [{{"name": "cfg", "mountPath": "/etc/cfg"}}, {{"name": "sec", "mountPath": "/etc/sec"}}, {{"name": "shared", "mountPath": "/shared"}}]}},
+          {{"name": "writer", "image": "{image}", "command": ["sh", "-c", "echo from-writer > /out/note; sleep 3600"],
+            "volumeMounts": [{{"name": "shared", "mountPath": "/out"}}]}}]}}}}"#));
+    wait_ready(&s, "app");
+    let env = s.ok(&["exec", "app", "-c", "main", "--", "env"]);
+    for want in ["MODE=fast", "PASSWORD=s3cret", "POD_NAME=app", "GREETING=mode is fast", "CFG_color=blue", "KUBERNETES_SERVICE_HOST="] {
+        assert!(env.lines().any(|l| l.starts_with(want)), "{want} missing from env:\n{env}");
+    }
+    assert_eq!(s.ok(&["exec", "app", "-c", "main", "--", "cat", "/etc/cfg/color", "/etc/sec/password"]), "blues3cret");
+    eventually(20, "the writer's file in the shared emptyDir", || {
+        (s.kubectl(&["exec", "app", "-c", "main", "--", "cat", "/shared/note"]).stdout == "from-writer").then_some(())
+    });
+    // A changed ConfigMap reaches the mounted file in place.
+    s.ok(&["patch", "configmap", "settings", "-p", r#"{"data":{"color":"green"}}"#]);
+    eventually(90, "the configMap volume to update", || {
+        (s.kubectl(&["exec", "app", "-c", "main", "--", "cat", "/etc/cfg/color"]).stdout == "green").then_some(())
+    });
+
+    // An imported image runs with imagePullPolicy Never; a missing one does not.
+    let tar = s.dir.path().join("imported.tar");
+    std::fs::write(&tar, testimage::docker_save_tar("e2e.local/imported:v1", &testimage::busybox_layer_tar())).unwrap();
+    let out = Command::new(skiff_bin()).args(["image", "import"]).arg(&tar).arg("--data-dir").arg(s.dir.path()).output().unwrap();
+    assert!(out.status.success(), "skiff image import: {}", String::from_utf8_lossy(&out.stderr));
+    let ls = Command::new(skiff_bin()).args(["image", "ls", "--data-dir"]).arg(s.dir.path()).output().unwrap();
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("e2e.local/imported"), "{}", String::from_utf8_lossy(&ls.stdout));
+    s.ok(&["run", "imported", "--image=e2e.local/imported:v1", "--image-pull-policy=Never", "--", "sleep", "3600"]);
+    wait_ready(&s, "imported");
+    s.ok(&["run", "absent", "--image=e2e.local/absent:v1", "--image-pull-policy=Never", "--", "true"]);
+    eventually(30, "ErrImageNeverPull", || (status_column(&s, "absent") == "ErrImageNeverPull").then_some(()));
+    s.ok(&["run", "unpullable", &format!("--image={}", image.replace("busybox:e2e", "nothing:here")), "--", "true"]);
+    eventually(60, "ErrImagePull or ImagePullBackOff", || {
+        let st = status_column(&s, "unpullable");
+        (st == "ErrImagePull" || st == "ImagePullBackOff").then_some(())
+    });
+
+    // The agent (here: the whole server) killed with SIGKILL: containers keep running and are adopted.
+    let ids = |s: &Server| s.ok(&["get", "pods", "app", "imported", "-o", "jsonpath={.items[*].status.containerStatuses[*].containerID}"]);
+    let before = ids(&s);
+    let mut s = s;
+    s.restart();
+    node_ready(&s);
+    std::thread::sleep(Duration::from_secs(3));
+    wait_ready(&s, "app");
+    assert_eq!(ids(&s), before, "containers should be adopted, not recreated");
+    let restarts = s.ok(&["get", "pods", "app", "imported", "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}"]);
+    assert!(restarts.split_whitespace().all(|n| n == "0"), "{restarts}");
+    let runc = Command::new("runc").arg("--root").arg(s.dir.path().join("agent/runc")).args(["list", "-q"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&runc.stdout).lines().count(), 3, "one container each for app/main, app/writer, imported");
+
+    // Graceful deletion: a container trapping SIGTERM gets its time; one ignoring it is killed at the deadline.
+    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "polite"}}, "spec": {{"terminationGracePeriodSeconds": 30,
+        "containers": [{{"name": "c", "image": "{image}", "command": ["sh", "-c", "trap 'sleep 3; exit 0' TERM; while true; do sleep 1; done"]}}]}}}}"#));
+    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "stubborn"}}, "spec": {{"terminationGracePeriodSeconds": 4,
+        "containers": [{{"name": "c", "image": "{image}", "command": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]}}]}}}}"#));
+    wait_ready(&s, "polite");
+    wait_ready(&s, "stubborn");
+    let t = Instant::now();
+    s.ok(&["delete", "pod", "polite", "--timeout=60s"]);
+    let polite = t.elapsed();
+    assert!(polite >= Duration::from_secs(3) && polite < Duration::from_secs(20), "polite pod took {polite:?}");
+    let t = Instant::now();
+    s.ok(&["delete", "pod", "stubborn", "--timeout=60s"]);
+    let stubborn = t.elapsed();
+    assert!(stubborn >= Duration::from_secs(4) && stubborn < Duration::from_secs(20), "stubborn pod took {stubborn:?}");
+
+    let trace = host_trace(&s);
+    s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    assert_host_clean(&s, &trace);
+}
