@@ -168,6 +168,15 @@ fn pods_serve_log_exec_port_forward_and_copy() {
     assert!(text.contains("/dev/pts/"), "exec -it output: {text}");
     assert_eq!(tty.status.code(), Some(7), "exec -it exit code; output {text}");
 
+    // attach: `run -i` sends stdin to the container's main process and prints its output.
+    let out = s.kubectl_stdin(
+        &["run", "reader", &format!("--image={image}"), "-i", "--restart=Never", "--", "sh", "-c", "read line; echo got $line"],
+        Some("hello attach\n"),
+    );
+    assert!(out.ok(), "run -i: {}", out.stderr);
+    assert!(out.stdout.contains("got hello attach"), "{}", out.stdout);
+    s.ok(&["delete", "pod", "reader", "--timeout=60s"]);
+
     // port-forward, then a request through it.
     let port = free_port();
     let mut pf = s.kubectl_background(&["port-forward", "pod/web", &format!("{port}:8080")], &s.dir.path().join("pf.txt"));

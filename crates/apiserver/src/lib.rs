@@ -9,6 +9,7 @@ mod decode;
 mod discovery;
 mod errors;
 mod handlers;
+pub mod join;
 mod lifecycle;
 mod metrics;
 mod openapi;
@@ -63,6 +64,8 @@ pub struct App {
     /// TLS client configuration towards node agents (set by [`start`]; without
     /// it pods/log, exec, attach and portforward answer 503).
     kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    /// Set by [`Server::enable_join`]; without it the join endpoints answer 503.
+    joiner: std::sync::OnceLock<join::Joiner>,
 }
 
 /// Opens the datastore, prepares the caches and the built-in objects, and
@@ -81,6 +84,7 @@ pub async fn build(store: store::DynStore, config: &Config, advertise: IpAddr) -
         metrics: metrics::Metrics::default(),
         server_address: SocketAddr::new(advertise, config.port).to_string(),
         kubelet_tls: std::sync::OnceLock::new(),
+        joiner: std::sync::OnceLock::new(),
     }))
 }
 
@@ -98,6 +102,7 @@ pub struct Server {
     pub ca_pem: String,
     /// The cluster PKI, e.g. to issue the local agent's serving certificate.
     pub pki: pki::Pki,
+    app: Arc<App>,
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
 }
@@ -117,10 +122,25 @@ pub async fn start(config: Config, store: store::DynStore) -> anyhow::Result<Ser
     // Written last: its presence tells scripts the server is about to answer.
     pki::write_kubeconfig(&config.kubeconfig, &pki::kubeconfig(&pki, &url))?;
     tracing::info!(address = %listener.local_addr()?, kubeconfig = %config.kubeconfig.display(), "skiff API server listening");
-    Ok(Server { router: router(app), ca_pem: pki.ca_cert_pem.clone(), tls: pki::server_tls_config(&pki)?, pki, listener })
+    Ok(Server { router: router(app.clone()), ca_pem: pki.ca_cert_pem.clone(), tls: pki::server_tls_config(&pki)?, pki, app, listener })
 }
 
 impl Server {
+    /// Lets nodes join (see [`join`]) with the token stored at `token_path`
+    /// (`explicit` replaces it), and logs how to join.
+    pub fn enable_join(&self, token_path: &std::path::Path, explicit: Option<&str>, cluster_cidr: &str) -> anyhow::Result<()> {
+        let token = join::ensure_token(token_path, explicit, &self.pki.ca_cert_pem)?;
+        let joiner = join::Joiner { secret: token.secret, cluster_cidr: cluster_cidr.to_string(), pki: self.pki.clone() };
+        let _ = self.app.joiner.set(joiner);
+        tracing::info!(
+            token = %token_path.display(),
+            "nodes join with: skiff agent --server https://{} --token $(cat {})",
+            self.app.server_address,
+            token_path.display()
+        );
+        Ok(())
+    }
+
     /// Serves the API over TLS until `shutdown` completes.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         serve::serve(self.listener, self.tls, self.router, shutdown).await
@@ -158,6 +178,10 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let q = Query::parse(parts.uri.query());
+    // Joining agents have no client certificate yet: the token is checked there.
+    if join::is_join_path(&path) {
+        return join::handle(app.joiner.get(), Request::from_parts(parts, body)).await;
+    }
     if let Some(id) = parts.extensions.get::<serve::Identity>() {
         if id.user == "system:anonymous" && !is_public(&path) {
             let mut e = ApiError::new(401, "Unauthorized", "Unauthorized");

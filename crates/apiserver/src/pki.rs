@@ -205,14 +205,36 @@ impl Pki {
     pub fn issue_node_serving_cert(&self, node: &str, ips: &[IpAddr]) -> Result<(String, String)> {
         let ca = CaSigner::load(&self.ca_cert_pem, &self.ca_key_pem)?;
         let key = KeyPair::generate()?;
-        let cn = format!("system:node:{node}");
-        let mut params = leaf_params(&cn, &["system:nodes"], ExtendedKeyUsagePurpose::ServerAuth);
-        let mut sans: BTreeSet<San> = ips.iter().map(|ip| San::Ip(*ip)).collect();
-        sans.extend(San::parse(node));
-        params.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_>>()?;
-        let cert = params.signed_by(&key, &ca.cert, &ca.key)?;
+        let cert = node_cert_params(node, Some(ips))?.signed_by(&key, &ca.cert, &ca.key)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
+
+    /// Signs a joining node's certificate signing request (PEM). Only the
+    /// CSR's public key is used (its signature proves the node holds the
+    /// key); subject, usage and names are set here: with `serving_ips` the
+    /// node's serving certificate (as [`Pki::issue_node_serving_cert`]),
+    /// without them its client certificate `CN=system:node:<node>,
+    /// O=system:nodes`. Returns the certificate (PEM).
+    pub fn sign_node_csr(&self, csr_pem: &str, node: &str, serving_ips: Option<&[IpAddr]>) -> Result<String> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| anyhow!("unusable certificate signing request: {e}"))?;
+        let ca = CaSigner::load(&self.ca_cert_pem, &self.ca_key_pem)?;
+        Ok(node_cert_params(node, serving_ips)?.signed_by(&csr.public_key, &ca.cert, &ca.key)?.pem())
+    }
+}
+
+/// A node's certificate: serving (node name and `ips` as SANs) or, without
+/// IPs, client; both `CN=system:node:<node>, O=system:nodes`.
+fn node_cert_params(node: &str, serving_ips: Option<&[IpAddr]>) -> Result<CertificateParams> {
+    let cn = format!("system:node:{node}");
+    let Some(ips) = serving_ips else {
+        return client_params(&cn, &["system:nodes"]);
+    };
+    let mut params = leaf_params(&cn, &["system:nodes"], ExtendedKeyUsagePurpose::ServerAuth);
+    let mut sans: BTreeSet<San> = ips.iter().map(|ip| San::Ip(*ip)).collect();
+    sans.extend(San::parse(node));
+    params.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_>>()?;
+    Ok(params)
 }
 
 /// The TLS client configuration the API server dials node agents with: the
@@ -241,6 +263,11 @@ pub fn kubelet_client_tls_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>>
 /// embedded as base64 data; cluster, user and context are all named
 /// `default`, and `default` is the current context.
 pub fn kubeconfig(pki: &Pki, server_url: &str) -> String {
+    kubeconfig_for(server_url, &pki.ca_cert_pem, &pki.admin_cert_pem, &pki.admin_key_pem)
+}
+
+/// A kubeconfig as [`kubeconfig`] makes, for any client certificate and key.
+pub fn kubeconfig_for(server_url: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     // A JSON string is a valid YAML double-quoted scalar.
     let server = serde_json::Value::String(server_url.to_string()).to_string();
@@ -265,9 +292,9 @@ users:
     client-certificate-data: {cert}
     client-key-data: {key}
 ",
-        ca = b64(&pki.ca_cert_pem),
-        cert = b64(&pki.admin_cert_pem),
-        key = b64(&pki.admin_key_pem),
+        ca = b64(ca_pem),
+        cert = b64(cert_pem),
+        key = b64(key_pem),
     )
 }
 
@@ -679,11 +706,13 @@ fn read_pair(cert: &Path, key: &Path) -> Option<(String, String)> {
     ))
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+/// Writes `path` atomically, mode 0600.
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     write_atomic(path, contents, 0o600)
 }
 
-fn write_public(path: &Path, contents: &str) -> Result<()> {
+/// Writes `path` atomically, mode 0644.
+pub fn write_public(path: &Path, contents: &str) -> Result<()> {
     write_atomic(path, contents, 0o644)
 }
 

@@ -1,9 +1,11 @@
 //! Wiring of the node agent: the image store, the runc runtime, the pod
-//! network and the streaming server around `kubelet::agent::run`.
+//! network and the streaming server around `kubelet::agent::run`, for
+//! `skiff server`'s own host and for `skiff agent` on a joined one.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use runtime::containers::{Runtime, ShimCommand};
@@ -12,7 +14,7 @@ use runtime::images::{ImageResolver, Store};
 /// The hidden subcommand the runtime re-executes this binary as, one shim per container.
 pub const SHIM_SUBCOMMAND: &str = "container-shim";
 
-/// Node agent settings shared by `skiff server` (its own node).
+/// Node agent settings shared by `skiff server` (its own node) and `skiff agent`.
 #[derive(clap::Args, Clone)]
 pub struct AgentArgs {
     /// Name of this node [default: the host name].
@@ -41,6 +43,50 @@ pub struct AgentArgs {
     pub cluster_dns: String,
 }
 
+/// `skiff agent`: join a cluster from another machine and run its node agent.
+#[derive(clap::Args, Clone)]
+pub struct JoinArgs {
+    /// URL of the API server to join, e.g. https://10.0.0.1:6443.
+    #[arg(long)]
+    pub server: String,
+    /// Join token (K10<CA hash>::server:<secret>): the contents of the server's DATA_DIR/server/token.
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Directory for the node's certificates, kubeconfig, images and containers (under DATA_DIR/agent).
+    #[arg(long, default_value = "/var/lib/skiff")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+/// The streaming server's TLS material.
+struct StreamingTls {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// How long a joined agent waits for node IPAM before falling back: the
+/// fallback range is likely another node's, so the server's controllers get time.
+const JOINED_POD_CIDR_WAIT: Duration = Duration::from_secs(120);
+/// Pause between attempts to reach the server while joining.
+const JOIN_RETRY: Duration = Duration::from_secs(5);
+
+impl AgentArgs {
+    fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| kubelet::agent::AgentConfig::default().node_name).to_lowercase()
+    }
+
+    fn node_ip(&self) -> Ipv4Addr {
+        self.node_ip.unwrap_or_else(kubelet::agent::hostinfo::internal_ip)
+    }
+}
+
+/// The addresses the streaming server is reached at: its certificate's IP SANs.
+fn serving_ips(node_ip: Ipv4Addr) -> Vec<IpAddr> {
+    vec![node_ip.into(), Ipv4Addr::LOCALHOST.into()]
+}
+
 /// Runs the agent for this host against an in-process API server.
 pub async fn run_local(
     client: kube::Client,
@@ -50,18 +96,51 @@ pub async fn run_local(
     cluster_cidr: String,
     args: AgentArgs,
 ) -> anyhow::Result<()> {
+    let (cert_pem, key_pem) = pki.issue_node_serving_cert(&args.node_name(), &serving_ips(args.node_ip()))?;
+    let tls = StreamingTls { ca_pem, cert_pem, key_pem };
+    run_node(client, tls, data_dir, cluster_cidr, None, args).await
+}
+
+/// `skiff agent`: joins `args.server` (or reuses an earlier join) and runs the agent against it.
+pub async fn run_joined(args: JoinArgs) -> anyhow::Result<()> {
+    let token = apiserver::join::JoinToken::parse(&args.token).context("--token")?;
+    let (node, node_ip) = (args.agent.node_name(), args.agent.node_ip());
+    let agent_dir = args.data_dir.join("agent");
+    let joined = loop {
+        match crate::join::ensure_joined(&agent_dir, &args.server, &token, &node, &serving_ips(node_ip)).await {
+            Ok(joined) => break joined,
+            Err(e) if e.is::<crate::join::Refused>() => return Err(e),
+            Err(e) => tracing::warn!("joining {} failed, retrying in {JOIN_RETRY:?}: {e:#}", args.server),
+        }
+        tokio::time::sleep(JOIN_RETRY).await;
+    };
+    let client = loop {
+        match kubelet::client::from_kubeconfig(&joined.kubeconfig).await {
+            Ok(client) => break client,
+            Err(e) => tracing::warn!("connecting to {} failed, retrying in {JOIN_RETRY:?}: {e:#}", args.server),
+        }
+        tokio::time::sleep(JOIN_RETRY).await;
+    };
+    let tls = StreamingTls { ca_pem: joined.ca_pem, cert_pem: joined.serving_cert_pem, key_pem: joined.serving_key_pem };
+    run_node(client, tls, args.data_dir, joined.cluster_cidr, Some(JOINED_POD_CIDR_WAIT), args.agent).await
+}
+
+/// The node agent: image store, runc runtime, streaming server and pod network around `kubelet::agent::run`.
+async fn run_node(
+    client: kube::Client,
+    tls: StreamingTls,
+    data_dir: PathBuf,
+    cluster_cidr: String,
+    pod_cidr_wait: Option<Duration>,
+    args: AgentArgs,
+) -> anyhow::Result<()> {
     let root = data_dir.join("agent");
     let images = Arc::new(Store::open(root.join("images"), args.insecure_registry.clone()).context("opening the image store")?);
     let shim = ShimCommand { program: std::env::current_exe()?, args_prefix: vec![SHIM_SUBCOMMAND.into()] };
     let resolver: Arc<dyn ImageResolver> = images.clone();
     let runtime = Arc::new(Runtime::open(root.clone(), resolver, shim).context("opening the container runtime")?);
 
-    let defaults = kubelet::agent::AgentConfig::default();
-    let node_name = args.node_name.clone().unwrap_or(defaults.node_name.clone()).to_lowercase();
-    let node_ip = args.node_ip.unwrap_or_else(kubelet::agent::hostinfo::internal_ip);
-    let ips: Vec<IpAddr> = vec![node_ip.into(), Ipv4Addr::LOCALHOST.into()];
-    let (cert_pem, key_pem) = pki.issue_node_serving_cert(&node_name, &ips)?;
-    let mut streaming = kubelet::server::ServerConfig::new(cert_pem, key_pem, ca_pem, runtime.clone());
+    let mut streaming = kubelet::server::ServerConfig::new(tls.cert_pem, tls.key_pem, tls.ca_pem, runtime.clone());
     streaming.listen = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), args.kubelet_port);
     tokio::spawn(async move {
         if let Err(e) = kubelet::server::serve(streaming).await {
@@ -69,12 +148,15 @@ pub async fn run_local(
         }
     });
 
+    let defaults = kubelet::agent::AgentConfig::default();
+    let (node_name, node_ip) = (args.node_name(), args.node_ip());
     let config = kubelet::agent::AgentConfig {
         node_name,
         data_dir: root.clone(),
         streaming_port: args.kubelet_port,
         cluster_dns: args.cluster_dns,
         pod_cidr_fallback: first_subnet(&cluster_cidr),
+        pod_cidr_wait: pod_cidr_wait.unwrap_or(defaults.pod_cidr_wait),
         pod_manifest_path: args.pod_manifest_path,
         node_ip: Some(node_ip),
         ..defaults

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod bench;
 mod image;
+mod join;
 mod sim;
 
 #[derive(Parser)]
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the control plane: API server on its embedded datastore.
     Server(ServerArgs),
+    /// Join a cluster as a further node: containers and pod network on this host, the API on --server.
+    Agent(agent::JoinArgs),
     /// Measure the API server: create/get/list/watch throughput and latency, and memory.
     Bench(bench::BenchArgs),
     /// Simulated nodes: register N Nodes, renew their Leases and run their pods' status (no containers).
@@ -75,6 +78,9 @@ struct ServerArgs {
     /// Port range NodePort services are allocated from.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
+    /// Secret (or whole K10... token) agents join with [default: the one stored in DATA_DIR/server/token, made on first start].
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Do not run the node agent (containers, pod network) on this host.
     #[arg(long)]
     disable_agent: bool,
@@ -110,6 +116,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         node_ports,
     };
     let server = apiserver::start(config, Arc::new(store)).await?;
+    server.enable_join(&args.data_dir.join("server").join("token"), args.token.as_deref(), &args.cluster_cidr)?;
     if args.disable_agent {
         tracing::info!("node agent disabled");
     } else {
@@ -168,6 +175,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match cli.command {
             Command::Server(a) => server(a).await,
+            Command::Agent(a) => agent::run_joined(a).await,
             Command::Bench(a) => bench::run(a).await,
             Command::Sim(a) => sim::run(a).await,
             Command::Image(a) => image::run(a).await,
