@@ -15,6 +15,7 @@ pub mod env;
 pub mod events;
 pub mod grpc_probe;
 pub mod hostinfo;
+pub mod image_gc;
 pub mod images;
 pub mod node;
 mod pods;
@@ -109,14 +110,20 @@ const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(500);
 
 impl Agent {
     /// All the runtime's containers, listed at most every 500 ms for all
-    /// workers together unless `fresh` asks for a new listing.
+    /// workers together unless `fresh` asks for a listing begun after the
+    /// call: workers that asked while one was under way share the next one,
+    /// so many pods starting at once do not queue one listing each.
     pub async fn containers(&self, fresh: bool) -> anyhow::Result<Arc<Vec<runtime::cri::ContainerStatus>>> {
+        let asked = std::time::Instant::now();
         let mut snap = self.container_snapshot.lock().await;
-        if !fresh && snap.0.is_some_and(|t| t.elapsed() < SNAPSHOT_MAX_AGE) {
+        // snap.0 is when the stored listing began.
+        let usable = |began: std::time::Instant| if fresh { began >= asked } else { began.elapsed() < SNAPSHOT_MAX_AGE };
+        if snap.0.is_some_and(usable) {
             return Ok(snap.1.clone());
         }
+        let began = std::time::Instant::now();
         let list = Arc::new(self.runtime.list_containers(None).await?);
-        *snap = (Some(std::time::Instant::now()), list.clone());
+        *snap = (Some(began), list.clone());
         Ok(list)
     }
 
@@ -175,6 +182,7 @@ where
     });
     let statics = tokio::spawn(static_pods::run(agent.clone()));
     let _abort_statics = AbortOnDrop(statics);
+    let _abort_image_gc = AbortOnDrop(tokio::spawn(image_gc::run(agent.clone())));
     pods::run(agent).await
 }
 
