@@ -23,7 +23,7 @@ pub fn bytes_to_free(total: u64, available: u64) -> u64 {
     used.saturating_sub(total * LOW_THRESHOLD_PERCENT / 100)
 }
 
-pub async fn run(agent: Arc<Agent>) {
+pub(crate) async fn run(agent: Arc<Agent>) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {
         tick.tick().await;

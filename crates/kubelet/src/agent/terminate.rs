@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Preconditions};
 use kube::Api;
@@ -68,13 +67,14 @@ impl Worker {
         }
     }
 
-    /// What is left of the grace period the deletion granted.
+    /// The grace period the deletion granted, counted from now as upstream's
+    /// kubelet does (deletionTimestamp has whole seconds and would cut it short).
     fn remaining_grace(&self) -> Duration {
         if self.gone {
             return MIN_GRACE;
         }
-        match &self.pod.metadata.deletion_timestamp {
-            Some(ts) => (ts.0 - Utc::now()).to_std().unwrap_or_default().max(MIN_GRACE),
+        match self.pod.metadata.deletion_grace_period_seconds {
+            Some(s) => Duration::from_secs(s.max(0) as u64).max(MIN_GRACE),
             None => self.grace_period().max(MIN_GRACE),
         }
     }
