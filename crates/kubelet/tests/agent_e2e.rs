@@ -27,6 +27,12 @@ fn main() {
         println!("0 passed, 0 failed");
         return;
     }
+    // The agent's own log on stderr, so a failure here explains itself.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "warn,kubelet=info,runtime=info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let result = rt.block_on(run_scenario());
     match result {
@@ -130,6 +136,9 @@ async fn run_scenario() -> anyhow::Result<()> {
     let agent_task = agent.spawn();
     let mut env = Env { _dir: dir, network: None, runtime: rt.clone(), tasks: vec![server_task, agent_task] };
     let result = scenario(&agent, &mut env).await;
+    if result.is_err() {
+        report(&client).await;
+    }
     env.network = agent.net.lock().unwrap().clone();
     env.cleanup().await;
     result
@@ -168,6 +177,19 @@ impl AgentParts {
                 eprintln!("agent stopped: {e:#}");
             }
         })
+    }
+}
+
+/// What the API holds about the test's pods, printed when the scenario fails.
+async fn report(client: &kube::Client) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for p in pods.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
+        eprintln!("pod {}: {}", p.metadata.name.unwrap_or_default(), serde_json::to_string(&p.status).unwrap_or_default());
+    }
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    for e in events.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
+        let object = e.involved_object.name.unwrap_or_default();
+        eprintln!("event {object}: {} {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default());
     }
 }
 
