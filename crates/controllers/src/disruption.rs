@@ -20,14 +20,13 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::endpoints::pod_ready;
-use crate::informer::{self, benign, ready};
+use crate::informer::{self, benign, ready, Watched};
 
 const DELETION_TIMEOUT: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 const RESYNC: Duration = Duration::from_secs(5);
 
-pub async fn run(client: Client) {
+pub async fn run(client: Client, (pods, pod_events): Watched<Pod>) {
     let (pdbs, pdb_events) = informer::watch(Api::<PodDisruptionBudget>::all(client.clone()), watcher::Config::default());
-    let (pods, pod_events) = informer::watch(Api::<Pod>::all(client.clone()), watcher::Config::default());
     let ns_of = |m: &kube::api::ObjectMeta| m.namespace.clone().unwrap_or_default();
     let mut events = futures::stream::select(pdb_events.map(move |p| Some(ns_of(&p.metadata))), pod_events.map(move |p| Some(ns_of(&p.metadata))))
         .ready_chunks(4096);

@@ -19,7 +19,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
-use crate::informer::{self, benign, ready};
+use crate::informer::{self, benign, ready, Watched};
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
@@ -39,9 +39,8 @@ enum Key {
 
 const RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub async fn run(client: Client) {
+pub async fn run(client: Client, (pods, pod_events): Watched<Pod>) {
     let (services, svc_events) = informer::watch(Api::<Service>::all(client.clone()), watcher::Config::default());
-    let (pods, pod_events) = informer::watch(Api::<Pod>::all(client.clone()), watcher::Config::default());
     let (endpoints, ep_events) = informer::watch(Api::<Endpoints>::all(client.clone()), watcher::Config::default());
     let slice_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     let (slices, slice_events) = informer::watch(Api::<EndpointSlice>::all(client.clone()), slice_config);
@@ -89,8 +88,9 @@ pub async fn run(client: Client) {
             }
         }
         let mut by_ns: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
-        let wanted: BTreeSet<&String> = todo.iter().map(|(ns, _)| ns).collect();
-        for p in c.pods.state() {
+        // Only services that select pods read them (not, e.g., default/kubernetes).
+        let wanted: BTreeSet<&String> = todo.iter().filter(|(ns, name)| c.selects_pods(ns, name)).map(|(ns, _)| ns).collect();
+        for p in if wanted.is_empty() { Vec::new() } else { c.pods.state() } {
             let ns = ns_of(&p.metadata);
             if wanted.contains(&ns) {
                 by_ns.entry(ns).or_default().push(p);
@@ -115,6 +115,11 @@ struct Controller {
 }
 
 impl Controller {
+    fn selects_pods(&self, ns: &str, name: &str) -> bool {
+        let svc = self.services.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns));
+        svc.and_then(|s| s.spec.clone()).and_then(|s| s.selector).is_some_and(|s| !s.is_empty())
+    }
+
     async fn sync(&self, ns: &str, name: &str, pods: &[Arc<Pod>]) -> kube::Result<()> {
         if ns == "default" && name == "kubernetes" {
             return Ok(());

@@ -167,7 +167,8 @@ pub async fn run(client: Client) {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(info));
         let (gc, synced) = (gc.clone(), synced.clone());
         async move {
-            let mut stream = metadata_watcher(api, watcher::Config::default()).boxed();
+            // Listed from the API server's cache (resourceVersion=0), not page by page from the store.
+            let mut stream = metadata_watcher(api, watcher::Config::default().any_semantic()).boxed();
             let mut first = true;
             let mut init: HashSet<String> = HashSet::new();
             while let Some(ev) = stream.next().await {

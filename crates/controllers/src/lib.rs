@@ -20,7 +20,10 @@ mod rootca;
 mod serviceaccount;
 mod workload;
 
-use kube::Client;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::{Api, Client};
+
+use informer::{strip_managed_fields, Shared};
 
 /// What the controllers need to know beyond the API.
 #[derive(Clone, Debug, Default)]
@@ -36,9 +39,16 @@ pub async fn run(client: Client, identity: String, options: Options) {
     leader::run_as_leader(client.clone(), "kube-controller-manager", &identity, || {
         let (client, options) = (client.clone(), options.clone());
         async move {
+            // One watch and one cache of each of the two largest kinds, for every controller.
+            let mut pods = Shared::new(Api::<Pod>::all(client.clone()), strip_managed_fields);
+            let mut nodes = Shared::new(Api::<Node>::all(client.clone()), strip_managed_fields);
+            let housekeeping = housekeeping(client.clone(), options.cluster_cidr.clone(), &mut pods, &mut nodes);
+            let workloads = workloads(client.clone(), &mut pods);
             tokio::join!(
-                housekeeping(client.clone(), options.cluster_cidr.clone()),
-                workloads(client.clone()),
+                pods.run(),
+                nodes.run(),
+                housekeeping,
+                workloads,
                 serviceaccount::run(client.clone()), rootca::run(client.clone(), options.ca_pem), gc::run(client));
         }
     })
@@ -46,22 +56,24 @@ pub async fn run(client: Client, identity: String, options: Options) {
 }
 
 /// Endpoints/EndpointSlices, node IPAM, node lifecycle and taint eviction, pod GC, disruption budgets.
-async fn housekeeping(client: Client, cluster_cidr: String) {
+fn housekeeping(client: Client, cluster_cidr: String, pods: &mut Shared<Pod>, nodes: &mut Shared<Node>) -> impl std::future::Future<Output = ()> {
     let cluster_cidr = if cluster_cidr.is_empty() { "10.42.0.0/16".to_string() } else { cluster_cidr };
-    tokio::join!(
-        endpoints::run(client.clone()),
-        nodeipam::run(client.clone(), cluster_cidr),
-        nodelifecycle::run(client.clone()),
-        podgc::run(client.clone()),
-        disruption::run(client),
-    );
+    let endpoints = endpoints::run(client.clone(), pods.subscribe());
+    let nodeipam = nodeipam::run(client.clone(), cluster_cidr, nodes.subscribe());
+    let nodelifecycle = nodelifecycle::run(client.clone(), nodes.subscribe(), pods.subscribe());
+    let podgc = podgc::run(client.clone(), nodes.subscribe(), pods.subscribe());
+    let disruption = disruption::run(client, pods.subscribe());
+    async move {
+        tokio::join!(endpoints, nodeipam, nodelifecycle, podgc, disruption);
+    }
 }
 
 /// ReplicaSets, ReplicationControllers and Deployments.
-async fn workloads(client: Client) {
-    tokio::join!(
-        replicaset::run_replicasets(client.clone()),
-        replicaset::run_replication_controllers(client.clone()),
-        deployment::run(client),
-    );
+fn workloads(client: Client, pods: &mut Shared<Pod>) -> impl std::future::Future<Output = ()> {
+    let replicasets = replicaset::run_replicasets(client.clone(), pods.subscribe().1);
+    let rcs = replicaset::run_replication_controllers(client.clone(), pods.subscribe().1);
+    let deployments = deployment::run(client);
+    async move {
+        tokio::join!(replicasets, rcs, deployments);
+    }
 }

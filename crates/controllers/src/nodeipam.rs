@@ -9,11 +9,10 @@ use std::net::Ipv4Addr;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::informer::{self, ready};
+use crate::informer::{ready, Watched};
 
 const NODE_PREFIX: u8 = 24;
 
@@ -49,17 +48,30 @@ impl Cidr {
 }
 
 /// The lowest free subnet not in `used`.
+#[cfg(test)]
 fn allocate(cluster: &Cidr, used: &BTreeSet<String>) -> Option<String> {
-    (0..cluster.subnets()).map(|i| cluster.subnet(i)).find(|c| !used.contains(c))
+    allocate_from(cluster, used, &mut 0)
 }
 
-pub async fn run(client: Client, cluster_cidr: String) {
+/// The lowest free subnet not in `used` at index `next` or above; `next`
+/// moves past it, so one pass over many nodes scans the range once.
+fn allocate_from(cluster: &Cidr, used: &BTreeSet<String>, next: &mut u32) -> Option<String> {
+    while *next < cluster.subnets() {
+        let c = cluster.subnet(*next);
+        *next += 1;
+        if !used.contains(&c) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+pub async fn run(client: Client, cluster_cidr: String, (nodes, events): Watched<Node>) {
     let Some(cluster) = Cidr::parse(&cluster_cidr).filter(|c| c.subnets() > 0) else {
         tracing::error!(cluster_cidr, "node IPAM: not an IPv4 CIDR of /24 or larger; pod CIDRs will not be assigned");
         return;
     };
     let api: Api<Node> = Api::all(client.clone());
-    let (nodes, events) = informer::watch(api.clone(), watcher::Config::default());
     // A periodic pass retries assignments that failed.
     let resync = futures::stream::unfold((), |()| async {
         tokio::time::sleep(std::time::Duration::from_secs(30)).await;
@@ -68,6 +80,8 @@ pub async fn run(client: Client, cluster_cidr: String) {
     let mut batches = futures::stream::select(events.map(Some), resync.boxed()).ready_chunks(1024);
     // Allocations we made that the cache may not show yet.
     let mut pending: BTreeMap<String, String> = BTreeMap::new();
+    // Nodes told once that no CIDR was left (upstream's recorder folds the repeats into one Event).
+    let mut reported: BTreeSet<String> = BTreeSet::new();
     while batches.next().await.is_some() {
         if !ready(&nodes) {
             continue;
@@ -82,12 +96,17 @@ pub async fn run(client: Client, cluster_cidr: String) {
         let names: BTreeSet<String> = all.iter().map(|n| n.name_any()).collect();
         pending.retain(|node, cidr| names.contains(node) && !used.contains(cidr));
         used.extend(pending.values().cloned());
+        reported.retain(|n| names.contains(n));
+        let mut next = 0;
         for node in all.iter().filter(|n| n.spec.as_ref().is_none_or(|s| s.pod_cidr.as_deref().unwrap_or("").is_empty())) {
             let name = node.name_any();
             if node.metadata.deletion_timestamp.is_some() || pending.contains_key(&name) {
                 continue;
             }
-            let Some(cidr) = allocate(&cluster, &used) else {
+            let Some(cidr) = allocate_from(&cluster, &used, &mut next) else {
+                if !reported.insert(name.clone()) {
+                    continue;
+                }
                 tracing::warn!(node = name, "no pod CIDR left in {cluster_cidr}");
                 let about = ObjectReference { kind: Some("Node".into()), name: Some(name.clone()), uid: Some(name.clone()), ..Default::default() };
                 crate::eventlog::record(&client, "cidrAllocator", about, "Normal", "CIDRNotAvailable", format!("Node {name} status is now: CIDRNotAvailable")).await;
@@ -98,6 +117,7 @@ pub async fn run(client: Client, cluster_cidr: String) {
                 Ok(_) => {
                     tracing::info!(node = name, cidr, "assigned pod CIDR");
                     used.insert(cidr.clone());
+                    reported.remove(&name);
                     pending.insert(name, cidr);
                 }
                 Err(e) => tracing::warn!(node = name, "assigning pod CIDR: {e}"),

@@ -16,11 +16,10 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, ObjectReference, Pod, PodC
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::eventlog::record;
-use crate::informer::{self, benign, ready};
+use crate::informer::{benign, ready, strip_managed_fields, Shared, Watched};
 
 pub const GRACE_PERIOD: Duration = Duration::from_secs(40);
 const MONITOR_PERIOD: Duration = Duration::from_secs(1);
@@ -28,26 +27,30 @@ pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 const COMPONENT: &str = "node-controller";
 
-pub async fn run(client: Client) {
-    let (nodes, node_events) = informer::watch(Api::<Node>::all(client.clone()), watcher::Config::default());
-    let (leases, lease_events) = informer::watch(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"), watcher::Config::default());
-    let (pods, pod_events) = informer::watch(Api::<Pod>::all(client.clone()), watcher::Config::default());
+pub async fn run(client: Client, (nodes, node_events): Watched<Node>, (pods, pod_events): Watched<Pod>) {
+    // The lease cache is kept current by its own pump: a long pass below
+    // must not leave it stale, or healthy nodes would look silent.
+    let mut lease_watch = Shared::new(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"), strip_managed_fields);
+    let (leases, lease_events) = lease_watch.subscribe();
     let mut events = futures::stream::select_all([node_events.map(drop).boxed(), lease_events.map(drop).boxed(), pod_events.map(drop).boxed()])
         .ready_chunks(4096);
     let mut tick = tokio::time::interval(MONITOR_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut c = Controller { client, nodes, leases, pods, health: HashMap::new(), seen_tainted: HashMap::new() };
-    loop {
-        tokio::select! {
-            e = events.next() => if e.is_none() { return },
-            _ = tick.tick() => {
-                if ready(&c.nodes) && ready(&c.leases) && ready(&c.pods) {
-                    c.monitor().await;
-                    c.evict().await;
+    let control = async {
+        loop {
+            tokio::select! {
+                e = events.next() => if e.is_none() { return },
+                _ = tick.tick() => {
+                    if ready(&c.nodes) && ready(&c.leases) && ready(&c.pods) {
+                        c.monitor().await;
+                        c.evict().await;
+                    }
                 }
             }
         }
-    }
+    };
+    tokio::join!(lease_watch.run(), control);
 }
 
 struct Health {
@@ -199,6 +202,11 @@ impl Controller {
             }
         }
         let mut still: HashSet<String> = HashSet::new();
+        if tainted.is_empty() {
+            // Nothing to look for: spare the walk over every pod.
+            self.seen_tainted.clear();
+            return;
+        }
         for pod in self.pods.state() {
             let Some(taints) = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).and_then(|n| tainted.get(n)) else { continue };
             if pod.metadata.deletion_timestamp.is_some() {

@@ -11,10 +11,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
-use crate::informer::{self, benign, ready};
+use crate::informer::{benign, ready, Watched};
 
 /// Upstream's `--terminated-pod-gc-threshold` default.
 pub const TERMINATED_POD_THRESHOLD: usize = 12500;
@@ -22,9 +21,7 @@ const CHECK_PERIOD: Duration = Duration::from_secs(5);
 /// How long a node must be missing before its pods are collected.
 const QUARANTINE: Duration = Duration::from_secs(10);
 
-pub async fn run(client: Client) {
-    let (nodes, node_events) = informer::watch(Api::<Node>::all(client.clone()), watcher::Config::default());
-    let (pods, pod_events) = informer::watch(Api::<Pod>::all(client.clone()), watcher::Config::default());
+pub async fn run(client: Client, (nodes, node_events): Watched<Node>, (pods, pod_events): Watched<Pod>) {
     let mut events = futures::stream::select(node_events.map(drop), pod_events.map(drop)).ready_chunks(4096);
     let mut tick = tokio::time::interval(CHECK_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

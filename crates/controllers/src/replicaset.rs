@@ -6,15 +6,17 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, VersionMatch};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
@@ -81,26 +83,46 @@ type Releases = Arc<Mutex<HashMap<(String, String), HashSet<String>>>>;
 struct Ctx {
     client: Client,
     releases: Releases,
+    /// The newest resourceVersion among our own pod writes: lists are served
+    /// from the API server's cache once it has caught up to it, so they read
+    /// our writes without forcing a consistent read (which, when the cache
+    /// lags under load, falls back to scanning the store).
+    written: AtomicI64,
 }
 
-pub async fn run_replicasets(client: Client) {
-    run::<ReplicaSet>(client).await
+impl Ctx {
+    fn wrote(&self, pod: &Pod) {
+        if let Some(rv) = pod.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()) {
+            self.written.fetch_max(rv, AtomicOrdering::Relaxed);
+        }
+    }
+
+    /// Lists that see every pod event we were triggered by (the watch feeding
+    /// us trails the cache) and every write of ours.
+    fn fresh_enough(&self) -> ListParams {
+        ListParams::default().at(&self.written.load(AtomicOrdering::Relaxed).to_string()).matching(VersionMatch::NotOlderThan)
+    }
 }
 
-pub async fn run_replication_controllers(client: Client) {
-    run::<ReplicationController>(client).await
+/// `pods`: every pod touched (the shared pod watch), which triggers its owner.
+pub async fn run_replicasets(client: Client, pods: BoxStream<'static, Arc<Pod>>) {
+    run::<ReplicaSet>(client, pods).await
 }
 
-async fn run<K: Replicated>(client: Client) {
+pub async fn run_replication_controllers(client: Client, pods: BoxStream<'static, Arc<Pod>>) {
+    run::<ReplicationController>(client, pods).await
+}
+
+async fn run<K: Replicated>(client: Client, pods: BoxStream<'static, Arc<Pod>>) {
     let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
     let owners = controller.store();
     let kind = K::kind(&()).into_owned();
     let releases = Releases::default();
     let found = releases.clone();
     controller
-        .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), move |pod: Pod| {
+        .watches_shared_stream(pods, move |pod: Arc<Pod>| {
             let ns = pod.namespace().unwrap_or_default();
-            if let Some(r) = controller_of(&pod) {
+            if let Some(r) = controller_of(pod.as_ref()) {
                 if r.kind != kind {
                     return vec![];
                 }
@@ -120,7 +142,7 @@ async fn run<K: Replicated>(client: Client) {
                 .map(|o| ObjectRef::from_obj(o.as_ref()))
                 .collect()
         })
-        .run(reconcile::<K>, |_, _, _| Action::requeue(Duration::from_secs(1)), Arc::new(Ctx { client, releases }))
+        .run(reconcile::<K>, |_, _, _| Action::requeue(Duration::from_secs(1)), Arc::new(Ctx { client, releases, written: AtomicI64::new(0) }))
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!("{} controller: {e}", K::kind(&()));
@@ -142,7 +164,7 @@ async fn reconcile<K: Replicated>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action> 
     let spec_changed = current["observedGeneration"].as_i64() != obj.meta().generation;
     let key = (ns.clone(), obj.name_any());
     let stale: Vec<String> = ctx.releases.lock().unwrap().get(&key).map(|s| s.iter().cloned().collect()).unwrap_or_default();
-    let lp = if spec_changed { ListParams::default() } else { ListParams::default().labels(&workload::selector_string(&view.selector)) };
+    let lp = if spec_changed { ctx.fresh_enough() } else { ctx.fresh_enough().labels(&workload::selector_string(&view.selector)) };
     let mut candidates = pods.list(&lp).await?.items;
     for name in &stale {
         if !candidates.iter().any(|p| p.metadata.name.as_ref() == Some(name)) {
@@ -159,14 +181,14 @@ async fn reconcile<K: Replicated>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action> 
                 if matches {
                     owned.push(pod);
                 } else {
-                    set_owner_refs(&pods, &pod, pod.owner_references().iter().filter(|r| r.uid != uid).cloned().collect()).await?;
+                    set_owner_refs(&ctx, &pods, &pod, pod.owner_references().iter().filter(|r| r.uid != uid).cloned().collect()).await?;
                 }
             }
             Some(_) => {}
             None if matches && !deleting => {
                 let mut refs = pod.owner_references().to_vec();
                 refs.push(controller_ref(obj.as_ref()));
-                match set_owner_refs(&pods, &pod, refs).await {
+                match set_owner_refs(&ctx, &pods, &pod, refs).await {
                     Ok(Some(adopted)) => owned.push(adopted),
                     Ok(None) => {}
                     Err(e) => return Err(e),
@@ -177,7 +199,7 @@ async fn reconcile<K: Replicated>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action> 
     }
 
     let mut status = status_of(obj.as_ref(), &view, &owned);
-    let managed = if deleting { Ok(()) } else { manage_replicas(&ctx.client, obj.as_ref(), &view, owned.clone()).await };
+    let managed = if deleting { Ok(()) } else { manage_replicas(&ctx, obj.as_ref(), &view, owned.clone()).await };
     // Upstream's ReplicaFailure condition: set while creating or deleting fails, removed after.
     let mut conditions = current["conditions"].as_array().cloned().unwrap_or_default();
     let failing = conditions.iter().any(|c| c["type"] == "ReplicaFailure");
@@ -216,10 +238,13 @@ async fn reconcile<K: Replicated>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action> 
 }
 
 /// Rewrites a pod's ownerReferences, guarded by its resourceVersion. None when the pod is gone.
-async fn set_owner_refs(pods: &Api<Pod>, pod: &Pod, refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>) -> Result<Option<Pod>> {
+async fn set_owner_refs(ctx: &Ctx, pods: &Api<Pod>, pod: &Pod, refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>) -> Result<Option<Pod>> {
     let patch = json!({ "metadata": { "ownerReferences": refs, "resourceVersion": pod.resource_version() } });
     match pods.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
-        Ok(p) => Ok(Some(p)),
+        Ok(p) => {
+            ctx.wrote(&p);
+            Ok(Some(p))
+        }
         Err(e) if is_status(&e, &[404]) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -238,7 +263,8 @@ fn status_of<K: Replicated>(obj: &K, view: &View, owned: &[Pod]) -> Value {
     })
 }
 
-async fn manage_replicas<K: Replicated>(client: &Client, obj: &K, view: &View, mut owned: Vec<Pod>) -> Result<()> {
+async fn manage_replicas<K: Replicated>(ctx: &Ctx, obj: &K, view: &View, mut owned: Vec<Pod>) -> Result<()> {
+    let client = &ctx.client;
     let ns = obj.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let diff = owned.len() as i64 - view.replicas as i64;
@@ -255,7 +281,10 @@ async fn manage_replicas<K: Replicated>(client: &Client, obj: &K, view: &View, m
             let mut events = Vec::new();
             for r in results {
                 match r {
-                    Ok(p) => events.push(("Normal", "SuccessfulCreate", format!("Created pod: {}", p.name_any()))),
+                    Ok(p) => {
+                        ctx.wrote(&p);
+                        events.push(("Normal", "SuccessfulCreate", format!("Created pod: {}", p.name_any())));
+                    }
                     Err(e) => {
                         if !is_status(&e, &[403]) {
                             events.push(("Warning", "FailedCreate", format!("Error creating: {e}")));
@@ -280,7 +309,12 @@ async fn manage_replicas<K: Replicated>(client: &Client, obj: &K, view: &View, m
         let mut failed = None;
         for (pod, r) in doomed.iter().zip(results) {
             match r {
-                Ok(_) => events.push(("Normal", "SuccessfulDelete", format!("Deleted pod: {}", pod.name_any()))),
+                Ok(gone) => {
+                    if let Some(p) = gone.left() {
+                        ctx.wrote(&p);
+                    }
+                    events.push(("Normal", "SuccessfulDelete", format!("Deleted pod: {}", pod.name_any())));
+                }
                 Err(e) if is_status(&e, &[404]) => {}
                 Err(e) => {
                     events.push(("Warning", "FailedDelete", format!("Error deleting: {e}")));

@@ -38,8 +38,11 @@ pub const USE_GRACE_PERIOD: &str = "sim.skiff.dev/use-grace-period";
 /// Job pods with this annotation ("<seconds>") succeed that long after they start.
 pub const SUCCEED_AFTER: &str = "sim.skiff.dev/succeed-after";
 
-/// Concurrent API writes (node registration, lease renewals, pod status).
+/// Concurrent API writes (node registration, pod status).
 pub(crate) const WRITERS: usize = 64;
+/// Concurrent lease renewals: a pool of their own, so heartbeats never wait
+/// for pod status writes (a node that misses them for 40 s is marked NotReady).
+pub(crate) const LEASE_WRITERS: usize = 256;
 
 pub(crate) struct SimNode {
     pub name: String,
@@ -63,6 +66,8 @@ impl SimNode {
 
 pub(crate) struct Sim {
     pub client: Client,
+    /// Renews the Leases; best on a connection of its own.
+    pub lease_client: Client,
     pub opts: Options,
     pub nodes: Vec<SimNode>,
     pub by_name: HashMap<String, usize>,
@@ -89,6 +94,12 @@ pub(crate) fn parse_cidr(s: &str) -> Option<(u32, u8)> {
 /// Runs the simulated nodes until cancelled (dropped). Dropping it stops
 /// the lease renewals, so the nodes go NotReady.
 pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+    run_with_lease_client(client.clone(), client, opts).await
+}
+
+/// Like [`run`], renewing the Leases through `lease_client`: given its own
+/// connection, heartbeats do not queue behind pod traffic on a busy one.
+pub async fn run_with_lease_client(client: Client, lease_client: Client, opts: Options) -> anyhow::Result<()> {
     anyhow::ensure!(opts.nodes > 0, "--nodes must be at least 1");
     anyhow::ensure!(opts.nodes <= 60_000, "--nodes: at most 60000 simulated nodes");
     let nodes: Vec<SimNode> = (0..opts.nodes)
@@ -101,7 +112,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
         })
         .collect();
     let by_name = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
-    let sim = Arc::new(Sim { client, opts, nodes, by_name, timers: Mutex::default() });
+    let sim = Arc::new(Sim { client, lease_client, opts, nodes, by_name, timers: Mutex::default() });
     let started = std::time::Instant::now();
     sim_node::register_all(&sim).await?;
     tracing::info!(nodes = sim.nodes.len(), "registered simulated nodes in {:?}", started.elapsed());

@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use serde_json::{json, Value};
 
-use crate::sim::{parse_cidr, Sim, SimNode, KUBELET_VERSION, RUNTIME_VERSION, WRITERS};
+use crate::sim::{parse_cidr, Sim, SimNode, KUBELET_VERSION, LEASE_WRITERS, RUNTIME_VERSION, WRITERS};
 
 use crate::node_lease::RENEW_EVERY;
 
@@ -128,7 +128,7 @@ pub(crate) async fn register_all(sim: &Sim) -> anyhow::Result<()> {
 /// Renews (or creates) the node's Lease.
 async fn renew(sim: &Sim, n: &SimNode) {
     let uid = n.uid.lock().unwrap().clone();
-    crate::node_lease::renew(&sim.client, &n.name, uid).await;
+    crate::node_lease::renew(&sim.lease_client, &n.name, uid).await;
 }
 
 pub(crate) async fn renew_leases(sim: &Sim) {
@@ -137,7 +137,11 @@ pub(crate) async fn renew_leases(sim: &Sim) {
     tick.tick().await; // registration just renewed them
     loop {
         tick.tick().await;
-        futures::stream::iter(&sim.nodes).for_each_concurrent(WRITERS, |n| renew(sim, n)).await;
+        let started = std::time::Instant::now();
+        futures::stream::iter(&sim.nodes).for_each_concurrent(LEASE_WRITERS, |n| renew(sim, n)).await;
+        if started.elapsed() > 2 * RENEW_EVERY {
+            tracing::warn!(nodes = sim.nodes.len(), "renewing the leases took {:?}; nodes may go NotReady", started.elapsed());
+        }
     }
 }
 
