@@ -219,28 +219,7 @@ async fn attach_to_stdin_and_tty_containers() {
     )
     .await;
     let mut p = rt.attach(&piped_id, true).await.unwrap();
-    p.stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"ping\nmore\n")
-        .await
-        .unwrap();
-    p.stdin.as_mut().unwrap().flush().await.unwrap();
-    drop(p.stdin.take());
-    let mut out = String::new();
-    p.stdout
-        .as_mut()
-        .unwrap()
-        .read_to_string(&mut out)
-        .await
-        .unwrap();
-    let mut err = String::new();
-    p.stderr
-        .as_mut()
-        .unwrap()
-        .read_to_string(&mut err)
-        .await
-        .unwrap();
+    let (out, err) = converse(&mut p, b"ping\nmore\n").await;
     assert_eq!(
         (out.as_str(), err.as_str()),
         ("got-ping\nmore\neof\n", "e\n")

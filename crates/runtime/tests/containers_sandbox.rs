@@ -167,28 +167,7 @@ async fn exec_sync_returns_output_exit_code_and_times_out() {
         )
         .await
         .unwrap();
-    p.stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"ping\n")
-        .await
-        .unwrap();
-    p.stdin.as_mut().unwrap().flush().await.unwrap();
-    drop(p.stdin.take());
-    let mut out = String::new();
-    p.stdout
-        .as_mut()
-        .unwrap()
-        .read_to_string(&mut out)
-        .await
-        .unwrap();
-    let mut err = String::new();
-    p.stderr
-        .as_mut()
-        .unwrap()
-        .read_to_string(&mut err)
-        .await
-        .unwrap();
+    let (out, err) = converse(&mut p, b"ping\n").await;
     assert_eq!((out.as_str(), err.as_str()), ("got-ping\n", "oops\n"));
     assert_eq!(p.exit.await.unwrap(), 4);
 

@@ -173,8 +173,13 @@ impl Worker {
     }
 
     pub async fn run(mut self, mut rx: UnboundedReceiver<PodMsg>) {
+        // The first sync runs at once (a new pod must not wait a resync
+        // period); later ones on a message or every RESYNC.
+        let mut wait = Duration::ZERO;
         loop {
-            match tokio::time::timeout(RESYNC, rx.recv()).await {
+            let waited = tokio::time::timeout(wait, rx.recv()).await;
+            wait = RESYNC;
+            match waited {
                 Ok(Some(msg)) => self.handle(msg).await,
                 // The agent is shutting down: leave the pod running for the next agent to adopt.
                 Ok(None) => {

@@ -175,6 +175,11 @@ impl Runtime {
         if dir.join("exit.json").exists() {
             return true;
         }
+        // The shim ends only after recording the exit (cheap to check, and
+        // stop polls this every 20 ms).
+        if shim_alive(&dir, id) {
+            return false;
+        }
         match self.inner.runc.state(id) {
             Ok(Some(s)) => s.status == "stopped" && !shim_alive(&dir, id),
             Ok(None) => !shim_alive(&dir, id),
@@ -300,15 +305,27 @@ impl Runtime {
             );
             return Ok(status);
         }
-        let shim_up = shim_alive(&dir, &meta.id);
+        // While its shim (which records the exit, then ends) runs, the
+        // container is created (`runc create` under way or done) or, once
+        // started, running (or exited a moment ago, about to be recorded).
+        // Deciding this without `runc state` matters: that is a process
+        // spawn per container, and the agent lists every container often.
+        if shim_alive(&dir, &meta.id) {
+            if meta.started_at.is_some() {
+                status.state = ContainerState::Running;
+                status.pid = init_pid(&dir);
+            } else {
+                status.state = ContainerState::Created;
+            }
+            return Ok(status);
+        }
         match self.inner.runc.state(&meta.id)? {
             Some(s) if s.status == "created" => status.state = ContainerState::Created,
             Some(s) if s.status == "running" || s.status == "paused" => {
                 status.state = ContainerState::Running;
                 status.pid = u32::try_from(s.pid).ok();
             }
-            // Exited, and the shim is about to record how.
-            Some(_) if shim_up => status.state = ContainerState::Running,
+            // Exited with no shim left to record how.
             Some(_) => lost_exit(&mut status),
             None if meta.started_at.is_some() => lost_exit(&mut status),
             None => status.state = ContainerState::Unknown,
@@ -354,6 +371,12 @@ fn shim_pid(dir: &Path) -> Option<i32> {
         .trim()
         .parse()
         .ok()
+}
+
+/// The container's init process as `runc create` wrote it, if it still exists.
+fn init_pid(dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join("init.pid")).ok()?.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
 /// Whether the shim recorded in `dir` still runs (checked by command line, so

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use runtime::containers::{Runtime, ShimCommand};
 use runtime::cri::{
-    ContainerConfig, ContainerState, ContainerStatus, DnsConfig, PodSandboxConfig, RuntimeService,
+    ContainerConfig, ContainerState, ContainerStatus, DnsConfig, ExecProcess, PodSandboxConfig,
+    RuntimeService,
 };
 use runtime::images::{ImageResolver, ResolvedImage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const IMAGE: &str = "localhost:5000/busybox:test";
 
@@ -307,4 +309,17 @@ pub fn assert_nothing_left(
         assert!(!fx.root.join("runc").join(id).exists());
     }
     assert!(!fx.root.join("sandboxes").join(sandbox_id).exists());
+}
+
+/// Writes `input` to a piped (non-tty) process, closes its stdin and reads
+/// stdout and stderr to the end.
+pub async fn converse(p: &mut ExecProcess, input: &[u8]) -> (String, String) {
+    let mut stdin = p.stdin.take().expect("a process with stdin");
+    stdin.write_all(input).await.unwrap();
+    stdin.flush().await.unwrap();
+    drop(stdin);
+    let (mut out, mut err) = (String::new(), String::new());
+    p.stdout.as_mut().unwrap().read_to_string(&mut out).await.unwrap();
+    p.stderr.as_mut().unwrap().read_to_string(&mut err).await.unwrap();
+    (out, err)
 }
