@@ -16,6 +16,7 @@ use super::stats::run_ops;
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
 const TIMEOUT: Duration = Duration::from_secs(1800);
+const CLUSTER_CIDR: &str = "10.64.0.0/10";
 
 #[derive(clap::Args)]
 pub struct ClusterArgs {
@@ -44,18 +45,22 @@ struct Report {
     /// Every Deployment available, from the first create after the timed one.
     fill_seconds: f64,
     fill_pods_per_sec: f64,
+    /// Nodes Ready once every Deployment is available (all of them unless heartbeats were missed).
+    nodes_ready_at_end: usize,
     server_memory: Option<Memory>,
     /// This process, which runs the simulated nodes.
     sim_memory: Option<Memory>,
 }
 
 pub async fn run(args: ClusterArgs) -> Result<()> {
-    let mut server = LocalServer::start(&["--disable-agent"])?;
+    // A /10 holds 16,384 node /24s; the default /16 only 256.
+    let mut server = LocalServer::start(&["--disable-agent", "--cluster-cidr", CLUSTER_CIDR])?;
     let (_, client) = server.wait_ready().await?;
     let kube = kubelet::client::from_kubeconfig(&server.kubeconfig).await?;
+    let leases = kubelet::client::from_kubeconfig(&server.kubeconfig).await?;
     let per_node = (2 * args.pods.div_ceil(args.nodes)).max(110) as u32;
     let sim_opts = kubelet::sim::Options { nodes: args.nodes, pods: per_node, ..Default::default() };
-    let sim = tokio::spawn(kubelet::sim::run(kube, sim_opts));
+    let sim = tokio::spawn(kubelet::sim::run_with_lease_client(kube, leases, sim_opts));
     let report = measure(&args, &client, server.pid).await;
     sim.abort();
     drop(client);
@@ -65,7 +70,7 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
     let text = format!(
         "cluster    {} nodes Ready in {:.1}s\n\
          cluster    Deployment of {} replicas available in {:.2}s\n\
-         cluster    {} pods available in {:.1}s ({:.0} pods/s)\n\
+         cluster    {} pods available in {:.1}s ({:.0} pods/s), {} nodes Ready then\n\
          cluster    server RSS {}, sim RSS {}",
         report.nodes,
         report.nodes_ready_seconds,
@@ -74,6 +79,7 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
         report.pods,
         report.fill_seconds,
         report.fill_pods_per_sec,
+        report.nodes_ready_at_end,
         mib(report.server_memory),
         mib(report.sim_memory),
     );
@@ -110,13 +116,15 @@ async fn measure(args: &ClusterArgs, client: &Client, pid: u32) -> Result<Report
     wait_for(
         || async {
             let n = available(client).await?;
-            eprintln!("  {n}/{total} pods available after {:.0}s", t.elapsed().as_secs_f64());
+            let rss = server::memory(pid).map_or(0, |m| m.rss_kb / 1024);
+            eprintln!("  {n}/{total} pods available after {:.0}s, server RSS {rss} MiB", t.elapsed().as_secs_f64());
             Ok(n >= total)
         },
         "every Deployment to be available",
     )
     .await?;
     let fill_seconds = t.elapsed().as_secs_f64();
+    let nodes_ready_at_end = ready_nodes(client).await?;
     Ok(Report {
         nodes: args.nodes,
         pods: total,
@@ -125,6 +133,7 @@ async fn measure(args: &ClusterArgs, client: &Client, pid: u32) -> Result<Report
         replicas: args.replicas,
         fill_seconds,
         fill_pods_per_sec: (total - args.replicas) as f64 / fill_seconds.max(1e-9),
+        nodes_ready_at_end,
         server_memory: server::memory(pid).ok(),
         sim_memory: server::memory(std::process::id()).ok(),
     })

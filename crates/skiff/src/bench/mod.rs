@@ -6,6 +6,8 @@
 mod client;
 mod cluster;
 mod events;
+mod host_state;
+mod pods;
 mod scheduler;
 mod server;
 mod stats;
@@ -77,6 +79,8 @@ enum Scenario {
     Scheduler(scheduler::SchedulerArgs),
     /// Control plane at scale with simulated nodes: Deployment availability and memory.
     Cluster(cluster::ClusterArgs),
+    /// Pod startup latency on this host's real node agent (needs root).
+    Pods(pods::PodsArgs),
 }
 
 #[derive(Serialize)]
@@ -112,6 +116,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     match args.scenario {
         Some(Scenario::Scheduler(a)) => return scheduler::run(a).await,
         Some(Scenario::Cluster(a)) => return cluster::run(a).await,
+        Some(Scenario::Pods(a)) => return pods::run(a).await,
         None => {}
     }
     let out = Out { json: args.json };

@@ -17,9 +17,12 @@ pub struct LocalServer {
     child: Child,
     pub pid: u32,
     pub kubeconfig: PathBuf,
-    log: PathBuf,
-    // Declared last so the directory is removed after the child is gone.
-    _dir: tempfile::TempDir,
+    /// The server's --data-dir (inside the temp dir).
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    // Declared last so the directory is removed after the child is gone;
+    // None once `stop_keeping_dir` handed it to the caller.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl LocalServer {
@@ -43,7 +46,7 @@ impl LocalServer {
             .stderr(out)
             .spawn()
             .context("starting skiff server")?;
-        Ok(LocalServer { pid: child.id(), child, kubeconfig: data_dir.join("kubeconfig.yaml"), log, _dir: dir })
+        Ok(LocalServer { pid: child.id(), child, kubeconfig: data_dir.join("kubeconfig.yaml"), data_dir, log, dir: Some(dir) })
     }
 
     /// Waits for the kubeconfig to appear and `/readyz` to answer 200.
@@ -68,6 +71,18 @@ impl LocalServer {
     /// Asks the server to shut down (SIGINT, which it handles), then kills it
     /// if it has not exited within 10 s. The temp dir goes when `self` drops.
     pub fn stop(mut self) -> Result<()> {
+        self.halt()
+    }
+
+    /// Like `stop`, but hands back the temp dir, for callers that must clean
+    /// up what the server left on the host (mounts, namespaces) before the
+    /// directory is removed.
+    pub fn stop_keeping_dir(mut self) -> Result<tempfile::TempDir> {
+        self.halt()?;
+        Ok(self.dir.take().expect("the temp dir is only taken here"))
+    }
+
+    fn halt(&mut self) -> Result<()> {
         unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -110,7 +125,7 @@ async fn probe(kubeconfig: &Path) -> Result<(Kubeconfig, Client)> {
 }
 
 /// A port the kernel just handed out; racy in theory, fine on a quiet host.
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
