@@ -240,9 +240,10 @@ pub trait ImageService: Send + Sync {
     async fn remove_image(&self, image: &str) -> anyhow::Result<()>;
     /// Bytes used by the image store.
     async fn fs_usage(&self) -> anyhow::Result<u64>;
-    /// Removes images not in `in_use` (names or IDs), least recently used
-    /// first, until `bytes_to_free` are freed; returns the bytes freed. The
-    /// kubelet's image GC does this through List/RemoveImage; one call keeps
-    /// the store's own last-used order and locking.
-    async fn garbage_collect(&self, in_use: &std::collections::HashSet<String>, bytes_to_free: u64) -> anyhow::Result<u64>;
+    /// Removes images not in `in_use` (names or IDs) and not pulled,
+    /// imported or used within `min_age`, least recently used first, until
+    /// `bytes_to_free` are freed; returns the bytes freed. The kubelet's
+    /// image GC does this through List/RemoveImage; one call keeps the
+    /// store's own last-used order and locking.
+    async fn garbage_collect(&self, in_use: &std::collections::HashSet<String>, bytes_to_free: u64, min_age: std::time::Duration) -> anyhow::Result<u64>;
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 use runtime::cri::ImageService;
 use runtime::images::testimage;
@@ -90,10 +91,10 @@ async fn remove_and_gc_delete_unreferenced_blobs_and_layers() {
     store.remove_image("localhost/c:1").await.unwrap(); // absent: not an error, as CRI
 
     // GC keeps what is in use and frees only as much as asked.
-    let report = store.gc(&HashSet::new(), 0).await.unwrap();
+    let report = store.gc(&HashSet::new(), 0, Duration::ZERO).await.unwrap();
     assert!(report.removed_images.is_empty());
     let keep: HashSet<String> = ["localhost/a:1".to_string()].into();
-    let report = store.gc(&keep, u64::MAX).await.unwrap();
+    let report = store.gc(&keep, u64::MAX, Duration::ZERO).await.unwrap();
     assert_eq!(report.removed_images.len(), 1);
     assert!(report.freed_bytes > 0);
     assert!(store.image_status("localhost/b:1").await.unwrap().is_none());
@@ -115,6 +116,9 @@ async fn gc_evicts_least_recently_used_first() {
         let archive = write(dir.path(), name, &testimage::docker_save_tar(&format!("localhost/{name}:1"), &small_layer(name)));
         store.import(&archive).await.unwrap();
     }
+    // Both were just imported (younger than two minutes): nothing goes.
+    let report = store.gc(&HashSet::new(), u64::MAX, Duration::from_secs(120)).await.unwrap();
+    assert!(report.removed_images.is_empty(), "{report:?}");
     // Age "old" by editing its record, as if last used an hour ago.
     let index_path = root.join("index.json");
     let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
@@ -123,7 +127,7 @@ async fn gc_evicts_least_recently_used_first() {
     index["images"][&old_id]["last_used"] = (used - 3600).into();
     std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 
-    let report = store.gc(&HashSet::new(), 1).await.unwrap();
+    let report = store.gc(&HashSet::new(), 1, Duration::from_secs(120)).await.unwrap();
     assert_eq!(report.removed_images, vec![old_id]);
     assert!(store.resolve("localhost/new:1").is_ok());
 }

@@ -1,7 +1,9 @@
 //! Image garbage collection under disk pressure, with upstream kubelet's
 //! defaults: when the filesystem holding the agent's data is 85 % used,
 //! images no container uses are removed, least recently used first, until
-//! usage is back at 80 %.
+//! usage is back at 80 %. Images pulled, imported or used in the last two
+//! minutes stay (upstream's `imageMinimumGCAge`): a pod may be about to
+//! start from one.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use super::{hostinfo, Agent};
 const HIGH_THRESHOLD_PERCENT: u64 = 85;
 const LOW_THRESHOLD_PERCENT: u64 = 80;
 const CHECK_EVERY: Duration = Duration::from_secs(60);
+const MINIMUM_AGE: Duration = Duration::from_secs(120);
 
 /// Bytes to free to bring usage from at or above the high threshold down to
 /// the low one; 0 below the high threshold.
@@ -39,7 +42,7 @@ pub(crate) async fn run(agent: Arc<Agent>) {
                 continue;
             }
         };
-        match agent.images.garbage_collect(&in_use, want).await {
+        match agent.images.garbage_collect(&in_use, want, MINIMUM_AGE).await {
             Ok(freed) if freed < want => {
                 tracing::warn!(wanted = want, freed, "image GC: disk still above {LOW_THRESHOLD_PERCENT}% after removing unused images")
             }

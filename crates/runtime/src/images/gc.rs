@@ -4,10 +4,11 @@
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 
-use super::index::{FileLock, Index};
+use super::index::{now_unix, FileLock, Index};
 use super::store::{remove_path, Store, CONTENT_LOCK};
 
 /// What a GC run did.
@@ -21,17 +22,19 @@ pub struct GcReport {
 impl Store {
     /// Frees at least `target_free_bytes` (if it can) by removing images
     /// nobody needs, least recently used first. `keep` holds references or
-    /// IDs of images in use (running containers, pinned images); those stay.
-    /// Unreferenced blobs and layers always go first.
-    pub async fn gc(&self, keep: &HashSet<String>, target_free_bytes: u64) -> anyhow::Result<GcReport> {
+    /// IDs of images in use (running containers, pinned images); those stay,
+    /// as do images pulled, imported or used within `min_age` (a pod may be
+    /// about to start from one). Unreferenced blobs and layers always go first.
+    pub async fn gc(&self, keep: &HashSet<String>, target_free_bytes: u64, min_age: Duration) -> anyhow::Result<GcReport> {
         let _content = FileLock::acquire_async(self.locks_dir(), CONTENT_LOCK.into(), true).await?;
         let index = self.read_index()?;
         let mut report = GcReport { freed_bytes: self.collect_unreferenced(&index)?, ..Default::default() };
+        let young_after = now_unix() - min_age.as_secs() as i64;
         let kept: HashSet<String> = keep.iter().filter_map(|k| Store::find_image(&index, k)).collect();
         let mut candidates: Vec<(i64, String)> = index
             .images
             .iter()
-            .filter(|(id, _)| !kept.contains(*id))
+            .filter(|(id, r)| !kept.contains(*id) && r.last_used <= young_after)
             .map(|(id, r)| (r.last_used, id.clone()))
             .collect();
         candidates.sort();

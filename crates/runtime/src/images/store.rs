@@ -343,7 +343,7 @@ impl ImageService for Store {
         Ok(tokio::task::spawn_blocking(move || super::gc::disk_usage(&root)).await?)
     }
 
-    async fn garbage_collect(&self, in_use: &std::collections::HashSet<String>, bytes_to_free: u64) -> anyhow::Result<u64> {
-        Ok(self.gc(in_use, bytes_to_free).await?.freed_bytes)
+    async fn garbage_collect(&self, in_use: &std::collections::HashSet<String>, bytes_to_free: u64, min_age: std::time::Duration) -> anyhow::Result<u64> {
+        Ok(self.gc(in_use, bytes_to_free, min_age).await?.freed_bytes)
     }
 }
