@@ -188,3 +188,50 @@ fn places_pods_by_selector_affinity_taints_and_resources() {
     let holder = s.ok(&["get", "lease", "kube-scheduler", "-n", "kube-system", "-o", "jsonpath={.spec.holderIdentity}"]);
     assert!(holder.contains("scheduler"), "{holder}");
 }
+
+/// Priority admission: a pod's class becomes its priority and preemption
+/// policy, the global default class applies to pods naming none, and what
+/// upstream refuses is refused with its message.
+#[test]
+fn priority_classes_resolve_pod_priority() {
+    let s = Server::start_api_only();
+    let class = |name: &str, value: i64, default: bool, policy: &str| {
+        let manifest = format!(
+            "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: {name}\nvalue: {value}\nglobalDefault: {default}\npreemptionPolicy: {policy}\n"
+        );
+        s.apply_stdin(&["create", "-f", "-"], &manifest)
+    };
+    let pod = |name: &str, extra: &str| {
+        let manifest = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{extra}  containers:\n  - name: c\n    image: nginx\n");
+        s.apply_stdin(&["create", "-f", "-"], &manifest)
+    };
+    let priority = |name: &str| s.ok(&["get", "pod", name, "-o", "jsonpath={.spec.priorityClassName}/{.spec.priority}/{.spec.preemptionPolicy}"]);
+
+    assert!(pod("plain", "").ok());
+    assert_eq!(priority("plain"), "/0/PreemptLowerPriority");
+    assert!(class("batch", 1000, false, "Never").ok());
+    assert!(pod("batchjob", "  priorityClassName: batch\n").ok());
+    assert_eq!(priority("batchjob"), "batch/1000/Never");
+    assert!(pod("critical", "  priorityClassName: system-node-critical\n").ok());
+    assert_eq!(priority("critical"), "system-node-critical/2000001000/PreemptLowerPriority");
+
+    let unknown = pod("lost", "  priorityClassName: nope\n");
+    assert!(unknown.stderr.contains(r#"pods "lost" is forbidden: no PriorityClass with name nope was found"#), "{}", unknown.stderr);
+    let mismatch = pod("liar", "  priorityClassName: batch\n  priority: 5\n");
+    assert!(mismatch.stderr.contains("the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 1000 from the given PriorityClass name"), "{}", mismatch.stderr);
+
+    // The global default class, and only one of them.
+    assert!(class("everyday", 10, true, "PreemptLowerPriority").ok());
+    let second = class("another", 20, true, "PreemptLowerPriority");
+    assert!(second.stderr.contains("PriorityClass everyday is marked as default. Only one default can exist"), "{}", second.stderr);
+    eventually(10, "the default class to apply", || {
+        let _ = s.kubectl(&["delete", "pod", "defaulted", "--now"]);
+        pod("defaulted", "").ok().then(|| priority("defaulted")).filter(|p| p == "everyday/10/PreemptLowerPriority")
+    });
+    // A replace that leaves the priority out keeps it.
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: batchjob\n  labels: {touched: \"yes\"}\nspec:\n  priorityClassName: batch\n  containers:\n  - name: c\n    image: nginx\n";
+    let replaced = s.apply_stdin(&["replace", "-f", "-"], manifest);
+    assert!(replaced.ok(), "{}", replaced.stderr);
+    assert_eq!(priority("batchjob"), "batch/1000/Never");
+    assert_eq!(s.ok(&["get", "pod", "batchjob", "-o", "jsonpath={.metadata.labels.touched}"]), "yes");
+}

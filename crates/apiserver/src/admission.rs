@@ -1,6 +1,7 @@
 //! Admission: what the server decides about an object beyond its own
-//! validity — its namespace must exist and not be terminating, and Services
-//! get cluster IPs and node ports from the configured ranges.
+//! validity — its namespace must exist and not be terminating, Services
+//! get cluster IPs and node ports from the configured ranges, and pods their
+//! priority (`priority.rs`).
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -80,15 +81,20 @@ impl Admission {
                 }
             }
         }
-        if info.group.is_empty() && info.kind == "Service" {
-            self.allocate(reg, info, obj, None).await?;
+        match (info.group, info.kind) {
+            ("", "Service") => self.allocate(reg, info, obj, None).await?,
+            ("", "Pod") => crate::priority::admit_new_pod(reg, info, obj).await?,
+            ("scheduling.k8s.io", "PriorityClass") => crate::priority::admit_class(reg, info, obj)?,
+            _ => {}
         }
         Ok(())
     }
 
     pub async fn admit_update(&self, reg: &Registry, info: &ResourceInfo, new: &mut Value, old: &Value) -> ApiResult<()> {
-        if info.group.is_empty() && info.kind == "Service" {
-            self.allocate(reg, info, new, Some(old)).await?;
+        match (info.group, info.kind) {
+            ("", "Service") => self.allocate(reg, info, new, Some(old)).await?,
+            ("scheduling.k8s.io", "PriorityClass") => crate::priority::admit_class(reg, info, new)?,
+            _ => {}
         }
         Ok(())
     }
@@ -98,13 +104,14 @@ impl Admission {
         reg.cache.sync().await?;
         let (mut ips, mut ports) = (HashSet::new(), HashSet::new());
         for svc in reg.cache.prefix("services").snapshot("/registry/services/") {
-            if svc.obj["metadata"]["uid"].as_str() == Some(except_uid) {
+            let svc = svc.obj();
+            if svc["metadata"]["uid"].as_str() == Some(except_uid) {
                 continue;
             }
-            for ip in svc.obj["spec"]["clusterIPs"].as_array().into_iter().flatten() {
+            for ip in svc["spec"]["clusterIPs"].as_array().into_iter().flatten() {
                 ips.insert(ip.as_str().unwrap_or("").to_string());
             }
-            for p in svc.obj["spec"]["ports"].as_array().into_iter().flatten() {
+            for p in svc["spec"]["ports"].as_array().into_iter().flatten() {
                 if let Some(n) = p["nodePort"].as_u64() {
                     ports.insert(n);
                 }

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
-use serde_json::Value;
+use resources::selectors::field_value;
+use serde_json::{Map, Value};
 use store::{DynStore, EventKind, KeyValue, Revision};
 use tokio::sync::{broadcast, watch};
 
@@ -21,36 +22,90 @@ const FANOUT: usize = 8_192;
 
 pub const ROOT: &str = "/registry/";
 
-/// One object as stored, with its resourceVersion filled in.
+/// One object as stored, with its resourceVersion filled in. It is kept as
+/// its JSON (what lists and watches send, shared by all of them) plus what
+/// selectors read; the full tree is decoded only when a caller asks for it
+/// (tables, conversions, YAML). A decoded tree costs about eight times the
+/// bytes, and the cache holds every object of the cluster.
 pub struct Cached {
     pub key: String,
     pub rev: Revision,
-    pub obj: Value,
-    json: OnceLock<Bytes>,
+    json: Bytes,
+    labels: Map<String, Value>,
+    /// Selectable fields of the object's kind that are set, by JSON path.
+    fields: Box<[(&'static str, String)]>,
 }
 
 impl Cached {
     pub fn decode(kv: &KeyValue) -> ApiResult<Arc<Cached>> {
-        let mut obj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
-        set_resource_version(&mut obj, kv.mod_revision);
-        Ok(Arc::new(Cached { key: kv.key.clone(), rev: kv.mod_revision, obj, json: OnceLock::new() }))
+        Ok(Arc::new(Cached::new(kv.key.clone(), kv.mod_revision, &decode_value(kv)?)))
+    }
+
+    fn new(key: String, rev: Revision, obj: &Value) -> Cached {
+        let labels = obj["metadata"]["labels"].as_object().cloned().unwrap_or_default();
+        let fields = selectable_paths(&key).iter().map(|p| (*p, field_value(obj, p))).filter(|(_, v)| !v.is_empty()).collect();
+        let json = Bytes::from(serde_json::to_vec(obj).unwrap_or_default());
+        Cached { key, rev, json, labels, fields }
     }
 
     /// This object as another served version of its kind sees it.
     pub fn converted(&self, info: &resources::catalog::ResourceInfo) -> Arc<Cached> {
-        let obj = resources::conversion::from_storage(info, self.obj.clone());
-        Arc::new(Cached { key: self.key.clone(), rev: self.rev, obj, json: OnceLock::new() })
+        let obj = resources::conversion::from_storage(info, self.obj());
+        Arc::new(Cached::new(self.key.clone(), self.rev, &obj))
     }
 
-    /// The object's JSON, serialized on first use.
+    /// The object, decoded from its JSON.
+    pub fn obj(&self) -> Value {
+        serde_json::from_slice(&self.json).expect("the cache holds JSON it serialized itself")
+    }
+
+    /// The object's JSON.
     pub fn json(&self) -> &Bytes {
-        self.json.get_or_init(|| Bytes::from(serde_json::to_vec(&self.obj).unwrap_or_default()))
+        &self.json
     }
 
-    pub fn labels(&self) -> &serde_json::Map<String, Value> {
-        static EMPTY: OnceLock<serde_json::Map<String, Value>> = OnceLock::new();
-        self.obj["metadata"]["labels"].as_object().unwrap_or_else(|| EMPTY.get_or_init(Default::default))
+    pub fn labels(&self) -> &Map<String, Value> {
+        &self.labels
     }
+
+    /// The text of a field at a JSON path ("" when unset), as field selectors compare it.
+    pub fn field(&self, path: &str) -> String {
+        match self.fields.iter().find(|(p, _)| *p == path) {
+            Some((_, v)) => v.clone(),
+            None if selectable_paths(&self.key).contains(&path) => String::new(),
+            None => field_value(&self.obj(), path),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or_default()
+    }
+}
+
+/// A stored value as a JSON tree, with its resourceVersion filled in.
+pub fn decode_value(kv: &KeyValue) -> ApiResult<Value> {
+    let mut obj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+    set_resource_version(&mut obj, kv.mod_revision);
+    Ok(obj)
+}
+
+/// The JSON paths field selectors may read for the kinds stored under the
+/// key's storage prefix (kinds served in several versions share one).
+fn selectable_paths(key: &str) -> &'static [&'static str] {
+    static PATHS: OnceLock<HashMap<&'static str, Vec<&'static str>>> = OnceLock::new();
+    let paths = PATHS.get_or_init(|| {
+        let mut by_storage: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
+        for info in resources::catalog::CATALOG {
+            let paths = by_storage.entry(info.storage).or_default();
+            for p in ["metadata.name", "metadata.namespace"].into_iter().chain(info.fields.iter().map(|(_, p)| *p)) {
+                if !paths.contains(&p) {
+                    paths.push(p);
+                }
+            }
+        }
+        by_storage
+    });
+    storage_of(key).and_then(|s| paths.get(s)).map_or(&[], Vec::as_slice)
 }
 
 pub fn set_resource_version(obj: &mut Value, rev: Revision) {
@@ -264,5 +319,43 @@ async fn follow(cache: Arc<WatchCache>, mut feed: store::WatchReceiver, rev_tx: 
                 continue;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, obj: Value, rev: Revision) -> KeyValue {
+        KeyValue { key: key.into(), value: Bytes::from(serde_json::to_vec(&obj).unwrap()), create_revision: rev, mod_revision: rev }
+    }
+
+    #[test]
+    fn keeps_json_labels_and_selectable_fields() {
+        let pod = serde_json::json!({"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "web", "namespace": "prod", "labels": {"app": "web"}, "resourceVersion": "1"},
+            "spec": {"nodeName": "n1", "containers": []}});
+        let c = Cached::decode(&kv("/registry/pods/prod/web", pod.clone(), 42)).unwrap();
+        let mut want = pod;
+        want["metadata"]["resourceVersion"] = "42".into();
+        assert_eq!(c.obj(), want);
+        assert_eq!(serde_json::from_slice::<Value>(c.json()).unwrap(), want);
+        // Key order survives the round trip, as clients see it.
+        assert!(std::str::from_utf8(c.json()).unwrap().starts_with(r#"{"kind":"Pod","apiVersion":"v1","metadata""#));
+        assert_eq!(c.labels().get("app"), Some(&Value::from("web")));
+        assert_eq!((c.name(), c.field("metadata.namespace").as_str()), ("web", "prod"));
+        assert_eq!(c.field("spec.nodeName"), "n1");
+        assert_eq!(c.field("status.phase"), "", "unset selectable field");
+        assert_eq!(c.field("spec.containers"), "", "not selectable: read from the object");
+    }
+
+    #[test]
+    fn event_fields_by_path_for_both_served_versions() {
+        let ev = serde_json::json!({"metadata": {"name": "e1", "namespace": "d"}, "involvedObject": {"kind": "Pod", "name": "web"},
+            "reason": "Scheduled", "source": {"component": "default-scheduler"}});
+        let c = Cached::decode(&kv("/registry/events/d/e1", ev, 7)).unwrap();
+        assert_eq!(c.field("involvedObject.name"), "web");
+        assert_eq!(c.field("source.component"), "default-scheduler");
+        assert_eq!(c.field("reason"), "Scheduled");
     }
 }

@@ -10,7 +10,7 @@ use axum::response::Response;
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use resources::catalog::ResourceInfo;
-use resources::selectors::{field_value, FieldSelector, LabelSelector};
+use resources::selectors::{FieldSelector, LabelSelector};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
@@ -59,7 +59,7 @@ impl Filter {
             }
         }
         self.fields.iter().all(|(path, r)| {
-            let v = field_value(&c.obj, path);
+            let v = c.field(path);
             match r.op {
                 resources::selectors::FieldOp::Eq => v == r.value,
                 resources::selectors::FieldOp::NotEq => v != r.value,
@@ -192,11 +192,11 @@ impl Encoder {
         buf.put_slice(format!("{{\"type\":\"{ty}\",\"object\":").as_bytes());
         match self.fmt {
             Format::Table => {
-                let t = respond::table(self.info, &[&c.obj], self.include, !self.headers_sent, json!({"resourceVersion": c.rev.to_string()}));
+                let t = respond::table(self.info, &[&c.obj()], self.include, !self.headers_sent, json!({"resourceVersion": c.rev.to_string()}));
                 self.headers_sent = true;
                 buf.put_slice(&serde_json::to_vec(&t).unwrap());
             }
-            Format::Metadata => buf.put_slice(&serde_json::to_vec(&respond::partial_metadata(&c.obj)).unwrap()),
+            Format::Metadata => buf.put_slice(&serde_json::to_vec(&respond::partial_metadata(&c.obj())).unwrap()),
             _ => buf.put_slice(c.json()),
         }
         buf.put_slice(b"}\n");

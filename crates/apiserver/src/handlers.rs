@@ -62,11 +62,11 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
     let name = r.name.clone().unwrap_or_default();
     match r.verb {
         Verb::Get => {
-            let c = reg.get(stored, ns, &name).await?;
+            let obj = reg.get(stored, ns, &name).await?;
             if sub == Some("scale") {
-                return respond::object(fmt, info, &q, &to_scale(info, &c.obj), 200, &[]);
+                return respond::object(fmt, info, &q, &to_scale(info, &obj), 200, &[]);
             }
-            respond::object(fmt, info, &q, &out(c.obj.clone()), 200, &[])
+            respond::object(fmt, info, &q, &out(obj), 200, &[])
         }
         Verb::List => collection::list(&reg, Filter::new(info, ns, &q)?, &q, fmt).await,
         Verb::Watch => {
@@ -146,8 +146,9 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
             let victims = reg.cache.prefix(info.storage).snapshot(&filter.prefix);
             let mut deleted = Vec::new();
             for c in victims.iter().filter(|c| filter.matches(c)) {
-                let n = c.obj["metadata"]["name"].as_str().unwrap_or("");
-                let item_ns = c.obj["metadata"]["namespace"].as_str();
+                let obj = c.obj();
+                let n = obj["metadata"]["name"].as_str().unwrap_or("");
+                let item_ns = obj["metadata"]["namespace"].as_str();
                 match reg.delete(stored, item_ns, n, &options, None, &opts).await {
                     Ok((obj, _)) => deleted.push(out(obj)),
                     Err(e) if e.code == 404 => {}

@@ -14,6 +14,7 @@ mod lifecycle;
 mod metrics;
 mod openapi;
 mod pods;
+mod priority;
 pub mod pki;
 mod protobuf;
 mod proxy;

@@ -76,8 +76,8 @@ pub async fn run_namespace_cleanup(reg: Arc<Registry>) {
             .prefix(ns_info.storage)
             .snapshot("/registry/namespaces/")
             .iter()
-            .filter(|c| c.obj["metadata"]["deletionTimestamp"].is_string())
-            .filter_map(|c| c.obj["metadata"]["name"].as_str().map(String::from))
+            .filter(|c| c.obj()["metadata"]["deletionTimestamp"].is_string())
+            .map(|c| c.name().to_string())
             .collect();
         for ns in terminating {
             if let Err(e) = empty_namespace(&reg, &ns).await {
@@ -95,10 +95,10 @@ async fn empty_namespace(reg: &Registry, ns: &str) -> anyhow::Result<()> {
         let prefix = format!("/registry/{}/{}/", info.storage, ns);
         for c in reg.cache.prefix(info.storage).snapshot(&prefix) {
             remaining += 1;
-            if c.obj["metadata"]["deletionTimestamp"].is_string() {
+            if c.obj()["metadata"]["deletionTimestamp"].is_string() {
                 continue;
             }
-            let name = c.obj["metadata"]["name"].as_str().unwrap_or("");
+            let name = c.name();
             if let Err(e) = reg.delete(info, Some(ns), name, &json!({}), None, &WriteOptions::default()).await {
                 if e.code != 404 {
                     anyhow::bail!("deleting {}/{name}: {}", info.plural, e.message);

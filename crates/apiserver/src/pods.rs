@@ -43,7 +43,7 @@ pub async fn bind(reg: &Registry, ns: Option<&str>, name: &str, binding: &Value,
 /// Deletes the pod unless that would take a PodDisruptionBudget below what it
 /// allows; answers 429 like upstream when it would.
 pub async fn evict(reg: &Registry, ns: Option<&str>, name: &str, eviction: &Value, opts: &WriteOptions) -> ApiResult<()> {
-    let pod = reg.get(pods(), ns, name).await?.obj.clone();
+    let pod = reg.get(pods(), ns, name).await?;
     let finished = matches!(pod["status"]["phase"].as_str(), Some("Succeeded") | Some("Failed"));
     if !finished && pod["metadata"]["deletionTimestamp"].is_null() {
         let pdb_info = lookup("policy", "v1", "poddisruptionbudgets").unwrap();
@@ -56,7 +56,7 @@ pub async fn evict(reg: &Registry, ns: Option<&str>, name: &str, eviction: &Valu
             .prefix(pdb_info.storage)
             .snapshot(&prefix)
             .into_iter()
-            .map(|c| c.obj.clone())
+            .map(|c| c.obj())
             .filter(|pdb| LabelSelector::from_label_selector(&pdb["spec"]["selector"]).is_ok_and(|s| !s.is_empty() && s.matches(&labels)))
             .collect();
         if budgets.len() > 1 {

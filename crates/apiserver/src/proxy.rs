@@ -71,7 +71,7 @@ async fn route(app: &Arc<App>, t: &Target, req: Request) -> ApiResult<Response> 
         return Err(ApiError::method_not_allowed());
     }
     let pods = resources::catalog::lookup("", "v1", "pods").expect("pods are in the catalog");
-    let pod = app.registry.get(pods, Some(&t.namespace), &t.pod).await?.obj.clone();
+    let pod = app.registry.get(pods, Some(&t.namespace), &t.pod).await?;
     let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default();
     if node_name.is_empty() {
         return Err(ApiError::bad_request(format!("pod {} does not have a host assigned", t.pod)));
@@ -104,7 +104,7 @@ async fn route(app: &Arc<App>, t: &Target, req: Request) -> ApiResult<Response> 
         format!("{path}?{}", q.finish())
     };
     let nodes = resources::catalog::lookup("", "v1", "nodes").expect("nodes are in the catalog");
-    let node = app.registry.get(nodes, None, node_name).await?.obj.clone();
+    let node = app.registry.get(nodes, None, node_name).await?;
     let (host, port) = agent_address(&node).ok_or_else(|| ApiError::internal(format!("node {node_name} has no address to reach its agent at")))?;
     let tls = app.kubelet_tls.get().cloned().ok_or_else(|| ApiError::new(503, "ServiceUnavailable", "this API server has no client certificate for node agents"))?;
     let conn = agent::Agent { host, port, tls };

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use store::{DynStore, KeyValue};
 
 use crate::admission::Admission;
-use crate::cache::{set_resource_version, Cached, WatchCache};
+use crate::cache::{decode_value, set_resource_version, Cached, WatchCache};
 use crate::errors::{ApiError, ApiResult};
 
 /// Options shared by the write verbs.
@@ -97,9 +97,9 @@ fn check_invalid(info: &ResourceInfo, obj: &Value, errs: Vec<validation::FieldEr
 }
 
 impl Registry {
-    pub async fn get(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Arc<Cached>> {
+    pub async fn get(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Value> {
         match self.store.get(&key(info, ns, name)).await? {
-            Some(kv) => Cached::decode(&kv),
+            Some(kv) => decode_value(&kv),
             None => Err(ApiError::not_found(info, name)),
         }
     }
@@ -179,7 +179,7 @@ impl Registry {
         let k = key(info, ns, name);
         loop {
             let current = self.store.get(&k).await?.ok_or_else(|| ApiError::not_found(info, name))?;
-            let old = Cached::decode(&current)?.obj.clone();
+            let old = decode_value(&current)?;
             let mut new = mutate(&old)?;
             set_type(info, &mut new);
             if name_of(&new) != name {
@@ -288,6 +288,9 @@ impl Registry {
                 }
             }
         }
+        if info.group.is_empty() && info.kind == "Pod" {
+            crate::priority::keep_on_update(new, old);
+        }
         defaults::apply(info.group, info.kind, new);
         if info.generation && strategy::spec_changed(new, old) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
@@ -311,7 +314,7 @@ impl Registry {
         let k = key(info, ns, name);
         loop {
             let current = self.store.get(&k).await?.ok_or_else(|| ApiError::not_found(info, name))?;
-            let obj = Cached::decode(&current)?.obj.clone();
+            let obj = decode_value(&current)?;
             let pre = &options["preconditions"];
             if let Some(uid) = pre["uid"].as_str() {
                 let actual = obj["metadata"]["uid"].as_str().unwrap_or("");

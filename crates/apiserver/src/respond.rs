@@ -111,17 +111,18 @@ pub fn list(fmt: Format, info: &ResourceInfo, q: &Query, items: &[Arc<Cached>], 
     };
     match fmt {
         Format::Table => {
-            let objs: Vec<&Value> = items.iter().map(|c| &c.obj).collect();
+            let objs: Vec<Value> = items.iter().map(|c| c.obj()).collect();
+            let objs: Vec<&Value> = objs.iter().collect();
             let t = table(info, &objs, IncludeObject::from_query(q)?, true, list_meta);
             Ok(json_response(200, Bytes::from(serde_json::to_vec(&t).unwrap()), &[]))
         }
         Format::Metadata => {
-            let items: Vec<Value> = items.iter().map(|c| partial_metadata(&c.obj)).collect();
+            let items: Vec<Value> = items.iter().map(|c| partial_metadata(&c.obj())).collect();
             let v = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items});
             Ok(json_response(200, Bytes::from(serde_json::to_vec(&v).unwrap()), &[]))
         }
         Format::Yaml => {
-            let items: Vec<&Value> = items.iter().map(|c| &c.obj).collect();
+            let items: Vec<Value> = items.iter().map(|c| c.obj()).collect();
             yaml_response(200, &json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(), "metadata": list_meta, "items": items}))
         }
         Format::Json => {

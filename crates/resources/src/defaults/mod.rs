@@ -1,8 +1,9 @@
 //! Server-side defaulting: what upstream fills in on create and update, as
 //! `kubectl get -o yaml` shows it. That is the versioned defaulters, plus
 //! the visible parts of registry strategies and admission plugins that
-//! need no other objects (service account name, default tolerations, pod
-//! priority, Job selectors, Service IP families).
+//! need no other objects (service account name, default tolerations, Job
+//! selectors, Service IP families). Pod priority needs the PriorityClasses:
+//! the API server's admission sets it.
 //!
 //! A value the client set is never replaced; what counts as "unset" follows
 //! the Go field types: absent or null for pointers, and also "" or 0 for

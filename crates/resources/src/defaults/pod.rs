@@ -40,7 +40,6 @@ pub(super) fn pod(pod: &mut Obj) {
         sync_service_account(spec);
     }
     default_tolerations(spec);
-    priority(spec);
     if let Some(status) = existing_obj(pod, "status") {
         sync_ips(status, "podIP", "podIPs");
         sync_ips(status, "hostIP", "hostIPs");
@@ -248,21 +247,6 @@ fn default_tolerations(spec: &mut Obj) {
     if let Some(list) = spec.get_mut("tolerations").and_then(Value::as_array_mut) {
         list.extend(missing);
     }
-}
-
-/// Priority admission: no class means priority 0; the built-in system
-/// classes have fixed values. Other classes are resolved elsewhere.
-fn priority(spec: &mut Obj) {
-    let value = match str_of(spec, "priorityClassName") {
-        "" => Some(0),
-        "system-cluster-critical" => Some(2_000_000_000),
-        "system-node-critical" => Some(2_000_001_000),
-        _ => None,
-    };
-    if let Some(value) = value {
-        default_value(spec, "priority", value.into());
-    }
-    default_value(spec, "preemptionPolicy", "PreemptLowerPriority".into());
 }
 
 /// The singular IP field is the first of the plural list (v1 conversion).

@@ -24,8 +24,6 @@ fn pod_gets_spec_container_and_admission_defaults() {
     assert_eq!(spec["schedulerName"], "default-scheduler");
     assert_eq!(spec["securityContext"], json!({}));
     assert_eq!(spec["enableServiceLinks"], true);
-    assert_eq!(spec["priority"], 0);
-    assert_eq!(spec["preemptionPolicy"], "PreemptLowerPriority");
     assert_eq!(spec["serviceAccountName"], "default");
     assert_eq!(spec["serviceAccount"], "default");
     assert_eq!(
@@ -101,12 +99,7 @@ fn pod_tolerations_are_added_per_missing_taint() {
 }
 
 #[test]
-fn pod_priority_follows_the_class() {
-    let named = defaulted("", "Pod", json!({"spec": {"priorityClassName": "high", "containers": []}}));
-    assert!(named["spec"].get("priority").is_none());
-    assert_eq!(named["spec"]["preemptionPolicy"], "PreemptLowerPriority");
-    let system = defaulted("", "Pod", json!({"spec": {"priorityClassName": "system-node-critical", "containers": []}}));
-    assert_eq!(system["spec"]["priority"], 2_000_001_000);
+fn mirror_pods_get_no_service_account() {
     let mirror = defaulted(
         "",
         "Pod",
