@@ -298,9 +298,12 @@ fn watcher<K>(api: Api<K>) -> impl futures::Stream<Item = Event<K>> + Send
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    watcher::watcher(api, watcher::Config::default()).default_backoff().filter_map(|r| async move {
-        r.map_err(|e| tracing::debug!("scheduler watch: {e}")).ok()
-    })
+    // Listed from the API server's cache, as client-go's informers do; the
+    // managedFields no plugin reads are dropped before anything keeps them.
+    watcher::watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .filter_map(|r| async move { r.map_err(|e| tracing::debug!("scheduler watch: {e}")).ok() })
 }
 
 async fn forward<K>(stream: impl futures::Stream<Item = Event<K>> + Send, send: impl Fn(Event<K>) -> bool + Send) {

@@ -159,12 +159,25 @@ fn identity(component: &str) -> String {
     format!("{}_{}_{}", host.trim(), component, std::process::id())
 }
 
+/// glibc gives threads arenas of their own (up to 8 per core); across the
+/// runtime's workers and blocking threads that fragments the heap, about a
+/// fifth of the server's memory at scale (docs/performance.md). Two arenas
+/// cost no measurable throughput. `MALLOC_ARENA_MAX` in the environment wins.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called before any other thread exists; mallopt only sets a tunable.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     // A container's shim forks: it must start before any thread or runtime exists.
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some(agent::SHIM_SUBCOMMAND) {
         runtime::containers::shim_main(argv[2..].to_vec());
     }
+    limit_malloc_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
