@@ -38,13 +38,32 @@ pub struct Cached {
 
 impl Cached {
     pub fn decode(kv: &KeyValue) -> ApiResult<Arc<Cached>> {
-        Ok(Arc::new(Cached::new(kv.key.clone(), kv.mod_revision, &decode_value(kv)?)))
+        let obj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+        // Stored values leave the resourceVersion out (it is the revision):
+        // it is spliced into the stored bytes, which is much cheaper than
+        // serializing the tree again, and the watch cache follows every
+        // write on one task.
+        let json = match obj["metadata"].get("resourceVersion") {
+            None => with_resource_version(&kv.value, kv.mod_revision),
+            Some(_) => None,
+        };
+        let json = json.unwrap_or_else(|| {
+            let mut obj = obj.clone();
+            set_resource_version(&mut obj, kv.mod_revision);
+            Bytes::from(serde_json::to_vec(&obj).unwrap_or_default())
+        });
+        Ok(Arc::new(Cached::with_json(kv.key.clone(), kv.mod_revision, &obj, json)))
     }
 
     fn new(key: String, rev: Revision, obj: &Value) -> Cached {
+        let json = Bytes::from(serde_json::to_vec(obj).unwrap_or_default());
+        Cached::with_json(key, rev, obj, json)
+    }
+
+    /// `obj` is the object `json` holds (its resourceVersion aside).
+    fn with_json(key: String, rev: Revision, obj: &Value, json: Bytes) -> Cached {
         let labels = obj["metadata"]["labels"].as_object().cloned().unwrap_or_default();
         let fields = selectable_paths(&key).iter().map(|p| (*p, field_value(obj, p))).filter(|(_, v)| !v.is_empty()).collect();
-        let json = Bytes::from(serde_json::to_vec(obj).unwrap_or_default());
         Cached { key, rev, json, labels, fields }
     }
 
@@ -87,6 +106,54 @@ pub fn decode_value(kv: &KeyValue) -> ApiResult<Value> {
     let mut obj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
     set_resource_version(&mut obj, kv.mod_revision);
     Ok(obj)
+}
+
+/// `json` with `"resourceVersion":"<rev>"` first in its top-level
+/// `metadata` object; None when it has none.
+fn with_resource_version(json: &[u8], rev: Revision) -> Option<Bytes> {
+    let at = metadata_object_start(json)?;
+    let mut out = Vec::with_capacity(json.len() + 32);
+    out.extend_from_slice(&json[..at]);
+    out.extend_from_slice(format!("\"resourceVersion\":\"{rev}\"").as_bytes());
+    if json[at..].iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(&json[at..]);
+    Some(Bytes::from(out))
+}
+
+/// The offset just past the `{` of the top-level `"metadata"` object of a
+/// valid JSON document, found by one scan that skips strings and nesting.
+fn metadata_object_start(json: &[u8]) -> Option<usize> {
+    let (mut depth, mut i) = (0usize, 0usize);
+    // The last string seen at depth 1, and whether it was the key "metadata".
+    let (mut last_key, mut after_metadata_colon) = ((0, 0), false);
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    i += if json[i] == b'\\' { 2 } else { 1 };
+                }
+                if depth == 1 {
+                    last_key = (start, i);
+                }
+                after_metadata_colon = false;
+            }
+            b':' if depth == 1 => after_metadata_colon = &json[last_key.0..last_key.1] == b"metadata",
+            b'{' if depth == 1 && after_metadata_colon => return Some(i + 1),
+            b'{' | b'[' => {
+                depth += 1;
+                after_metadata_colon = false;
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b if b.is_ascii_whitespace() => {}
+            _ => after_metadata_colon = false,
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The JSON paths field selectors may read for the kinds stored under the
@@ -347,6 +414,24 @@ mod tests {
         assert_eq!(c.field("spec.nodeName"), "n1");
         assert_eq!(c.field("status.phase"), "", "unset selectable field");
         assert_eq!(c.field("spec.containers"), "", "not selectable: read from the object");
+    }
+
+    #[test]
+    fn the_resource_version_is_spliced_into_stored_bytes() {
+        for (stored, want) in [
+            (r#"{"kind":"Pod","metadata":{"name":"a"},"spec":{}}"#, r#"{"kind":"Pod","metadata":{"resourceVersion":"9","name":"a"},"spec":{}}"#),
+            (r#"{"metadata":{}}"#, r#"{"metadata":{"resourceVersion":"9"}}"#),
+            // Keys and strings that only look like the top-level metadata.
+            (r#"{"x":"\"metadata\":{","spec":{"metadata":{"n":1}},"metadata" : {"a":"}"}}"#, r#"{"x":"\"metadata\":{","spec":{"metadata":{"n":1}},"metadata" : {"resourceVersion":"9","a":"}"}}"#),
+        ] {
+            let got = with_resource_version(stored.as_bytes(), 9).unwrap();
+            assert_eq!(std::str::from_utf8(&got).unwrap(), want);
+        }
+        assert!(with_resource_version(br#"{"metadata":null,"spec":{"metadata":{}}}"#, 9).is_none());
+        assert!(with_resource_version(br#"{"spec":{"metadata":{}}}"#, 9).is_none());
+        // A stored value that does carry one is re-serialized, never given two.
+        let c = Cached::decode(&kv("/registry/pods/d/a", serde_json::json!({"metadata": {"name": "a", "resourceVersion": "1"}}), 5)).unwrap();
+        assert_eq!(std::str::from_utf8(c.json()).unwrap(), r#"{"metadata":{"name":"a","resourceVersion":"5"}}"#);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod informer;
 pub mod leader;
 pub mod nodeipam;
 pub mod nodelifecycle;
+mod persistentvolume;
 mod podgc;
 mod per_namespace;
 mod replicaset;
@@ -55,16 +56,17 @@ pub async fn run(client: Client, identity: String, options: Options) {
     .await
 }
 
-/// Endpoints/EndpointSlices, node IPAM, node lifecycle and taint eviction, pod GC, disruption budgets.
+/// Endpoints/EndpointSlices, node IPAM, node lifecycle and taint eviction, pod GC, disruption budgets, volume binding.
 fn housekeeping(client: Client, cluster_cidr: String, pods: &mut Shared<Pod>, nodes: &mut Shared<Node>) -> impl std::future::Future<Output = ()> {
     let cluster_cidr = if cluster_cidr.is_empty() { "10.42.0.0/16".to_string() } else { cluster_cidr };
     let endpoints = endpoints::run(client.clone(), pods.subscribe());
     let nodeipam = nodeipam::run(client.clone(), cluster_cidr, nodes.subscribe());
     let nodelifecycle = nodelifecycle::run(client.clone(), nodes.subscribe(), pods.subscribe());
     let podgc = podgc::run(client.clone(), nodes.subscribe(), pods.subscribe());
-    let disruption = disruption::run(client, pods.subscribe());
+    let disruption = disruption::run(client.clone(), pods.subscribe());
+    let volumes = persistentvolume::run(client);
     async move {
-        tokio::join!(endpoints, nodeipam, nodelifecycle, podgc, disruption);
+        tokio::join!(endpoints, nodeipam, nodelifecycle, podgc, disruption, volumes);
     }
 }
 
