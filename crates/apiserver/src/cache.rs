@@ -14,6 +14,7 @@ use store::{DynStore, EventKind, KeyValue, Revision};
 use tokio::sync::{broadcast, watch};
 
 use crate::errors::{ApiError, ApiResult};
+use crate::projection::Paths;
 
 /// Events kept per storage prefix for watchers that resume from a recent revision.
 const HISTORY: usize = 10_000;
@@ -38,21 +39,20 @@ pub struct Cached {
 
 impl Cached {
     pub fn decode(kv: &KeyValue) -> ApiResult<Arc<Cached>> {
-        let obj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
-        // Stored values leave the resourceVersion out (it is the revision):
-        // it is spliced into the stored bytes, which is much cheaper than
-        // serializing the tree again, and the watch cache follows every
-        // write on one task.
-        let json = match obj["metadata"].get("resourceVersion") {
+        // Only what selectors read is decoded; the stored bytes are what
+        // clients get, with the resourceVersion spliced in (stored values
+        // leave it out: it is the revision). The watch cache follows every
+        // write on one task, so this is its hot path.
+        let kept = selectable(&kv.key).projection.decode(&kv.value).map_err(ApiError::internal)?;
+        let spliced = match kept["metadata"].get("resourceVersion") {
             None => with_resource_version(&kv.value, kv.mod_revision),
             Some(_) => None,
         };
-        let json = json.unwrap_or_else(|| {
-            let mut obj = obj.clone();
-            set_resource_version(&mut obj, kv.mod_revision);
-            Bytes::from(serde_json::to_vec(&obj).unwrap_or_default())
-        });
-        Ok(Arc::new(Cached::with_json(kv.key.clone(), kv.mod_revision, &obj, json)))
+        let json = match spliced {
+            Some(json) => json,
+            None => Bytes::from(serde_json::to_vec(&decode_value(kv)?).map_err(ApiError::internal)?),
+        };
+        Ok(Arc::new(Cached::with_json(kv.key.clone(), kv.mod_revision, &kept, json)))
     }
 
     fn new(key: String, rev: Revision, obj: &Value) -> Cached {
@@ -60,10 +60,11 @@ impl Cached {
         Cached::with_json(key, rev, obj, json)
     }
 
-    /// `obj` is the object `json` holds (its resourceVersion aside).
+    /// `obj` is the object `json` holds, or at least its labels and
+    /// selectable fields.
     fn with_json(key: String, rev: Revision, obj: &Value, json: Bytes) -> Cached {
         let labels = obj["metadata"]["labels"].as_object().cloned().unwrap_or_default();
-        let fields = selectable_paths(&key).iter().map(|p| (*p, field_value(obj, p))).filter(|(_, v)| !v.is_empty()).collect();
+        let fields = selectable(&key).paths.iter().map(|p| (*p, field_value(obj, p))).filter(|(_, v)| !v.is_empty()).collect();
         Cached { key, rev, json, labels, fields }
     }
 
@@ -91,7 +92,7 @@ impl Cached {
     pub fn field(&self, path: &str) -> String {
         match self.fields.iter().find(|(p, _)| *p == path) {
             Some((_, v)) => v.clone(),
-            None if selectable_paths(&self.key).contains(&path) => String::new(),
+            None if selectable(&self.key).paths.contains(&path) => String::new(),
             None => field_value(&self.obj(), path),
         }
     }
@@ -156,23 +157,37 @@ fn metadata_object_start(json: &[u8]) -> Option<usize> {
     None
 }
 
-/// The JSON paths field selectors may read for the kinds stored under the
-/// key's storage prefix (kinds served in several versions share one).
-fn selectable_paths(key: &str) -> &'static [&'static str] {
-    static PATHS: OnceLock<HashMap<&'static str, Vec<&'static str>>> = OnceLock::new();
-    let paths = PATHS.get_or_init(|| {
-        let mut by_storage: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
+/// What field selectors may read for the kinds stored under a storage
+/// prefix (kinds served in several versions share one).
+struct Selectable {
+    paths: Vec<&'static str>,
+    /// Those paths plus the labels and the resourceVersion.
+    projection: Paths,
+}
+
+fn selectable(key: &str) -> &'static Selectable {
+    static BY_STORAGE: OnceLock<HashMap<&'static str, Selectable>> = OnceLock::new();
+    static NONE: OnceLock<Selectable> = OnceLock::new();
+    let by_storage = BY_STORAGE.get_or_init(|| {
+        let mut paths: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
         for info in resources::catalog::CATALOG {
-            let paths = by_storage.entry(info.storage).or_default();
+            let list = paths.entry(info.storage).or_default();
             for p in ["metadata.name", "metadata.namespace"].into_iter().chain(info.fields.iter().map(|(_, p)| *p)) {
-                if !paths.contains(&p) {
-                    paths.push(p);
+                if !list.contains(&p) {
+                    list.push(p);
                 }
             }
         }
-        by_storage
+        paths.into_iter().map(|(storage, paths)| (storage, Selectable::new(paths))).collect()
     });
-    storage_of(key).and_then(|s| paths.get(s)).map_or(&[], Vec::as_slice)
+    storage_of(key).and_then(|s| by_storage.get(s)).unwrap_or_else(|| NONE.get_or_init(|| Selectable::new(Vec::new())))
+}
+
+impl Selectable {
+    fn new(paths: Vec<&'static str>) -> Selectable {
+        let projection = Paths::new(paths.iter().chain(&["metadata.labels", "metadata.resourceVersion"]));
+        Selectable { paths, projection }
+    }
 }
 
 pub fn set_resource_version(obj: &mut Value, rev: Revision) {

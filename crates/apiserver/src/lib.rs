@@ -15,6 +15,7 @@ mod metrics;
 mod openapi;
 mod pods;
 mod priority;
+mod projection;
 pub mod pki;
 mod protobuf;
 mod proxy;
