@@ -17,7 +17,7 @@ use crate::errors::{ApiError, ApiResult};
 use crate::projection::Paths;
 
 /// Events kept per storage prefix for watchers that resume from a recent revision.
-const HISTORY: usize = 10_000;
+const HISTORY: usize = 50_000;
 /// Watchers falling further behind than this are closed and must resume.
 const FANOUT: usize = 8_192;
 
@@ -346,7 +346,15 @@ impl WatchCache {
         let (rev_tx, rev_rx) = watch::channel(rev);
         let cache = Arc::new(WatchCache { store: store.clone(), caches, rev: rev_rx });
         let feed = store.watch(ROOT, rev).await?;
-        tokio::spawn(follow(cache.clone(), feed, rev_tx));
+        // Its own thread: under a burst of requests the runtime's workers
+        // are busy, and a follower that is one task among thousands falls
+        // behind, which makes consistent lists and lagging watchers go to
+        // the store and adds load; a thread gets its share from the kernel.
+        let follower = cache.clone();
+        std::thread::Builder::new().name("watch-cache".into()).spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for the watch cache");
+            rt.block_on(follow(follower, feed, rev_tx));
+        })?;
         Ok(cache)
     }
 
