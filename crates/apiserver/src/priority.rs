@@ -1,7 +1,8 @@
 //! Priority admission, as upstream's plugin: a new pod's `priorityClassName`
 //! is resolved to `spec.priority` and `spec.preemptionPolicy` (a pod naming
 //! no class gets the global default class, or priority 0), and at most one
-//! PriorityClass may be the global default.
+//! PriorityClass may be the global default. Updates keep the priority
+//! (`resources::strategy::prepare_for_update`).
 
 use resources::catalog::{self, ResourceInfo};
 use serde_json::{json, Value};
@@ -48,16 +49,6 @@ pub async fn admit_new_pod(reg: &Registry, info: &ResourceInfo, pod: &mut Value)
         spec["preemptionPolicy"] = json!(policy);
     }
     Ok(())
-}
-
-/// An update that leaves out the priority keeps the one admitted on create
-/// (validation then refuses any other change to it).
-pub fn keep_on_update(pod: &mut Value, old: &Value) {
-    for field in ["priority", "preemptionPolicy"] {
-        if pod["spec"].is_object() && pod["spec"][field].is_null() && !old["spec"][field].is_null() {
-            pod["spec"][field] = old["spec"][field].clone();
-        }
-    }
 }
 
 /// The global default class; with several (a race between writers), the

@@ -288,9 +288,7 @@ impl Registry {
                 }
             }
         }
-        if info.group.is_empty() && info.kind == "Pod" {
-            crate::priority::keep_on_update(new, old);
-        }
+        strategy::prepare_for_update(info, new, old);
         defaults::apply(info.group, info.kind, new);
         if info.generation && strategy::spec_changed(new, old) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;

@@ -91,10 +91,8 @@ pub fn satisfies(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
 /// The volume for a pending claim: one pre-bound to it, else the smallest
 /// unclaimed Available one that satisfies it.
 pub fn choose<'a>(volumes: &'a [Arc<PersistentVolume>], pvc: &PersistentVolumeClaim) -> Option<&'a Arc<PersistentVolume>> {
-    let (ns, name, uid) = (pvc.namespace().unwrap_or_default(), pvc.name_any(), pvc.uid().unwrap_or_default());
     let claim_ref = |pv: &PersistentVolume| pv.spec.as_ref().and_then(|s| s.claim_ref.clone());
-    let for_this = |r: &ObjectReference| r.namespace.as_deref() == Some(&ns) && r.name.as_deref() == Some(&name) && r.uid.as_deref().is_none_or(|u| u.is_empty() || u == uid);
-    if let Some(pv) = volumes.iter().find(|pv| claim_ref(pv).is_some_and(|r| for_this(&r)) && satisfies(pv, pvc)) {
+    if let Some(pv) = volumes.iter().find(|pv| claim_ref(pv).is_some_and(|r| refers_to(&r, pvc)) && satisfies(pv, pvc)) {
         return Some(pv);
     }
     volumes
@@ -104,9 +102,9 @@ pub fn choose<'a>(volumes: &'a [Arc<PersistentVolume>], pvc: &PersistentVolumeCl
 }
 
 impl Controller {
+    /// The claim a volume's claimRef names, by namespace and name.
     fn claim(&self, r: &ObjectReference) -> Option<&Arc<PersistentVolumeClaim>> {
-        let key = claim_key(r.namespace.as_deref().unwrap_or_default(), r.name.as_deref().unwrap_or_default());
-        self.claims.iter().find(|c| claim_key(&c.namespace().unwrap_or_default(), &c.name_any()) == key)
+        self.claims.iter().find(|c| c.namespace() == r.namespace && r.name.as_deref() == Some(c.name_any().as_str()))
     }
 
     async fn sync_volumes(&self) {
@@ -118,7 +116,7 @@ impl Controller {
                 None => "Available",
                 Some(r) => match self.claim(r) {
                     // The claim is there (and is the one it names): bound, or being bound.
-                    Some(c) if r.uid.as_deref().is_none_or(|u| u.is_empty() || Some(u) == c.uid().as_deref()) => {
+                    Some(c) if refers_to(r, c) => {
                         if c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(&name) { "Bound" } else { continue }
                     }
                     // Pre-bound to a claim that does not exist yet.
@@ -218,10 +216,15 @@ impl Controller {
 
 /// A volume a claim names is free for it when unclaimed or claimed by it.
 fn volume_free_for(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
-    match pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) {
-        None => true,
-        Some(r) => r.namespace == pvc.namespace() && r.name.as_deref() == Some(&pvc.name_any()) && r.uid.as_deref().is_none_or(|u| u.is_empty() || Some(u) == pvc.uid().as_deref()),
-    }
+    pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_none_or(|r| refers_to(r, pvc))
+}
+
+/// Whether a volume's claimRef names this claim; one without a uid (a
+/// volume pre-bound by hand) names whichever claim has that name.
+fn refers_to(r: &ObjectReference, pvc: &PersistentVolumeClaim) -> bool {
+    r.namespace == pvc.namespace()
+        && r.name.as_deref() == Some(pvc.name_any().as_str())
+        && r.uid.as_deref().is_none_or(|u| u.is_empty() || Some(u) == pvc.uid().as_deref())
 }
 
 fn claim_ref(pvc: &PersistentVolumeClaim) -> ObjectReference {

@@ -1,6 +1,7 @@
 //! Per-kind hooks of the generic write path, as upstream's registry
-//! strategies have them: what a new object's status starts as, and which
-//! parts of an object an update through each endpoint may change.
+//! strategies have them: what a new object's status starts as, what an
+//! update carries over from the stored object, and which parts of an object
+//! an update through each endpoint may change.
 
 use serde_json::{json, Map, Value};
 
@@ -22,6 +23,19 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
         _ => json!({}),
     };
     obj["status"] = status;
+}
+
+/// What an update that leaves them out keeps of the stored object: a pod's
+/// priority, set by admission on create (validation then refuses changes).
+pub fn prepare_for_update(info: &ResourceInfo, new: &mut Value, old: &Value) {
+    if (info.group, info.kind) != ("", "Pod") || !new["spec"].is_object() {
+        return;
+    }
+    for field in ["priority", "preemptionPolicy"] {
+        if new["spec"][field].is_null() && !old["spec"][field].is_null() {
+            new["spec"][field] = old["spec"][field].clone();
+        }
+    }
 }
 
 /// The pod's QoS class from its containers' requests and limits.

@@ -11,6 +11,7 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 
 use super::client::Client;
+use super::heads::{ConditionsHead, List};
 use super::server::{self, LocalServer, Memory};
 use super::stats::run_ops;
 
@@ -183,13 +184,7 @@ async fn available(client: &Client) -> Result<usize> {
 
 async fn ready_nodes(client: &Client) -> Result<usize> {
     let list: List<NodeHead> = client.get_as("/api/v1/nodes", &[]).await.context("listing nodes")?;
-    Ok(list.items.iter().filter(|n| n.status.conditions.iter().any(|c| c.kind == "Ready" && c.status == "True")).count())
-}
-
-#[derive(Deserialize)]
-struct List<T> {
-    #[serde(default = "Vec::new")]
-    items: Vec<T>,
+    Ok(list.items.iter().filter(|n| n.status.ready()).count())
 }
 
 #[derive(Deserialize)]
@@ -207,18 +202,5 @@ struct DeploymentStatusHead {
 #[derive(Deserialize)]
 struct NodeHead {
     #[serde(default)]
-    status: NodeStatusHead,
-}
-
-#[derive(Deserialize, Default)]
-struct NodeStatusHead {
-    #[serde(default)]
-    conditions: Vec<Condition>,
-}
-
-#[derive(Deserialize)]
-struct Condition {
-    #[serde(rename = "type")]
-    kind: String,
-    status: String,
+    status: ConditionsHead,
 }

@@ -6,6 +6,7 @@
 mod client;
 mod cluster;
 mod events;
+mod heads;
 mod host_state;
 mod pods;
 mod scheduler;

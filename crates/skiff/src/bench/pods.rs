@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use super::client::Client;
 use super::events::{EventLines, Next};
+use super::heads::{ConditionsHead, List};
 use super::host_state::{self, HostNames, SandboxTrace};
 use super::server::{self, LocalServer, Memory};
 use super::stats::Latency;
@@ -313,7 +314,7 @@ async fn delete_pod(client: &Client, name: &str) -> Result<()> {
 
 /// Best effort on a failed run: delete every pod and give the agent a moment.
 async fn delete_all(client: &Client, concurrency: usize) -> Result<()> {
-    let list: PodList = client.get_as(PODS, &[]).await?;
+    let list: List<PodHead> = client.get_as(PODS, &[]).await?;
     stream::iter(list.items)
         .for_each_concurrent(concurrency.max(1), |p| async move {
             let _ = delete_pod(client, &p.metadata.name).await;
@@ -321,7 +322,7 @@ async fn delete_all(client: &Client, concurrency: usize) -> Result<()> {
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        let left: PodList = client.get_as(PODS, &[]).await?;
+        let left: List<PodHead> = client.get_as(PODS, &[]).await?;
         if left.items.is_empty() {
             break;
         }
@@ -416,12 +417,6 @@ struct ListMeta {
     resource_version: String,
 }
 
-#[derive(Deserialize)]
-struct PodList {
-    #[serde(default)]
-    items: Vec<PodHead>,
-}
-
 /// What the benchmark reads of a pod or a node.
 #[derive(Deserialize, Default)]
 struct PodHead {
@@ -430,12 +425,12 @@ struct PodHead {
     #[serde(default)]
     spec: SpecHead,
     #[serde(default)]
-    status: StatusHead,
+    status: ConditionsHead,
 }
 
 impl PodHead {
     fn ready(&self) -> bool {
-        self.status.conditions.iter().any(|c| c.kind == "Ready" && c.status == "True")
+        self.status.ready()
     }
 }
 
@@ -451,18 +446,6 @@ struct SpecHead {
     pod_cidr: String,
 }
 
-#[derive(Deserialize, Default)]
-struct StatusHead {
-    #[serde(default)]
-    conditions: Vec<Condition>,
-}
-
-#[derive(Deserialize)]
-struct Condition {
-    #[serde(rename = "type")]
-    kind: String,
-    status: String,
-}
 
 #[derive(Deserialize)]
 struct PodEvent {
