@@ -2,13 +2,14 @@
 //! caches plus a stream of touched objects (one per controller, or one
 //! watch shared by all of them), and a readiness check.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use kube::api::Api;
-use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::runtime::reflector::{self, store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
 use serde::de::DeserializeOwned;
@@ -51,6 +52,7 @@ pub struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
     writer: Writer<K>,
     subscribers: Vec<mpsc::UnboundedSender<Arc<K>>>,
     trim: fn(&mut K),
+    index: ByController<K>,
 }
 
 impl<K> Shared<K>
@@ -60,7 +62,12 @@ where
     /// `trim` drops what no controller reads before an object is cached.
     pub fn new(api: Api<K>, trim: fn(&mut K)) -> Self {
         let (reader, writer) = reflector::store();
-        Shared { api, reader, writer, subscribers: Vec::new(), trim }
+        Shared { api, reader, writer, subscribers: Vec::new(), trim, index: ByController::default() }
+    }
+
+    /// The store's objects by controller, kept in step with the store.
+    pub fn by_controller(&self) -> ByController<K> {
+        self.index.clone()
     }
 
     /// The shared store and a stream of its touched objects. Take every
@@ -74,13 +81,18 @@ where
 
     /// Keeps the store current and fans touched objects out; runs until dropped.
     pub async fn run(self) {
-        let Shared { api, writer, subscribers, trim, .. } = self;
+        let Shared { api, reader, writer, subscribers, trim, index } = self;
         // The initial list (and any relist) comes from the API server's cache,
         // as client-go's reflector asks for it (resourceVersion=0), not page by
         // page from the store.
         let mut touched = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .modify(trim)
+            .map_ok(move |event| {
+                // Before the store applies the event, so the index sees the old copy.
+                index.apply(&reader, &event);
+                event
+            })
             .reflect(writer)
             .touched_objects()
             .boxed();
@@ -94,6 +106,112 @@ where
                 }
                 Err(e) => tracing::debug!("shared watch of {}: {e}", K::kind(&())),
             }
+        }
+    }
+}
+
+/// Who controls an object: the uid of its controller ownerReference, or for
+/// an object without one, its namespace (where an owner could adopt it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Controller {
+    Uid(String),
+    None(String),
+}
+
+fn controller_key<K: Resource>(o: &K) -> Controller {
+    match o.meta().owner_references.iter().flatten().find(|r| r.controller == Some(true)) {
+        Some(r) => Controller::Uid(r.uid.clone()),
+        None => Controller::None(o.meta().namespace.clone().unwrap_or_default()),
+    }
+}
+
+type Index<K> = HashMap<Controller, HashSet<ObjectRef<K>>>;
+
+/// A shared store's objects grouped by controller (upstream's controller-uid
+/// indexer), so an owner finds its objects without scanning the store. It is
+/// updated just before the store, so a reader may meet a reference the
+/// store does not hold yet: look each one up and skip the missing.
+pub struct ByController<K: Resource<DynamicType = ()>> {
+    state: Arc<RwLock<(Index<K>, Option<Index<K>>)>>,
+}
+
+impl<K: Resource<DynamicType = ()>> Clone for ByController<K> {
+    fn clone(&self) -> Self {
+        ByController { state: self.state.clone() }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Default for ByController<K> {
+    fn default() -> Self {
+        ByController { state: Arc::default() }
+    }
+}
+
+impl<K> ByController<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    /// Objects whose controller ownerReference has this uid.
+    pub fn controlled_by(&self, uid: &str) -> Vec<ObjectRef<K>> {
+        self.members(&Controller::Uid(uid.to_string()))
+    }
+
+    /// Objects in the namespace that no controller owns.
+    pub fn orphans_in(&self, namespace: &str) -> Vec<ObjectRef<K>> {
+        self.members(&Controller::None(namespace.to_string()))
+    }
+
+    fn members(&self, key: &Controller) -> Vec<ObjectRef<K>> {
+        self.state.read().unwrap().0.get(key).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Follows one watch event; a relist builds a fresh index and swaps it
+    /// in when the list is complete, as the store does.
+    fn apply(&self, store: &Store<K>, event: &watcher::Event<K>) {
+        let mut state = self.state.write().unwrap();
+        let (live, relist) = &mut *state;
+        match event {
+            watcher::Event::Apply(o) => {
+                let r = object_ref(o);
+                let new = controller_key(o);
+                if let Some(old) = store.get(&r).map(|old| controller_key(old.as_ref())).filter(|old| *old != new) {
+                    remove(live, &old, &r);
+                }
+                live.entry(new).or_default().insert(r);
+            }
+            watcher::Event::Delete(o) => {
+                let r = object_ref(o);
+                let key = store.get(&r).map_or_else(|| controller_key(o), |old| controller_key(old.as_ref()));
+                remove(live, &key, &r);
+            }
+            watcher::Event::Init => *relist = Some(Index::default()),
+            watcher::Event::InitApply(o) => {
+                relist.get_or_insert_with(Index::default).entry(controller_key(o)).or_default().insert(object_ref(o));
+            }
+            watcher::Event::InitDone => {
+                if let Some(fresh) = relist.take() {
+                    *live = fresh;
+                }
+            }
+        }
+    }
+}
+
+/// A reference by namespace and name only, the part the store is keyed by.
+fn object_ref<K: Resource<DynamicType = ()>>(o: &K) -> ObjectRef<K> {
+    let m = o.meta();
+    let r = ObjectRef::new(m.name.as_deref().unwrap_or_default());
+    match m.namespace.as_deref() {
+        Some(ns) => r.within(ns),
+        None => r,
+    }
+}
+
+fn remove<K: Resource<DynamicType = ()>>(index: &mut Index<K>, key: &Controller, r: &ObjectRef<K>) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(r);
+        if set.is_empty() {
+            index.remove(key);
         }
     }
 }

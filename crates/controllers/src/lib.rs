@@ -72,8 +72,8 @@ fn housekeeping(client: Client, cluster_cidr: String, pods: &mut Shared<Pod>, no
 
 /// ReplicaSets, ReplicationControllers and Deployments.
 fn workloads(client: Client, pods: &mut Shared<Pod>) -> impl std::future::Future<Output = ()> {
-    let replicasets = replicaset::run_replicasets(client.clone(), pods.subscribe().1);
-    let rcs = replicaset::run_replication_controllers(client.clone(), pods.subscribe().1);
+    let replicasets = replicaset::run_replicasets(client.clone(), pods.subscribe(), pods.by_controller());
+    let rcs = replicaset::run_replication_controllers(client.clone(), pods.subscribe(), pods.by_controller());
     let deployments = deployment::run(client);
     async move {
         tokio::join!(replicasets, rcs, deployments);

@@ -6,25 +6,24 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, VersionMatch};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::informer::{ByController, Watched};
 use crate::workload::{self, controller_of, controller_ref, is_status, pod_active, pod_available, pod_ready, selector_matches, Result};
 
 /// Upstream's burstReplicas: at most this many creations or deletions per sync.
@@ -76,62 +75,100 @@ impl Replicated for ReplicationController {
     }
 }
 
-/// Pods (by namespace, owner and pod name) that the pod watch saw stop
-/// matching their owner's selector: the owner releases them on its next pass.
-type Releases = Arc<Mutex<HashMap<(String, String), HashSet<String>>>>;
+/// Upstream's ControllerExpectations: pods an owner created or deleted that
+/// the shared store does not show yet. Until it does, the owner's count of
+/// its pods trails its own writes, so it creates and deletes nothing more.
+#[derive(Default)]
+struct Pending {
+    creates: HashSet<String>,
+    deletes: HashSet<String>,
+    since: Option<Instant>,
+}
+
+/// Upstream's ExpectationsTimeout: a write whose event never shows up (a pod
+/// created and deleted before we noted it) stops blocking its owner after this.
+const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(300);
 
 struct Ctx {
     client: Client,
-    releases: Releases,
-    /// The newest resourceVersion among our own pod writes: lists are served
-    /// from the API server's cache once it has caught up to it, so they read
-    /// our writes without forcing a consistent read (which, when the cache
-    /// lags under load, falls back to scanning the store).
-    written: AtomicI64,
+    pods: Store<Pod>,
+    by_controller: ByController<Pod>,
+    /// By owner uid.
+    pending: Mutex<HashMap<String, Pending>>,
 }
 
 impl Ctx {
-    fn wrote(&self, pod: &Pod) {
-        if let Some(rv) = pod.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()) {
-            self.written.fetch_max(rv, AtomicOrdering::Relaxed);
+    /// Notes what the pod watch shows of an owner's pending writes.
+    fn observe(&self, owner_uid: &str, pod: &Pod) {
+        let mut pending = self.pending.lock().unwrap();
+        let Some(p) = pending.get_mut(owner_uid) else { return };
+        let name = pod.name_any();
+        p.creates.remove(&name);
+        if pod.metadata.deletion_timestamp.is_some() || self.pods.get(&ObjectRef::from_obj(pod)).is_none() {
+            p.deletes.remove(&name);
+        }
+        if p.creates.is_empty() && p.deletes.is_empty() {
+            pending.remove(owner_uid);
         }
     }
 
-    /// Lists that see every pod event we were triggered by (the watch feeding
-    /// us trails the cache) and every write of ours.
-    fn fresh_enough(&self) -> ListParams {
-        ListParams::default().at(&self.written.load(AtomicOrdering::Relaxed).to_string()).matching(VersionMatch::NotOlderThan)
+    /// True when the store shows every write this owner made, or they timed out.
+    fn settled(&self, owner_uid: &str) -> bool {
+        let mut pending = self.pending.lock().unwrap();
+        match pending.get(owner_uid) {
+            Some(p) if p.since.is_some_and(|t| t.elapsed() < EXPECTATIONS_TIMEOUT) => false,
+            Some(_) => {
+                pending.remove(owner_uid);
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn expect(&self, owner_uid: &str, f: impl FnOnce(&mut Pending)) {
+        let mut pending = self.pending.lock().unwrap();
+        let p = pending.entry(owner_uid.to_string()).or_default();
+        p.since = Some(Instant::now());
+        f(p);
+        if p.creates.is_empty() && p.deletes.is_empty() {
+            pending.remove(owner_uid);
+        }
+    }
+
+    fn pods<'a>(&'a self, refs: Vec<ObjectRef<Pod>>) -> impl Iterator<Item = Arc<Pod>> + 'a {
+        refs.into_iter().filter_map(|r| self.pods.get(&r))
     }
 }
 
-/// `pods`: every pod touched (the shared pod watch), which triggers its owner.
-pub async fn run_replicasets(client: Client, pods: BoxStream<'static, Arc<Pod>>) {
-    run::<ReplicaSet>(client, pods).await
+/// `pods`: the shared pod store, its controller index and its touched pods,
+/// which trigger their owners.
+pub async fn run_replicasets(client: Client, pods: Watched<Pod>, by_controller: ByController<Pod>) {
+    run::<ReplicaSet>(client, pods, by_controller).await
 }
 
-pub async fn run_replication_controllers(client: Client, pods: BoxStream<'static, Arc<Pod>>) {
-    run::<ReplicationController>(client, pods).await
+pub async fn run_replication_controllers(client: Client, pods: Watched<Pod>, by_controller: ByController<Pod>) {
+    run::<ReplicationController>(client, pods, by_controller).await
 }
 
-async fn run<K: Replicated>(client: Client, pods: BoxStream<'static, Arc<Pod>>) {
+async fn run<K: Replicated>(client: Client, (store, touched): Watched<Pod>, by_controller: ByController<Pod>) {
+    // Counting pods in a store still being filled would create them all again.
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
     let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
     let owners = controller.store();
     let kind = K::kind(&()).into_owned();
-    let releases = Releases::default();
-    let found = releases.clone();
+    let ctx = Arc::new(Ctx { client, pods: store, by_controller, pending: Mutex::default() });
+    let seen = ctx.clone();
     controller
-        .watches_shared_stream(pods, move |pod: Arc<Pod>| {
+        .watches_shared_stream(touched, move |pod: Arc<Pod>| {
             let ns = pod.namespace().unwrap_or_default();
             if let Some(r) = controller_of(pod.as_ref()) {
                 if r.kind != kind {
                     return vec![];
                 }
-                let owner = ObjectRef::new(&r.name).within(&ns);
-                let stale = owners.get(&owner).and_then(|o| o.view()).is_some_and(|v| !selector_matches(&v.selector, pod.labels()));
-                if stale {
-                    found.lock().unwrap().entry((ns.clone(), r.name.clone())).or_default().insert(pod.name_any());
-                }
-                return vec![owner];
+                seen.observe(&r.uid, &pod);
+                return vec![ObjectRef::new(&r.name).within(&ns)];
             }
             // An orphan: every owner in its namespace that would adopt it.
             owners
@@ -142,7 +179,7 @@ async fn run<K: Replicated>(client: Client, pods: BoxStream<'static, Arc<Pod>>) 
                 .map(|o| ObjectRef::from_obj(o.as_ref()))
                 .collect()
         })
-        .run(reconcile::<K>, |_, _, _| Action::requeue(Duration::from_secs(1)), Arc::new(Ctx { client, releases, written: AtomicI64::new(0) }))
+        .run(reconcile::<K>, |_, _, _| Action::requeue(Duration::from_secs(1)), ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!("{} controller: {e}", K::kind(&()));
@@ -157,49 +194,34 @@ async fn reconcile<K: Replicated>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action> 
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let uid = obj.uid().unwrap_or_default();
     let deleting = obj.meta().deletion_timestamp.is_some();
-
-    // The server filters by selector; pods of ours that stopped matching come
-    // from the pod watch, or from a full list when the spec (maybe the selector) changed.
     let current = serde_json::to_value(obj.as_ref()).ok().map(|v| v["status"].clone()).unwrap_or(Value::Null);
-    let spec_changed = current["observedGeneration"].as_i64() != obj.meta().generation;
-    let key = (ns.clone(), obj.name_any());
-    let stale: Vec<String> = ctx.releases.lock().unwrap().get(&key).map(|s| s.iter().cloned().collect()).unwrap_or_default();
-    let lp = if spec_changed { ctx.fresh_enough() } else { ctx.fresh_enough().labels(&workload::selector_string(&view.selector)) };
-    let mut candidates = pods.list(&lp).await?.items;
-    for name in &stale {
-        if !candidates.iter().any(|p| p.metadata.name.as_ref() == Some(name)) {
-            candidates.extend(pods.get_opt(name).await?);
+
+    // Claim, from the shared store: keep ours that still match, release ours
+    // that don't, adopt matching orphans.
+    let mut owned = Vec::new();
+    for pod in ctx.pods(ctx.by_controller.controlled_by(&uid)).filter(|p| pod_active(p)) {
+        if controller_of(pod.as_ref()).is_none_or(|r| r.uid != uid) {
+            continue;
+        }
+        if selector_matches(&view.selector, pod.labels()) {
+            owned.push(pod);
+        } else {
+            set_owner_refs(&pods, &pod, pod.owner_references().iter().filter(|r| r.uid != uid).cloned().collect()).await?;
         }
     }
-
-    // Claim: keep ours that still match, release ours that don't, adopt matching orphans.
-    let mut owned = Vec::new();
-    for pod in candidates.into_iter().filter(pod_active) {
-        let matches = selector_matches(&view.selector, pod.labels());
-        match controller_of(&pod) {
-            Some(r) if r.uid == uid => {
-                if matches {
-                    owned.push(pod);
-                } else {
-                    set_owner_refs(&ctx, &pods, &pod, pod.owner_references().iter().filter(|r| r.uid != uid).cloned().collect()).await?;
-                }
+    if !deleting {
+        let orphans = ctx.pods(ctx.by_controller.orphans_in(&ns)).filter(|p| pod_active(p) && controller_of(p.as_ref()).is_none());
+        for pod in orphans.filter(|p| selector_matches(&view.selector, p.labels())).collect::<Vec<_>>() {
+            let mut refs = pod.owner_references().to_vec();
+            refs.push(controller_ref(obj.as_ref()));
+            if let Some(adopted) = set_owner_refs(&pods, &pod, refs).await? {
+                owned.push(Arc::new(adopted));
             }
-            Some(_) => {}
-            None if matches && !deleting => {
-                let mut refs = pod.owner_references().to_vec();
-                refs.push(controller_ref(obj.as_ref()));
-                match set_owner_refs(&ctx, &pods, &pod, refs).await {
-                    Ok(Some(adopted)) => owned.push(adopted),
-                    Ok(None) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            None => {}
         }
     }
 
     let mut status = status_of(obj.as_ref(), &view, &owned);
-    let managed = if deleting { Ok(()) } else { manage_replicas(&ctx, obj.as_ref(), &view, owned.clone()).await };
+    let managed = if deleting || !ctx.settled(&uid) { Ok(()) } else { manage_replicas(&ctx, obj.as_ref(), &view, owned.clone()).await };
     // Upstream's ReplicaFailure condition: set while creating or deleting fails, removed after.
     let mut conditions = current["conditions"].as_array().cloned().unwrap_or_default();
     let failing = conditions.iter().any(|c| c["type"] == "ReplicaFailure");
@@ -215,9 +237,6 @@ async fn reconcile<K: Replicated>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action> 
             status["conditions"] = Value::Array(conditions);
         }
         _ => {}
-    }
-    if let Some(set) = ctx.releases.lock().unwrap().get_mut(&key) {
-        set.retain(|n| !stale.contains(n));
     }
     let changed = status.as_object().unwrap().iter().any(|(k, v)| current.get(k).unwrap_or(&json!(0)) != v);
     if changed {
@@ -238,19 +257,16 @@ async fn reconcile<K: Replicated>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action> 
 }
 
 /// Rewrites a pod's ownerReferences, guarded by its resourceVersion. None when the pod is gone.
-async fn set_owner_refs(ctx: &Ctx, pods: &Api<Pod>, pod: &Pod, refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>) -> Result<Option<Pod>> {
+async fn set_owner_refs(pods: &Api<Pod>, pod: &Pod, refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>) -> Result<Option<Pod>> {
     let patch = json!({ "metadata": { "ownerReferences": refs, "resourceVersion": pod.resource_version() } });
     match pods.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
-        Ok(p) => {
-            ctx.wrote(&p);
-            Ok(Some(p))
-        }
+        Ok(p) => Ok(Some(p)),
         Err(e) if is_status(&e, &[404]) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-fn status_of<K: Replicated>(obj: &K, view: &View, owned: &[Pod]) -> Value {
+fn status_of<K: Replicated>(obj: &K, view: &View, owned: &[Arc<Pod>]) -> Value {
     let template_labels = view.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
     let now = Utc::now();
     let fully_labeled = owned.iter().filter(|p| template_labels.iter().all(|(k, v)| p.labels().get(k) == Some(v))).count();
@@ -263,8 +279,9 @@ fn status_of<K: Replicated>(obj: &K, view: &View, owned: &[Pod]) -> Value {
     })
 }
 
-async fn manage_replicas<K: Replicated>(ctx: &Ctx, obj: &K, view: &View, mut owned: Vec<Pod>) -> Result<()> {
+async fn manage_replicas<K: Replicated>(ctx: &Ctx, obj: &K, view: &View, mut owned: Vec<Arc<Pod>>) -> Result<()> {
     let client = &ctx.client;
+    let uid = obj.uid().unwrap_or_default();
     let ns = obj.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let diff = owned.len() as i64 - view.replicas as i64;
@@ -279,10 +296,13 @@ async fn manage_replicas<K: Replicated>(ctx: &Ctx, obj: &K, view: &View, mut own
             let results = futures::future::join_all((0..n).map(|_| pods.create(&pp, &pod))).await;
             let mut failed = None;
             let mut events = Vec::new();
+            // A pod the store already holds was seen; wait for the others.
+            let unseen = |p: &Pod| ctx.pods.get(&ObjectRef::from_obj(p)).is_none();
+            let created: Vec<String> = results.iter().flatten().filter(|p| unseen(p)).map(|p| p.name_any()).collect();
+            ctx.expect(&uid, |pending| pending.creates.extend(created));
             for r in results {
                 match r {
                     Ok(p) => {
-                        ctx.wrote(&p);
                         events.push(("Normal", "SuccessfulCreate", format!("Created pod: {}", p.name_any())));
                     }
                     Err(e) => {
@@ -301,22 +321,19 @@ async fn manage_replicas<K: Replicated>(ctx: &Ctx, obj: &K, view: &View, mut own
             batch *= 2;
         }
     } else if diff > 0 {
-        owned.sort_by(deletion_order);
+        owned.sort_by(|a, b| deletion_order(a, b));
         let doomed = &owned[..(diff as usize).min(BURST)];
+        ctx.expect(&uid, |pending| pending.deletes.extend(doomed.iter().map(|p| p.name_any())));
         let dp = DeleteParams::default();
         let results = futures::future::join_all(doomed.iter().map(|p| pods.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp))).await;
         let mut events = Vec::new();
         let mut failed = None;
         for (pod, r) in doomed.iter().zip(results) {
             match r {
-                Ok(gone) => {
-                    if let Some(p) = gone.left() {
-                        ctx.wrote(&p);
-                    }
-                    events.push(("Normal", "SuccessfulDelete", format!("Deleted pod: {}", pod.name_any())));
-                }
-                Err(e) if is_status(&e, &[404]) => {}
+                Ok(_) => events.push(("Normal", "SuccessfulDelete", format!("Deleted pod: {}", pod.name_any()))),
+                Err(e) if is_status(&e, &[404]) => ctx.expect(&uid, |pending| _ = pending.deletes.remove(&pod.name_any())),
                 Err(e) => {
+                    ctx.expect(&uid, |pending| _ = pending.deletes.remove(&pod.name_any()));
                     events.push(("Warning", "FailedDelete", format!("Error deleting: {e}")));
                     failed = Some(e);
                 }
