@@ -241,3 +241,29 @@ fn replicaset_adopts_and_releases_pods_and_rc_scales() {
     let owner = &items(s, &["get", "pods", "-n", ns, "-l", "app=legacy"])[0]["metadata"]["ownerReferences"][0];
     assert_eq!(owner["kind"], "ReplicationController");
 }
+
+#[test]
+fn many_similar_events_are_combined_and_rate_limited() {
+    let s = Server::start();
+    let ns = "wl-events";
+    s.ok(&["create", "namespace", ns]);
+    let rs = r#"{"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":"many"},
+      "spec":{"replicas":40,"selector":{"matchLabels":{"app":"many"}},
+      "template":{"metadata":{"labels":{"app":"many"}},"spec":{"containers":[{"name":"c","image":"nginx"}]}}}}"#;
+    let out = s.apply_stdin(&["apply", "-n", ns, "-f", "-"], rs);
+    assert!(out.ok(), "{}", out.stderr);
+    eventually(30, "40 pods", || (items(&s, &["get", "pods", "-n", ns, "-l", "app=many"]).len() == 40).then_some(()));
+    let about_rs = ["get", "events", "-n", ns, "--field-selector", "involvedObject.kind=ReplicaSet,involvedObject.name=many"];
+    // Nine events name their pod; from the tenth on they fold into one
+    // combined event whose count keeps rising, until the object's burst of
+    // 25 writes is spent.
+    let combined = |e: &Value| e["message"].as_str().is_some_and(|m| m.starts_with("(combined from similar events): Created pod: many-"));
+    eventually(20, "the combined event", || items(&s, &about_rs).iter().any(combined).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    let events = items(&s, &about_rs);
+    assert_eq!(events.len(), 10, "nine single events and one combined: {events:?}");
+    let combined = events.iter().find(|e| combined(e)).unwrap();
+    // 25 writes in all: 10 creations, then 15 count bumps of the combined event.
+    assert_eq!(combined["count"], 16, "{combined}");
+    assert!(events.iter().all(|e| e["reason"] == "SuccessfulCreate" && e["source"]["component"] == "replicaset-controller"), "{events:?}");
+}

@@ -11,6 +11,11 @@ use kube::Client;
 
 const LEASE_SECONDS: i32 = 15;
 const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// Upstream's renewDeadline: a leader keeps trying to renew this long before
+/// it gives up, so one slow or failed request under load does not restart
+/// every controller; it is shorter than the lease, so nobody else can take
+/// the lease while we still act as leader.
+const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Holds the lease `name` in kube-system while `work` runs; when the lease
 /// is lost, `work` is dropped (cancelled) and the election starts over.
@@ -27,9 +32,14 @@ where
         }
         tracing::info!(lease = name, identity, "became leader");
         let held = async {
+            let mut renewed = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(RENEW_EVERY).await;
-                if !acquire(&leases, name, identity).await {
+                let left = RENEW_DEADLINE.saturating_sub(renewed.elapsed());
+                let attempt = tokio::time::timeout(left, acquire(&leases, name, identity));
+                if attempt.await.unwrap_or(false) {
+                    renewed = tokio::time::Instant::now();
+                } else if renewed.elapsed() >= RENEW_DEADLINE {
                     return;
                 }
             }

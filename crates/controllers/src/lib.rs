@@ -8,7 +8,7 @@ mod deployment_rollout;
 mod gc;
 mod disruption;
 pub mod endpoints;
-mod eventlog;
+pub mod eventlog;
 mod informer;
 pub mod leader;
 pub mod nodeipam;

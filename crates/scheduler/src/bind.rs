@@ -2,9 +2,9 @@
 //! nominatedNodeName, victims' deletion, and core/v1 Events.
 
 use chrono::Utc;
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use controllers::eventlog::Report;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
@@ -71,37 +71,16 @@ pub async fn delete_victim(client: &Client, victim: &Pod, preemptor: &Pod, node:
 
 /// Records a core/v1 Event about `pod` from the default-scheduler.
 pub async fn event(client: &Client, pod: &Pod, type_: &str, reason: &str, action: &str, message: &str, instance: &str) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-    let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    let now = Utc::now();
-    let ev = Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{pod_name}.{:x}", now.timestamp_nanos_opt().unwrap_or(0))),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod_name),
-            namespace: Some(ns.clone()),
-            uid: pod.metadata.uid.clone(),
-            resource_version: pod.metadata.resource_version.clone(),
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(type_.into()),
-        action: Some(action.into()),
-        source: Some(EventSource { component: Some(COMPONENT.into()), host: None }),
-        reporting_component: Some(COMPONENT.into()),
-        reporting_instance: Some(if instance.is_empty() { COMPONENT.into() } else { instance.into() }),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
+    let about = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        uid: pod.metadata.uid.clone(),
+        resource_version: pod.metadata.resource_version.clone(),
         ..Default::default()
     };
-    if let Err(e) = Api::<Event>::namespaced(client.clone(), &ns).create(&PostParams::default(), &ev).await {
-        tracing::debug!("recording event {reason}: {e}");
-    }
+    let instance = if instance.is_empty() { COMPONENT } else { instance };
+    let report = Report { component: COMPONENT, instance, about, type_, reason, action: Some(action), message: message.into() };
+    controllers::eventlog::emit(client, report).await
 }
