@@ -316,3 +316,25 @@ fn pods_bound_to_missing_nodes_are_collected() {
         (left == "unbound").then_some(())
     });
 }
+
+#[test]
+fn events_expire_after_the_event_ttl() {
+    let s = Server::start_with(&["--disable-controllers", "--disable-scheduler", "--event-ttl", "3s"]);
+    let event = |name: &str, times: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Event","metadata":{{"name":"{name}"}},"involvedObject":{{"kind":"Pod","name":"p","namespace":"default"}},
+              "reason":"Tested","message":"m","type":"Normal","count":1{times}}}"#
+        )
+    };
+    // One last seen years ago, one without timestamps (so aged from its creation).
+    let out = s.apply_stdin(&["create", "-f", "-"], &event("stale", r#","firstTimestamp":"2020-01-01T00:00:00Z","lastTimestamp":"2020-01-01T00:00:00Z""#));
+    assert!(out.ok(), "{}", out.stderr);
+    let out = s.apply_stdin(&["create", "-f", "-"], &event("fresh", ""));
+    assert!(out.ok(), "{}", out.stderr);
+    let created = std::time::Instant::now();
+    eventually(10, "the stale event expired", || (!s.kubectl(&["get", "event", "stale"]).ok()).then_some(()));
+    eventually(15, "the fresh event expired", || (!s.kubectl(&["get", "event", "fresh"]).ok()).then_some(()));
+    assert!(created.elapsed() >= Duration::from_secs(3), "the fresh event outlived its TTL of 3 s");
+    let bad = Command::new(e2e::skiff_bin()).args(["server", "--event-ttl", "soon"]).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("want a duration such as 1h"), "{bad:?}");
+}

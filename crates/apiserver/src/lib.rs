@@ -57,6 +57,8 @@ pub struct Config {
     pub kubeconfig: PathBuf,
     pub service_cidr: Cidr,
     pub node_ports: (u16, u16),
+    /// How long an Event is kept after it was last seen (upstream's --event-ttl).
+    pub event_ttl: std::time::Duration,
 }
 
 pub struct App {
@@ -81,6 +83,7 @@ pub async fn build(store: store::DynStore, config: &Config, advertise: IpAddr) -
     lifecycle::bootstrap(&registry, &service_ip, &advertise.to_string(), config.port).await?;
     tokio::spawn(lifecycle::run_namespace_cleanup(registry.clone()));
     tokio::spawn(lifecycle::run_compaction(registry.clone()));
+    tokio::spawn(lifecycle::run_event_expiry(registry.clone(), config.event_ttl));
     Ok(Arc::new(App {
         registry,
         metrics: metrics::Metrics::default(),

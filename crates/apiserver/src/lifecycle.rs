@@ -15,6 +15,7 @@ pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"
 
 /// How long old revisions stay watchable before compaction removes them.
 const COMPACT_EVERY: Duration = Duration::from_secs(300);
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
 async fn ensure(reg: &Registry, group: &str, plural: &str, ns: Option<&str>, obj: Value) -> anyhow::Result<()> {
     let info = lookup(group, "v1", plural).expect("catalog kind");
@@ -128,6 +129,55 @@ async fn empty_namespace(reg: &Registry, ns: &str) -> anyhow::Result<()> {
         Err(e) if e.code == 404 => Ok(()),
         Err(e) => anyhow::bail!("removing: {}", e.message),
     }
+}
+
+/// Deletes Events not seen for `ttl` (upstream keeps them with an etcd lease
+/// renewed by each write, one hour by default), so a busy cluster's events
+/// do not grow without bound.
+pub async fn run_event_expiry(reg: Arc<Registry>, ttl: Duration) {
+    let info = lookup("", "v1", "events").unwrap();
+    loop {
+        tokio::time::sleep(EXPIRE_EVERY.min(ttl)).await;
+        let Ok(ttl) = chrono::Duration::from_std(ttl) else { return };
+        let cutoff = chrono::Utc::now() - ttl;
+        for c in reg.cache.prefix(info.storage).snapshot(&format!("/registry/{}/", info.storage)) {
+            if last_seen(c.json()).is_some_and(|t| t < cutoff) {
+                // Guarded by the revision read: an event bumped meanwhile stays.
+                if let Err(e) = reg.store.delete(&c.key, Some(c.rev)).await {
+                    tracing::debug!(key = c.key, "expiring event: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// When an event was last seen: the newest of its timestamps.
+fn last_seen(json: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Times {
+        last_timestamp: Option<String>,
+        event_time: Option<String>,
+        series: Option<Series>,
+        metadata: Meta,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Series {
+        last_observed_time: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Meta {
+        creation_timestamp: Option<String>,
+    }
+    let t: Times = serde_json::from_slice(json).ok()?;
+    [t.last_timestamp, t.event_time, t.series.and_then(|s| s.last_observed_time), t.metadata.creation_timestamp]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .max()
 }
 
 /// Compacts the store every few minutes, keeping the last interval's history.

@@ -136,9 +136,19 @@ impl Correlator {
     }
 }
 
+/// Keeps a cache near its bound (upstream's are LRUs of 4,096): at the bound,
+/// drop entries idle for a window, and if that is not enough the older half,
+/// so the cost is paid once per many insertions, not on every event.
 fn prune<V>(cache: &mut HashMap<String, V>, now: Instant, at: impl Fn(&V) -> Instant) {
-    if cache.len() >= CACHE_ENTRIES {
-        cache.retain(|_, v| now.duration_since(at(v)) < SIMILAR_WINDOW);
+    if cache.len() < CACHE_ENTRIES {
+        return;
+    }
+    cache.retain(|_, v| now.duration_since(at(v)) < SIMILAR_WINDOW);
+    if cache.len() >= CACHE_ENTRIES / 2 {
+        let mut ages: Vec<Instant> = cache.values().map(&at).collect();
+        let (_, median, _) = ages.select_nth_unstable(cache.len() / 2);
+        let median = *median;
+        cache.retain(|_, v| at(v) > median);
     }
 }
 
@@ -260,5 +270,20 @@ mod tests {
         assert!(write(&mut c, report("other", "SuccessfulCreate", "Created pod: other-0"), now).is_some(), "buckets are per object");
         assert!(write(&mut c, report("web", "SuccessfulCreate", "x"), now + Duration::from_secs(100)).is_none());
         assert!(write(&mut c, report("web", "SuccessfulCreate", "x"), now + REFILL_EVERY).is_some());
+    }
+
+    #[test]
+    fn the_caches_stay_bounded_when_every_event_is_about_a_new_object() {
+        let (mut c, start) = (Correlator::default(), Instant::now());
+        for i in 0..3 * CACHE_ENTRIES {
+            let now = start + Duration::from_millis(i as u64);
+            assert!(write(&mut c, report(&format!("pod-{i}"), "Scheduled", "assigned"), now).is_some());
+        }
+        for len in [c.written.len(), c.similar.len(), c.buckets.len()] {
+            assert!((CACHE_ENTRIES / 4..=CACHE_ENTRIES).contains(&len), "{len}");
+        }
+        // The newest entries are the ones kept.
+        let last = format!("pod-{}", 3 * CACHE_ENTRIES - 1);
+        assert!(matches!(c.decide(&report(&last, "Scheduled", "assigned"), start + Duration::from_secs(60)), Some(Write::Bump { count: 2, .. })));
     }
 }

@@ -236,3 +236,62 @@ where
 pub fn benign(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(r) if r.code == 404 || r.code == 409)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::api::ObjectMeta;
+
+    fn pod(name: &str, owner: Option<&str>) -> Pod {
+        let owner_references = owner.map(|uid| vec![OwnerReference { uid: uid.into(), controller: Some(true), ..Default::default() }]);
+        Pod { metadata: ObjectMeta { name: Some(name.into()), namespace: Some("ns".into()), owner_references, ..Default::default() }, ..Default::default() }
+    }
+
+    fn names(refs: Vec<ObjectRef<Pod>>) -> Vec<String> {
+        let mut n: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+        n.sort();
+        n
+    }
+
+    /// Feeds one event to the index and then the store, as `Shared::run` does.
+    fn feed(index: &ByController<Pod>, writer: &mut Writer<Pod>, store: &Store<Pod>, event: watcher::Event<Pod>) {
+        index.apply(store, &event);
+        writer.apply_watcher_event(&event);
+    }
+
+    #[test]
+    fn the_index_follows_owners_deletions_and_relists() {
+        let (store, mut writer) = reflector::store();
+        let index = ByController::default();
+        for e in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(pod("a", Some("rs-1"))),
+            watcher::Event::InitApply(pod("b", Some("rs-1"))),
+            watcher::Event::InitApply(pod("orphan", None)),
+            watcher::Event::InitDone,
+        ] {
+            feed(&index, &mut writer, &store, e);
+        }
+        assert_eq!(names(index.controlled_by("rs-1")), ["a", "b"]);
+        assert_eq!(names(index.orphans_in("ns")), ["orphan"]);
+        assert!(index.orphans_in("other").is_empty());
+
+        // Released by one owner, adopted by another, deleted.
+        feed(&index, &mut writer, &store, watcher::Event::Apply(pod("b", None)));
+        feed(&index, &mut writer, &store, watcher::Event::Apply(pod("orphan", Some("rs-2"))));
+        feed(&index, &mut writer, &store, watcher::Event::Delete(pod("a", Some("rs-1"))));
+        assert!(index.controlled_by("rs-1").is_empty());
+        assert_eq!(names(index.controlled_by("rs-2")), ["orphan"]);
+        assert_eq!(names(index.orphans_in("ns")), ["b"]);
+
+        // A relist replaces the index once complete: "b" vanished meanwhile.
+        feed(&index, &mut writer, &store, watcher::Event::Init);
+        feed(&index, &mut writer, &store, watcher::Event::InitApply(pod("orphan", Some("rs-2"))));
+        assert_eq!(names(index.orphans_in("ns")), ["b"], "the old index serves until the list is done");
+        feed(&index, &mut writer, &store, watcher::Event::InitDone);
+        assert!(index.orphans_in("ns").is_empty());
+        assert_eq!(names(index.controlled_by("rs-2")), ["orphan"]);
+    }
+}

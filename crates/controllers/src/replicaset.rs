@@ -28,6 +28,11 @@ use crate::workload::{self, controller_of, controller_ref, is_status, pod_active
 
 /// Upstream's burstReplicas: at most this many creations or deletions per sync.
 const BURST: usize = 500;
+/// Pod creations and deletions in flight across all owners. Without a bound,
+/// a hundred owners scaling up at once queue tens of thousands of writes in
+/// the API server, and every other request (lease renewals too) waits
+/// behind them; upstream bounds its clients by QPS instead.
+const WRITES_IN_FLIGHT: usize = 64;
 
 /// What the controller needs from a ReplicaSet or a ReplicationController.
 pub struct View {
@@ -95,6 +100,7 @@ struct Ctx {
     by_controller: ByController<Pod>,
     /// By owner uid.
     pending: Mutex<HashMap<String, Pending>>,
+    writes: tokio::sync::Semaphore,
 }
 
 impl Ctx {
@@ -158,7 +164,7 @@ async fn run<K: Replicated>(client: Client, (store, touched): Watched<Pod>, by_c
     let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
     let owners = controller.store();
     let kind = K::kind(&()).into_owned();
-    let ctx = Arc::new(Ctx { client, pods: store, by_controller, pending: Mutex::default() });
+    let ctx = Arc::new(Ctx { client, pods: store, by_controller, pending: Mutex::default(), writes: tokio::sync::Semaphore::new(WRITES_IN_FLIGHT) });
     let seen = ctx.clone();
     controller
         .watches_shared_stream(touched, move |pod: Arc<Pod>| {
@@ -293,7 +299,11 @@ async fn manage_replicas<K: Replicated>(ctx: &Ctx, obj: &K, view: &View, mut own
         let (mut done, mut batch) = (0, 1);
         while done < want {
             let n = batch.min(want - done);
-            let results = futures::future::join_all((0..n).map(|_| pods.create(&pp, &pod))).await;
+            let results = futures::future::join_all((0..n).map(|_| async {
+                let _permit = ctx.writes.acquire().await;
+                pods.create(&pp, &pod).await
+            }))
+            .await;
             let mut failed = None;
             let mut events = Vec::new();
             // A pod the store already holds was seen; wait for the others.
@@ -325,7 +335,11 @@ async fn manage_replicas<K: Replicated>(ctx: &Ctx, obj: &K, view: &View, mut own
         let doomed = &owned[..(diff as usize).min(BURST)];
         ctx.expect(&uid, |pending| pending.deletes.extend(doomed.iter().map(|p| p.name_any())));
         let dp = DeleteParams::default();
-        let results = futures::future::join_all(doomed.iter().map(|p| pods.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp))).await;
+        let results = futures::future::join_all(doomed.iter().map(|p| async {
+            let _permit = ctx.writes.acquire().await;
+            pods.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp).await
+        }))
+        .await;
         let mut events = Vec::new();
         let mut failed = None;
         for (pod, r) in doomed.iter().zip(results) {

@@ -108,6 +108,7 @@ async fn run_scenario() -> anyhow::Result<()> {
         kubeconfig: kubeconfig.clone(),
         service_cidr: apiserver::Cidr::parse("10.43.0.0/16").unwrap(),
         node_ports: (30000, 32767),
+        event_ttl: std::time::Duration::from_secs(3600),
     };
     let server = apiserver::start(config, Arc::new(store::MemoryStore::new())).await?;
     let server_task = tokio::spawn(async move {

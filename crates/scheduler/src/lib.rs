@@ -52,9 +52,16 @@ enum Msg {
     BindFailed { key: String, pod: Arc<Pod>, retry: bool },
 }
 
+/// Bindings (and their events) in flight at once. Scheduling runs ahead of
+/// binding; an unbounded number of writes would queue in the API server and
+/// delay everyone's requests, lease renewals included (upstream bounds its
+/// clients by QPS).
+const WRITES_IN_FLIGHT: usize = 64;
+
 struct Scheduler {
     client: Client,
     identity: String,
+    writes: Arc<tokio::sync::Semaphore>,
     cache: Cache,
     queue: Queue,
     /// Pods assumed onto a node whose binding has not shown up in the watch yet.
@@ -87,6 +94,7 @@ impl Scheduler {
         Scheduler {
             client,
             identity,
+            writes: Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT)),
             cache: Cache::default(),
             queue: Queue::default(),
             assumed: HashSet::new(),
@@ -249,8 +257,9 @@ impl Scheduler {
                 self.cache.set_nominated(&key, None, None);
                 self.assumed.insert(key.clone());
                 self.cache.set_pod(info, &node);
-                let (client, tx, instance) = (self.client.clone(), tx.clone(), self.identity.clone());
+                let (client, tx, instance, writes) = (self.client.clone(), tx.clone(), self.identity.clone(), self.writes.clone());
                 tokio::spawn(async move {
+                    let _permit = writes.acquire_owned().await;
                     match bind::bind(&client, &pod, &node).await {
                         Ok(()) => {
                             let ns = pod.metadata.namespace.as_deref().unwrap_or("");
@@ -272,13 +281,14 @@ impl Scheduler {
                 let message = fit.message(&post);
                 let changed = self.queue.unschedulable(&key, &message);
                 tracing::debug!(pod = key, "{message}");
-                let (client, instance) = (self.client.clone(), self.identity.clone());
+                let (client, instance, writes) = (self.client.clone(), self.identity.clone(), self.writes.clone());
                 let victims: Vec<Arc<Pod>> = candidate.iter().flat_map(|c| c.victims.iter().map(|v| v.pod.clone())).collect();
                 let nominated = candidate.map(|c| c.node);
                 if let Some(n) = &nominated {
                     self.cache.set_nominated(&key, Some(n), Some(info.clone()));
                 }
                 tokio::spawn(async move {
+                    let _permit = writes.acquire_owned().await;
                     bind::event(&client, &pod, "Warning", "FailedScheduling", "Scheduling", &message, &instance).await;
                     if changed || nominated.is_some() {
                         bind::mark_unschedulable(&client, &pod, &message, nominated.as_deref()).await;

@@ -78,6 +78,9 @@ struct ServerArgs {
     /// Port range NodePort services are allocated from.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
+    /// How long Events are kept after they were last seen, e.g. 1h, 30m, 90s.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    event_ttl: std::time::Duration,
     /// Secret (or whole K10... token) agents join with [default: the one stored in DATA_DIR/server/token, made on first start].
     #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -101,6 +104,30 @@ fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
     Ok((lo, hi))
 }
 
+/// A Go-style duration as upstream's flags take it: "1h", "30m", "1h30m", "90s".
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?}: want a duration such as 1h, 30m, 1h30m or 90s");
+    let (mut total, mut number) = (0u64, String::new());
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            number.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        total += number.parse::<u64>().map_err(|_| bad())? * unit;
+        number.clear();
+    }
+    if !number.is_empty() || s.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let service_cidr = apiserver::Cidr::parse(&args.service_cidr).context("--service-cidr")?;
     let node_ports = parse_port_range(&args.service_node_port_range)?;
@@ -114,6 +141,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         port: args.https_listen_port,
         service_cidr,
         node_ports,
+        event_ttl: args.event_ttl,
     };
     let server = apiserver::start(config, Arc::new(store)).await?;
     server.enable_join(&args.data_dir.join("server").join("token"), args.token.as_deref(), &args.cluster_cidr)?;
