@@ -17,7 +17,7 @@ use chrono::Utc;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::Client;
+use kube::{Client, Resource};
 use serde_json::json;
 
 /// Upstream's defaults (client-go tools/record).
@@ -155,6 +155,21 @@ fn prune<V>(cache: &mut HashMap<String, V>, now: Instant, at: impl Fn(&V) -> Ins
 /// One correlator per process, as upstream has one broadcaster per component;
 /// the keys carry the component.
 static CORRELATOR: LazyLock<Mutex<Correlator>> = LazyLock::new(Mutex::default);
+
+/// A reference to `obj` (upstream's GetReference): what an event is about,
+/// or what a claimRef points at.
+pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    let m = obj.meta();
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: m.name.clone(),
+        namespace: m.namespace.clone(),
+        uid: m.uid.clone(),
+        resource_version: m.resource_version.clone(),
+        ..Default::default()
+    }
+}
 
 /// Records an event about `about` from `component`; failures are logged, never fatal.
 pub async fn record(client: &Client, component: &str, about: ObjectReference, type_: &str, reason: &str, message: String) {

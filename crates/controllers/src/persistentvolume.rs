@@ -19,7 +19,7 @@ use resources::quantity::Quantity;
 use resources::selectors::LabelSelector;
 use serde_json::{json, Value};
 
-use crate::eventlog::record;
+use crate::eventlog::{record, reference};
 use crate::informer::{self, benign, ready};
 
 const COMPONENT: &str = "persistentvolume-controller";
@@ -159,7 +159,7 @@ impl Controller {
                 if gone {
                     let patch = json!({"status": {"phase": "Lost"}});
                     let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await;
-                    record(&self.client, COMPONENT, claim_ref(pvc), "Warning", "ClaimLost", "Bound claim has lost its PersistentVolume. Data on the volume is lost!".into()).await;
+                    record(&self.client, COMPONENT, reference(pvc.as_ref()), "Warning", "ClaimLost", "Bound claim has lost its PersistentVolume. Data on the volume is lost!".into()).await;
                 }
                 continue;
             }
@@ -174,7 +174,7 @@ impl Controller {
                     } else {
                         format!("storageclass.storage.k8s.io \"{}\" not found", pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()).unwrap_or_default())
                     };
-                    record(&self.client, COMPONENT, claim_ref(pvc), "Normal", "FailedBinding", why).await;
+                    record(&self.client, COMPONENT, reference(pvc.as_ref()), "Normal", "FailedBinding", why).await;
                 }
                 continue;
             };
@@ -194,7 +194,7 @@ impl Controller {
         let (pv_name, ns, name) = (pv.name_any(), pvc.namespace().unwrap_or_default(), pvc.name_any());
         let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
-        let mut pv_patch = json!({"spec": {"claimRef": claim_ref(pvc)}, "metadata": {"resourceVersion": pv.resource_version()}});
+        let mut pv_patch = json!({"spec": {"claimRef": reference(pvc)}, "metadata": {"resourceVersion": pv.resource_version()}});
         if pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_none() {
             pv_patch["metadata"]["annotations"] = json!({BOUND_BY_CONTROLLER: "yes"});
         }
@@ -227,17 +227,6 @@ fn refers_to(r: &ObjectReference, pvc: &PersistentVolumeClaim) -> bool {
         && r.uid.as_deref().is_none_or(|u| u.is_empty() || Some(u) == pvc.uid().as_deref())
 }
 
-fn claim_ref(pvc: &PersistentVolumeClaim) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("PersistentVolumeClaim".into()),
-        namespace: pvc.namespace(),
-        name: Some(pvc.name_any()),
-        uid: pvc.uid(),
-        resource_version: pvc.resource_version(),
-        ..Default::default()
-    }
-}
 
 #[cfg(test)]
 mod tests {

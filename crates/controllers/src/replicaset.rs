@@ -90,6 +90,12 @@ struct Pending {
     since: Option<Instant>,
 }
 
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.creates.is_empty() && self.deletes.is_empty()
+    }
+}
+
 /// Upstream's ExpectationsTimeout: a write whose event never shows up (a pod
 /// created and deleted before we noted it) stops blocking its owner after this.
 const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(300);
@@ -113,7 +119,7 @@ impl Ctx {
         if pod.metadata.deletion_timestamp.is_some() || self.pods.get(&ObjectRef::from_obj(pod)).is_none() {
             p.deletes.remove(&name);
         }
-        if p.creates.is_empty() && p.deletes.is_empty() {
+        if p.is_empty() {
             pending.remove(owner_uid);
         }
     }
@@ -136,7 +142,7 @@ impl Ctx {
         let p = pending.entry(owner_uid.to_string()).or_default();
         p.since = Some(Instant::now());
         f(p);
-        if p.creates.is_empty() && p.deletes.is_empty() {
+        if p.is_empty() {
             pending.remove(owner_uid);
         }
     }

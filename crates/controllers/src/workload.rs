@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
 use kube::api::ObjectMeta;
 use kube::{Client, Resource};
@@ -129,14 +129,5 @@ pub fn creation(meta: &ObjectMeta) -> chrono::DateTime<Utc> {
 
 /// Records a core/v1 Event about `obj` (see eventlog). Failures are logged, never fatal.
 pub async fn record<K: Resource<DynamicType = ()>>(client: &Client, component: &str, obj: &K, type_: &str, reason: &str, message: String) {
-    let about = ObjectReference {
-        api_version: Some(K::api_version(&()).into_owned()),
-        kind: Some(K::kind(&()).into_owned()),
-        name: obj.meta().name.clone(),
-        namespace: obj.meta().namespace.clone(),
-        uid: obj.meta().uid.clone(),
-        resource_version: obj.meta().resource_version.clone(),
-        ..Default::default()
-    };
-    crate::eventlog::record(client, component, about, type_, reason, message).await
+    crate::eventlog::record(client, component, crate::eventlog::reference(obj), type_, reason, message).await
 }

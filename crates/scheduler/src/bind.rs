@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use controllers::eventlog::Report;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
@@ -71,15 +71,7 @@ pub async fn delete_victim(client: &Client, victim: &Pod, preemptor: &Pod, node:
 
 /// Records a core/v1 Event about `pod` from the default-scheduler.
 pub async fn event(client: &Client, pod: &Pod, type_: &str, reason: &str, action: &str, message: &str, instance: &str) {
-    let about = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: pod.metadata.name.clone(),
-        namespace: pod.metadata.namespace.clone(),
-        uid: pod.metadata.uid.clone(),
-        resource_version: pod.metadata.resource_version.clone(),
-        ..Default::default()
-    };
+    let about = controllers::eventlog::reference(pod);
     let instance = if instance.is_empty() { COMPONENT } else { instance };
     let report = Report { component: COMPONENT, instance, about, type_, reason, action: Some(action), message: message.into() };
     controllers::eventlog::emit(client, report).await
