@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, Node, Pod, Taint};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::labels::Labels;
 
@@ -265,6 +267,37 @@ pub struct Cache {
     /// Pending pods nominated to a node by preemption: node -> key -> pod.
     nominated: HashMap<String, HashMap<String, Arc<PodInfo>>>,
     nominated_node: HashMap<String, String>,
+    /// PodDisruptionBudgets by `namespace/name`, for preemption.
+    pub pdbs: BTreeMap<String, Pdb>,
+}
+
+/// What preemption reads of a PodDisruptionBudget.
+#[derive(Debug, Clone)]
+pub struct Pdb {
+    pub namespace: String,
+    pub selector: Option<LabelSelector>,
+    pub disruptions_allowed: i32,
+    /// Pods already being disrupted (status.disruptedPods), not counted again.
+    pub disrupted: Vec<String>,
+}
+
+impl Pdb {
+    pub fn new(pdb: &PodDisruptionBudget) -> Pdb {
+        let status = pdb.status.as_ref();
+        Pdb {
+            namespace: pdb.metadata.namespace.clone().unwrap_or_default(),
+            selector: pdb.spec.as_ref().and_then(|s| s.selector.clone()),
+            disruptions_allowed: status.map_or(0, |s| s.disruptions_allowed),
+            disrupted: status.and_then(|s| s.disrupted_pods.as_ref()).map(|m| m.keys().cloned().collect()).unwrap_or_default(),
+        }
+    }
+
+    /// Does this budget cover `pod`? As upstream's preemption, an empty
+    /// selector and a pod without labels match nothing.
+    pub fn covers(&self, pod: &PodInfo) -> bool {
+        let empty = self.selector.as_ref().is_none_or(|s| s.match_labels.as_ref().is_none_or(|m| m.is_empty()) && s.match_expressions.as_ref().is_none_or(|e| e.is_empty()));
+        self.namespace == pod.namespace && !empty && !pod.labels.is_empty() && crate::labels::selector_matches(self.selector.as_ref(), &pod.labels)
+    }
 }
 
 impl Cache {

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -48,6 +49,7 @@ pub async fn run(client: Client, identity: String) {
 enum Msg {
     Node(Box<Event<Node>>),
     Pod(Box<Event<Pod>>),
+    Pdb(Box<Event<PodDisruptionBudget>>),
     /// A binding failed: forget the assumption; retry the pod when `retry`.
     BindFailed { key: String, pod: Arc<Pod>, retry: bool },
 }
@@ -71,6 +73,7 @@ struct Scheduler {
     /// Keys seen since the watch (re)listed, to drop what vanished meanwhile.
     relist_nodes: Option<HashSet<String>>,
     relist_pods: Option<HashSet<String>>,
+    relist_pdbs: Option<std::collections::BTreeMap<String, cache::Pdb>>,
     synced: (bool, bool),
 }
 
@@ -102,6 +105,7 @@ impl Scheduler {
             rng: rand::rngs::StdRng::from_entropy(),
             relist_nodes: None,
             relist_pods: None,
+            relist_pdbs: None,
             synced: (false, false),
         }
     }
@@ -116,6 +120,9 @@ impl Scheduler {
         tasks.spawn(forward(nodes, move |e| t.send(Msg::Node(Box::new(e))).is_ok()));
         let t = tx.clone();
         tasks.spawn(forward(pods, move |e| t.send(Msg::Pod(Box::new(e))).is_ok()));
+        let pdbs = watcher(Api::<PodDisruptionBudget>::all(self.client.clone()));
+        let t = tx.clone();
+        tasks.spawn(forward(pdbs, move |e| t.send(Msg::Pdb(Box::new(e))).is_ok()));
         tracing::info!("scheduler started");
         let mut scheduled_since_yield = 0;
         loop {
@@ -149,6 +156,7 @@ impl Scheduler {
         match m {
             Msg::Node(e) => self.node_event(*e),
             Msg::Pod(e) => self.pod_event(*e),
+            Msg::Pdb(e) => self.pdb_event(*e),
             Msg::BindFailed { key, pod, retry } => {
                 if self.assumed.remove(&key) {
                     self.cache.remove_pod(&key);
@@ -181,6 +189,23 @@ impl Scheduler {
                 self.synced.0 = true;
                 self.queue.move_all();
             }
+        }
+    }
+
+    fn pdb_event(&mut self, e: Event<PodDisruptionBudget>) {
+        let key = |p: &PodDisruptionBudget| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+        match e {
+            Event::Init => self.relist_pdbs = Some(Default::default()),
+            Event::InitApply(p) => {
+                self.relist_pdbs.get_or_insert_with(Default::default).insert(key(&p), cache::Pdb::new(&p));
+            }
+            Event::Apply(p) => {
+                self.cache.pdbs.insert(key(&p), cache::Pdb::new(&p));
+            }
+            Event::Delete(p) => {
+                self.cache.pdbs.remove(&key(&p));
+            }
+            Event::InitDone => self.cache.pdbs = self.relist_pdbs.take().unwrap_or_default(),
         }
     }
 

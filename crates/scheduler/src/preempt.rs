@@ -1,11 +1,12 @@
 //! DefaultPreemption (PostFilter): when no node fits, find a node where
 //! evicting lower-priority pods would make room, choosing the fewest and
-//! least important victims; otherwise explain why preemption cannot help,
-//! in upstream's words.
+//! least important victims and, first of all, the fewest whose eviction
+//! would break a PodDisruptionBudget; otherwise explain why preemption
+//! cannot help, in upstream's words.
 
 use std::sync::Arc;
 
-use crate::cache::{Cache, PodInfo};
+use crate::cache::{Cache, Pdb, PodInfo};
 use crate::filters::Code;
 use crate::schedule::{histogram_message, FitError, Prepared};
 
@@ -16,6 +17,8 @@ pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
 pub struct Candidate {
     pub node: String,
     pub victims: Vec<Arc<PodInfo>>,
+    /// Victims whose eviction breaks a PodDisruptionBudget.
+    pub pdb_violations: usize,
 }
 
 /// Returns the PostFilter message ("" when a candidate was found) and the candidate.
@@ -52,17 +55,21 @@ pub fn preempt(cache: &Cache, pod: &PodInfo, fit: &FitError) -> (String, Option<
             statuses.push(f.reasons);
             continue;
         }
-        // Reprieve as many victims as possible, most important first.
+        // Reprieve as many victims as possible: those a budget protects
+        // first, then the rest, most important first within each.
         lower.sort_by_key(|p| std::cmp::Reverse(p.priority));
+        let (violating, other) = split_by_budget(cache.pdbs.values(), lower);
         let mut victims = Vec::new();
-        for v in lower {
+        let mut pdb_violations = 0;
+        for (v, breaks_budget) in violating.into_iter().map(|v| (v, true)).chain(other.into_iter().map(|v| (v, false))) {
             sim.add_pod(v.clone());
             if prep.filter(&sim).is_err() {
                 sim.remove_pod(&v.key);
                 victims.push(v);
+                pdb_violations += breaks_budget as usize;
             }
         }
-        candidates.push(Candidate { node: name.clone(), victims });
+        candidates.push(Candidate { node: name.clone(), victims, pdb_violations });
     }
     if candidates.is_empty() {
         let absent = fit.num_nodes.saturating_sub(fit.failures.len());
@@ -72,7 +79,22 @@ pub fn preempt(cache: &Cache, pod: &PodInfo, fit: &FitError) -> (String, Option<
     let best = candidates.into_iter().min_by_key(|c| {
         let max = c.victims.iter().map(|v| v.priority as i64).max().unwrap_or(i64::MIN);
         let sum: i64 = c.victims.iter().map(|v| v.priority as i64 + i32::MAX as i64 + 1).sum();
-        (max, sum, c.victims.len())
+        (c.pdb_violations, max, sum, c.victims.len())
     });
     (String::new(), best)
+}
+
+/// Splits victims (most important first) into those whose eviction, taken
+/// in this order, would exceed a budget's disruptionsAllowed, and the rest.
+fn split_by_budget<'a>(pdbs: impl Iterator<Item = &'a Pdb>, pods: Vec<Arc<PodInfo>>) -> (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) {
+    let mut budgets: Vec<(&Pdb, i32)> = pdbs.map(|p| (p, p.disruptions_allowed)).collect();
+    pods.into_iter().partition(|pod| {
+        let mut violated = false;
+        let name = pod.key.rsplit('/').next().unwrap_or("");
+        for (pdb, allowed) in budgets.iter_mut().filter(|(pdb, _)| pdb.covers(pod) && !pdb.disrupted.iter().any(|d| d == name)) {
+            *allowed -= 1;
+            violated |= *allowed < 0;
+        }
+        violated
+    })
 }

@@ -276,3 +276,36 @@ fn pods_of_one_controller_spread_over_equal_nodes() {
     let per_node: Vec<i64> = (0..4).map(|i| c.nodes[&format!("n{i}")].controller_pods.get("uid-web").copied().unwrap_or(0)).collect();
     assert_eq!(per_node, [2, 2, 2, 2]);
 }
+
+#[test]
+fn preemption_prefers_victims_no_budget_protects() {
+    let mut c = cache(&[node("a", "2", "8Gi", json!({}), json!({})), node("b", "2", "8Gi", json!({}), json!({}))]);
+    let req = |name: &str, app: &str| pod(name, json!({"priority": 0, "labels": {"app": app}, "containers": [{"name": "c", "resources": {"requests": {"cpu": "1500m"}}}]}));
+    bind(&mut c, req("guarded", "db"), "a");
+    bind(&mut c, req("free", "web"), "b");
+    let budget = |allowed: i32| -> k8s_openapi::api::policy::v1::PodDisruptionBudget {
+        serde_json::from_value(json!({
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "db"}}, "minAvailable": 1},
+            "status": {"disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1},
+        }))
+        .unwrap()
+    };
+    c.pdbs.insert("default/db".into(), crate::cache::Pdb::new(&budget(0)));
+    let high = pod("high", json!({"priority": 100, "containers": [{"name": "c", "resources": {"requests": {"cpu": "1500m"}}}]}));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let fit = schedule::schedule(&c, &high, &mut 0, &mut rng).unwrap_err();
+    let cand = preempt::preempt(&c, &high, &fit).1.unwrap();
+    assert_eq!((cand.node.as_str(), cand.victims[0].key.as_str(), cand.pdb_violations), ("b", "default/free", 0));
+    // With the budget allowing one disruption both nodes are equal: no violation either way.
+    c.pdbs.insert("default/db".into(), crate::cache::Pdb::new(&budget(1)));
+    assert_eq!(preempt::preempt(&c, &high, &fit).1.unwrap().pdb_violations, 0);
+    // When only the guarded pod can make room, it is still preempted, counted as a violation.
+    c.remove_pod("default/free");
+    bind(&mut c, req("free", "web"), "b");
+    c.pdbs.insert("default/db".into(), crate::cache::Pdb::new(&budget(0)));
+    c.nodes.get_mut("b").unwrap().unschedulable = true;
+    let fit = schedule::schedule(&c, &high, &mut 0, &mut rng).unwrap_err();
+    let cand = preempt::preempt(&c, &high, &fit).1.unwrap();
+    assert_eq!((cand.node.as_str(), cand.pdb_violations), ("a", 1));
+}
