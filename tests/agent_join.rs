@@ -122,10 +122,18 @@ fn mode(p: &Path) -> u32 {
 }
 
 fn node_ready(s: &Server, agent: &Agent) {
-    eventually(90, "the joined node to be Ready", || {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
         let out = s.kubectl(&["get", "node", &agent.node.name, "--no-headers"]);
-        (out.ok() && out.stdout.contains(" Ready ")).then_some(())
-    });
+        if out.ok() && out.stdout.contains(" Ready ") {
+            return;
+        }
+        if Instant::now() > deadline {
+            let node = s.kubectl(&["describe", "node", &agent.node.name]);
+            panic!("the joined node is not Ready after 90s:\n{}{}\nagent log:\n{}", node.stdout, node.stderr, agent.log());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[test]

@@ -32,21 +32,11 @@ fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
 #[test]
 fn controller_manager_runs_as_a_separate_process() {
     let s = Server::start_api_only();
-    let mut cm = std::process::Command::new(e2e::skiff_bin())
-        .args(["controller-manager", "--kubeconfig"])
-        .arg(s.kubeconfig())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starting skiff controller-manager");
+    let cm = e2e::Component::start(&s, "controller-manager");
     s.ok(&["create", "namespace", "remote"]);
-    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        eventually(30, "default serviceaccount from the remote controller-manager", || {
-            s.kubectl(&["get", "serviceaccount", "default", "-n", "remote"]).ok().then_some(())
-        });
-        s.ok(&["get", "lease", "kube-controller-manager", "-n", "kube-system", "-o", "jsonpath={.spec.holderIdentity}"])
-    }));
-    let _ = cm.kill();
-    let _ = cm.wait();
-    let holder = found.unwrap_or_else(|e| std::panic::resume_unwind(e));
-    assert!(holder.ends_with(&format!("_controller-manager_{}", cm.id())), "{holder}");
+    eventually(30, "default serviceaccount from the remote controller-manager", || {
+        s.kubectl(&["get", "serviceaccount", "default", "-n", "remote"]).ok().then_some(())
+    });
+    let holder = s.ok(&["get", "lease", "kube-controller-manager", "-n", "kube-system", "-o", "jsonpath={.spec.holderIdentity}"]);
+    assert!(holder.ends_with(&cm.identity_suffix("controller-manager")), "{holder}");
 }

@@ -296,6 +296,49 @@ impl Drop for Sim {
     }
 }
 
+/// A skiff component (`scheduler`, `controller-manager`, ...) as its own
+/// process against the server, its log in the server's directory; killed
+/// (by PID) when dropped.
+pub struct Component {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Component {
+    pub fn start(s: &Server, command: &str) -> Component {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = s.dir.path().join(format!("{command}-{n}.log"));
+        let child = Command::new(skiff_bin())
+            .args([command, "--kubeconfig"])
+            .arg(s.kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting skiff {command}: {e}"));
+        Component { child, log }
+    }
+
+    /// The identity it holds leader-election leases under.
+    pub fn identity_suffix(&self, command: &str) -> String {
+        format!("_{command}_{}", self.child.id())
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") and waits for the process to end.
+    pub fn signal(&mut self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{signal} {}", self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Polls `f` until it returns Some, or panics after `secs`.
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);

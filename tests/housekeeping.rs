@@ -273,10 +273,17 @@ fn pdb_status_and_drain_refusing_then_succeeding() {
     let cond = json(&s, &["get", "pdb", "db"])["status"]["conditions"][0].clone();
     assert_eq!((cond["type"].as_str(), cond["reason"].as_str(), cond["status"].as_str()), (Some("DisruptionAllowed"), Some("InsufficientPods"), Some("False")));
 
+    // A pod that is not Ready may go although the budget allows no
+    // disruption: it is not healthy, and the healthy ones still meet it.
+    pod(&s, "db-sick", "app: db", Some("hk-d1"), "");
+    run_pod(&s, "db-sick", "10.42.0.29", false);
+    eventually(20, "3 expected pods", || (json(&s, &["get", "pdb", "db"])["status"]["expectedPods"] == 3).then_some(()));
+
     let drain = ["drain", "hk-d1", "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=20s"];
     let out = s.kubectl(&drain);
     assert!(!out.ok(), "drain should have been refused: {}", out.stdout);
     assert!(out.stderr.contains("disruption budget"), "{}", out.stderr);
+    assert!(out.stdout.contains("pod/db-sick evicted"), "{}", out.stdout);
     assert_eq!(s.ok(&["get", "pods", "--no-headers"]).lines().count(), 2);
 
     // Two more healthy replicas elsewhere: the budget now allows two disruptions.

@@ -235,3 +235,34 @@ fn priority_classes_resolve_pod_priority() {
     assert_eq!(priority("batchjob"), "batch/1000/Never");
     assert_eq!(s.ok(&["get", "pod", "batchjob", "-o", "jsonpath={.metadata.labels.touched}"]), "yes");
 }
+
+/// `skiff scheduler` as separate processes: one leads, the others stand by.
+/// A leader killed with SIGKILL is replaced once its lease expires; one
+/// stopped with SIGTERM releases its lease and a standby takes over at once.
+#[test]
+fn standalone_schedulers_fail_over() {
+    let s = Server::start_api_only();
+    node(&s, "fo-1", "4", "8Gi", "", "");
+    let holder = || s.ok(&["get", "lease", "kube-scheduler", "-n", "kube-system", "-o", "jsonpath={.spec.holderIdentity}"]);
+    let mut first = e2e::Component::start(&s, "scheduler");
+    eventually(30, "the first scheduler leads", || holder().ends_with(&first.identity_suffix("scheduler")).then_some(()));
+    let mut second = e2e::Component::start(&s, "scheduler");
+    pod(&s, "before", "");
+    assert_eq!(wait_bound(&s, "before"), "fo-1");
+
+    first.signal("KILL");
+    pod(&s, "after-kill", "");
+    // The dead leader's 15 s lease has to run out first.
+    eventually(40, "the second scheduler leads", || holder().ends_with(&second.identity_suffix("scheduler")).then_some(()));
+    assert_eq!(wait_bound(&s, "after-kill"), "fo-1");
+
+    let third = e2e::Component::start(&s, "scheduler");
+    std::thread::sleep(Duration::from_secs(2));
+    second.signal("TERM");
+    let log = std::fs::read_to_string(&second.log).unwrap();
+    assert!(log.contains("released the lease"), "{log}");
+    // Released: the standby, retrying every 2 s, takes it well within the 15 s a lease lasts.
+    eventually(8, "the third scheduler leads", || holder().ends_with(&third.identity_suffix("scheduler")).then_some(()));
+    pod(&s, "after-term", "");
+    assert_eq!(wait_bound(&s, "after-term"), "fo-1");
+}

@@ -184,9 +184,13 @@ fn cordon_drain_with_a_budget_taints_and_namespace_deletion() {
     let on_0 = placement(&s, "app=api").values().filter(|n| *n == "simc-0").count();
     assert_eq!(on_0, on_0_before, "only the pods from before the cordon stay on simc-0");
 
-    // Drain evicts through the budget (one at a time, retrying) and succeeds.
+    // Drain evicts through the budget: kubectl asks for every pod at once,
+    // the budget refuses all but one (429), kubectl retries, and it succeeds.
+    let on_1 = placement(&s, "app=api").values().filter(|n| *n == "simc-1").count();
+    assert!(on_1 >= 2, "12 pods over 3 schedulable nodes put {on_1} on simc-1");
     let out = s.kubectl(&["drain", "simc-1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s"]);
     assert!(out.ok(), "drain: {}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("Cannot evict pod as it would violate the pod's disruption budget"), "{}", out.stderr);
     assert!(out.stdout.contains("evicted") && out.stdout.contains("drained"), "{}", out.stdout);
     assert!(!placement(&s, "app=api").values().any(|n| n == "simc-1"));
     rollout_ok(&s, "api");

@@ -19,16 +19,26 @@ const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Holds the lease `name` in kube-system while `work` runs; when the lease
 /// is lost, `work` is dropped (cancelled) and the election starts over.
-pub async fn run_as_leader<F, Fut>(client: Client, name: &str, identity: &str, work: F)
+/// When `stop` completes, `work` is cancelled and a held lease is released,
+/// so a standby takes over at once instead of waiting for it to expire
+/// (upstream's ReleaseOnCancel).
+pub async fn run_as_leader<F, Fut>(client: Client, name: &str, identity: &str, stop: impl std::future::Future<Output = ()>, work: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let leases: Api<Lease> = Api::namespaced(client, "kube-system");
+    let mut stop = std::pin::pin!(stop);
     loop {
-        if !acquire(&leases, name, identity).await {
-            tokio::time::sleep(RENEW_EVERY).await;
-            continue;
+        let acquired = tokio::select! {
+            got = acquire(&leases, name, identity) => got,
+            _ = &mut stop => return,
+        };
+        if !acquired {
+            tokio::select! {
+                _ = tokio::time::sleep(RENEW_EVERY) => continue,
+                _ = &mut stop => return,
+            }
         }
         tracing::info!(lease = name, identity, "became leader");
         let held = async {
@@ -44,10 +54,34 @@ where
                 }
             }
         };
-        tokio::select! {
+        let stopped = tokio::select! {
             _ = work() => return,
-            _ = held => tracing::warn!(lease = name, "lost the lease"),
+            _ = held => false,
+            _ = &mut stop => true,
+        };
+        if stopped {
+            release(&leases, name, identity).await;
+            return;
         }
+        tracing::warn!(lease = name, "lost the lease");
+    }
+}
+
+/// Gives up a lease we hold: no holder, a one-second duration.
+async fn release(leases: &Api<Lease>, name: &str, identity: &str) {
+    let Ok(Some(mut lease)) = leases.get_opt(name).await else { return };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return;
+    }
+    let now = MicroTime(Utc::now());
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.acquire_time = Some(now.clone());
+    spec.renew_time = Some(now);
+    match leases.replace(name, &PostParams::default(), &lease).await {
+        Ok(_) => tracing::info!(lease = name, identity, "released the lease"),
+        Err(e) => tracing::warn!(lease = name, "releasing the lease: {e}"),
     }
 }
 
@@ -76,7 +110,9 @@ async fn acquire(leases: &Api<Lease>, name: &str, identity: &str) -> bool {
         Ok(Some(lease)) => {
             let spec = lease.spec.clone().unwrap_or_default();
             let ours = spec.holder_identity.as_deref() == Some(identity);
-            let expired = spec.renew_time.as_ref().is_none_or(|t| {
+            // A lease without a holder was released: free at once.
+            let expired = spec.holder_identity.as_deref().unwrap_or("").is_empty()
+                || spec.renew_time.as_ref().is_none_or(|t| {
                 let ttl = chrono::Duration::seconds(spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS) as i64);
                 t.0 + ttl < Utc::now()
             });

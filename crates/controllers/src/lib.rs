@@ -35,9 +35,10 @@ pub struct Options {
     pub cluster_cidr: String,
 }
 
-/// Runs every controller while this process holds the controller-manager lease.
-pub async fn run(client: Client, identity: String, options: Options) {
-    leader::run_as_leader(client.clone(), "kube-controller-manager", &identity, || {
+/// Runs every controller while this process holds the controller-manager
+/// lease, until `stop` (which releases the lease).
+pub async fn run(client: Client, identity: String, options: Options, stop: impl std::future::Future<Output = ()>) {
+    leader::run_as_leader(client.clone(), "kube-controller-manager", &identity, stop, || {
         let (client, options) = (client.clone(), options.clone());
         async move {
             // One watch and one cache of each of the two largest kinds, for every controller.

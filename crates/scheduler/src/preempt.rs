@@ -91,7 +91,7 @@ fn split_by_budget<'a>(pdbs: impl Iterator<Item = &'a Pdb>, pods: Vec<Arc<PodInf
     pods.into_iter().partition(|pod| {
         let mut violated = false;
         let name = pod.key.rsplit('/').next().unwrap_or("");
-        for (pdb, allowed) in budgets.iter_mut().filter(|(pdb, _)| pdb.covers(pod) && !pdb.disrupted.iter().any(|d| d == name)) {
+        for (_, allowed) in budgets.iter_mut().filter(|(pdb, _)| pdb.covers(pod) && !pdb.disrupted.iter().any(|d| d == name)) {
             *allowed -= 1;
             violated |= *allowed < 0;
         }

@@ -159,10 +159,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     if !args.disable_controllers {
         let client = in_process_client(server.router.clone());
         let options = controllers::Options { ca_pem: server.ca_pem.clone(), cluster_cidr: args.cluster_cidr.clone() };
-        tokio::spawn(controllers::run(client, identity("controller-manager"), options));
+        tokio::spawn(controllers::run(client, identity("controller-manager"), options, std::future::pending()));
     }
     if !args.disable_scheduler {
-        tokio::spawn(scheduler::run(in_process_client(server.router.clone()), identity("scheduler")));
+        tokio::spawn(scheduler::run(in_process_client(server.router.clone()), identity("scheduler"), std::future::pending()));
     }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -179,6 +179,15 @@ fn in_process_client(router: axum::Router) -> kube::Client {
         async move { router.oneshot(req.map(axum::body::Body::new)).await }
     });
     kube::Client::new(service, "default")
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 /// This process's name in leader-election leases.
@@ -222,13 +231,13 @@ fn main() -> anyhow::Result<()> {
             Command::Image(a) => image::run(a).await,
             Command::Scheduler(a) => {
                 let client = kubelet::client::from_kubeconfig(&a.kubeconfig).await?;
-                scheduler::run(client, identity("scheduler")).await;
+                scheduler::run(client, identity("scheduler"), shutdown_signal()).await;
                 Ok(())
             }
             Command::ControllerManager(a) => {
                 let (client, ca_pem) = kubelet::client::from_kubeconfig_with_ca(&a.remote.kubeconfig).await?;
                 let options = controllers::Options { ca_pem, cluster_cidr: a.cluster_cidr };
-                controllers::run(client, identity("controller-manager"), options).await;
+                controllers::run(client, identity("controller-manager"), options, shutdown_signal()).await;
                 Ok(())
             }
         }

@@ -38,10 +38,8 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         ephemeral_storage: args.ephemeral_storage,
         name_prefix: args.name_prefix,
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = kubelet::sim::run(client, opts) => r,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = term.recv() => Ok(()),
+        _ = crate::shutdown_signal() => Ok(()),
     }
 }
