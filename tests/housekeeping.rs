@@ -234,8 +234,11 @@ fn a_noexecute_taint_evicts_pods_that_do_not_tolerate_it() {
     assert!(events.contains("TaintManagerEviction: Marking for deletion Pod default/plain"), "{events}");
     s.ok(&["taint", "nodes", "hk-t1", "dedicated=x:NoExecute-"]);
 
-    // A kubelet reporting Ready=False gets the not-ready taints; the remaining pod
-    // tolerates them for the default 300 s, so it stays.
+    // A kubelet reporting Ready=False gets the not-ready taints (while another
+    // node is Ready: with every node down none gets a NoExecute taint); the
+    // remaining pod tolerates them for the default 300 s, so it stays.
+    ready_node(&s, "hk-t2");
+    renew_lease(&s, "hk-t2");
     let patch = r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"KubeletNotReady","message":"runtime down"}]}}"#;
     s.ok(&["patch", "node", "hk-t1", "--subresource=status", "--type=merge", "-p", patch]);
     eventually(20, "not-ready taints", || {

@@ -52,6 +52,62 @@ fn simulated_nodes_run_pods() {
     assert!(started.elapsed().as_secs() < 10, "delete took {:?}", started.elapsed());
     s.fails(&["get", "pod", "sim-web"]);
     s.ok(&["delete", "pod", "sim-gated", "--timeout=20s"]);
+
+    // An annotation makes a deleted pod use its whole grace period.
+    let slow = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sim-slow", "annotations": {"sim.skiff.dev/use-grace-period": "true"}},
+        "spec": {"nodeName": "simtest-0", "terminationGracePeriodSeconds": 6, "containers": [{"name": "c", "image": "busybox"}]}}"#;
+    s.apply_stdin(&["apply", "-f", "-"], slow);
+    eventually(30, "sim-slow running", || s.ok(&["get", "pod", "sim-slow"]).contains("Running").then_some(()));
+    let started = std::time::Instant::now();
+    s.ok(&["delete", "pod", "sim-slow", "--wait=false"]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(s.ok(&["get", "pod", "sim-slow"]).contains("Terminating"), "sim-slow should stay for its 6 s grace period");
+    eventually(20, "sim-slow gone", || (!s.kubectl(&["get", "pod", "sim-slow"]).ok()).then_some(()));
+    assert!(started.elapsed().as_secs() >= 5, "sim-slow went after {:?}", started.elapsed());
+
+    // A Job's pod succeeds when its annotation says so.
+    let job_pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sim-job-x", "annotations": {"sim.skiff.dev/succeed-after": "2"},
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "x", "uid": "5b0f3b4e-0000-4000-8000-000000000001", "controller": true}]},
+        "spec": {"nodeName": "simtest-0", "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}"#;
+    s.apply_stdin(&["apply", "-f", "-"], job_pod);
+    eventually(30, "the job's pod Completed", || {
+        let out = s.ok(&["get", "pod", "sim-job-x", "--no-headers"]);
+        (out.contains("Completed") && s.ok(&["get", "pod", "sim-job-x", "-o", "jsonpath={.status.phase}"]) == "Succeeded").then_some(())
+    });
+    let exit = s.ok(&["get", "pod", "sim-job-x", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"]);
+    assert_eq!(exit, "0");
+}
+
+/// Stopping the sim stops its lease renewals: after the 40 s grace period
+/// its nodes are NotReady (Ready=Unknown). With every node of the cluster
+/// down at once the node controller assumes a partition of its own rather
+/// than of the nodes (upstream's full-disruption mode): the nodes get the
+/// NoSchedule taint but not the NoExecute one, so no pod is evicted.
+#[test]
+fn stopping_the_sim_makes_its_nodes_not_ready_without_evicting_everything() {
+    let s = Server::start();
+    let sim = Sim::start(&s, 2, "simstop-");
+    eventually(30, "2 Ready simulated nodes", || {
+        let out = s.kubectl(&["get", "nodes", "--no-headers"]);
+        (out.ok() && out.stdout.lines().filter(|l| l.contains(" Ready ")).count() == 2).then_some(())
+    });
+    s.ok(&["create", "deployment", "stay", "--image=nginx", "--replicas=4"]);
+    let out = s.kubectl(&["rollout", "status", "deployment/stay", "--timeout=60s"]);
+    assert!(out.ok(), "{}", out.stderr);
+    drop(sim);
+    eventually(90, "both nodes NotReady", || {
+        let out = s.ok(&["get", "nodes", "--no-headers"]);
+        (out.lines().filter(|l| l.contains(" NotReady ")).count() == 2).then_some(())
+    });
+    let ready = s.ok(&["get", "node", "simstop-0", "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#]);
+    assert_eq!(ready, "Unknown");
+    let taints = || s.ok(&["get", "nodes", "-o", "jsonpath={range .items[*]}{range .spec.taints[*]}{.key}:{.effect} {end}{end}"]);
+    eventually(20, "unreachable NoSchedule taints", || (taints().matches("node.kubernetes.io/unreachable:NoSchedule").count() == 2).then_some(()));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!taints().contains("NoExecute"), "no NoExecute taint in full disruption: {}", taints());
+    let events = s.ok(&["get", "events", "-A", "-o", "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}"]);
+    assert!(events.contains("NodeNotReady"), "{events}");
+    assert_eq!(s.ok(&["get", "pods", "-l", "app=stay", "--no-headers"]).lines().count(), 4);
 }
 
 /// Creates ConfigMap `dependent` owned by ConfigMap `owner`.

@@ -2,9 +2,13 @@
 //! A node that has not renewed its lease or posted status for the grace
 //! period gets its conditions set to Unknown; nodes are tainted by their
 //! conditions (`node.kubernetes.io/unreachable`, `not-ready`, pressure,
-//! unschedulable) and untainted when healthy again. The taint manager part
-//! deletes pods on nodes with NoExecute taints they do not tolerate, after
-//! the shortest matching `tolerationSeconds`.
+//! unschedulable) and untainted when healthy again. The NoExecute taints of
+//! unhealthy nodes are rate-limited per zone, as upstream: 0.1 nodes/s, 0.01
+//! in a large zone where most nodes are down (none in a small one), and
+//! none at all while every node of the cluster is down, which looks like
+//! the control plane's own partition rather than the nodes'. The taint
+//! manager part deletes pods on nodes with NoExecute taints they do not
+//! tolerate, after the shortest matching `tolerationSeconds`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -36,7 +40,7 @@ pub async fn run(client: Client, (nodes, node_events): Watched<Node>, (pods, pod
         .ready_chunks(4096);
     let mut tick = tokio::time::interval(MONITOR_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut c = Controller { client, nodes, leases, pods, health: HashMap::new(), seen_tainted: HashMap::new() };
+    let mut c = Controller { client, nodes, leases, pods, health: HashMap::new(), seen_tainted: HashMap::new(), zones: HashMap::new(), all_down: false };
     let control = async {
         loop {
             tokio::select! {
@@ -68,6 +72,10 @@ struct Controller {
     health: HashMap<String, Health>,
     /// Pods on NoExecute-tainted nodes: when we first saw them there.
     seen_tainted: HashMap<String, Instant>,
+    /// NoExecute tainting budget per zone.
+    zones: HashMap<String, TokenBucket>,
+    /// Every node is down (upstream's master disruption mode).
+    all_down: bool,
 }
 
 fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
@@ -84,6 +92,7 @@ impl Controller {
             let about = ObjectReference { kind: Some("Node".into()), name: Some(name.clone()), uid: Some(name.clone()), ..Default::default() };
             record(&self.client, COMPONENT, about, "Normal", "RemovingNode", format!("Node {name} event: Removing Node {name} from Controller")).await;
         }
+        let mut seen = Vec::new();
         for node in nodes {
             let name = node.name_any();
             if !self.health.contains_key(&name) {
@@ -122,11 +131,29 @@ impl Controller {
             if let Some(h) = self.health.get_mut(&name) {
                 h.ready = now_ready;
             }
-            if let Err(e) = self.taint(&node).await {
+            seen.push(node);
+        }
+        let states = zone_states(&seen);
+        let all_down = !states.is_empty() && states.values().all(|z| z.state == ZoneState::FullDisruption);
+        if all_down != self.all_down {
+            self.all_down = all_down;
+            self.zones.clear();
+            if all_down {
+                tracing::warn!("every node is not Ready: no NoExecute taints (full disruption mode) until one is back");
+            } else {
+                tracing::info!("a node is Ready again: leaving full disruption mode");
+            }
+        }
+        for node in seen {
+            let zone = zone_of(&node);
+            let rate = if all_down { 0.0 } else { states[&zone].eviction_rate() };
+            let mut bucket = self.zones.remove(&zone).unwrap_or_else(TokenBucket::new);
+            if let Err(e) = self.taint(&node, all_down, || bucket.take(rate)).await {
                 if !benign(&e) {
-                    tracing::warn!(node = name, "updating node taints: {e}");
+                    tracing::warn!(node = node.name_any(), "updating node taints: {e}");
                 }
             }
+            self.zones.insert(zone, bucket);
         }
     }
 
@@ -173,10 +200,20 @@ impl Controller {
         }
     }
 
-    /// Brings the controller-managed taints in line with the node's conditions.
-    async fn taint(&self, node: &Node) -> kube::Result<()> {
-        let wanted = wanted_taints(node);
+    /// Brings the controller-managed taints in line with the node's
+    /// conditions. A missing not-ready/unreachable NoExecute taint is added
+    /// only when `may_add_no_execute` allows it (the zone's rate), and none
+    /// is kept while every node is down.
+    async fn taint(&self, node: &Node, all_down: bool, may_add_no_execute: impl FnOnce() -> bool) -> kube::Result<()> {
         let current = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+        let has = |(key, effect): &(&str, &str)| current.iter().any(|t| t.key == *key && t.effect == *effect);
+        let (no_execute, mut wanted): (Vec<_>, Vec<_>) = wanted_taints(node).into_iter().partition(|(_, effect)| *effect == "NoExecute");
+        let no_execute: Vec<_> = no_execute.into_iter().filter(|_| !all_down).collect();
+        if no_execute.iter().all(has) || may_add_no_execute() {
+            wanted.extend(no_execute);
+        } else {
+            wanted.extend(no_execute.into_iter().filter(has));
+        }
         let managed = |t: &Taint| MANAGED.iter().any(|(k, e)| t.key == *k && t.effect == *e);
         let mut next: Vec<Taint> = current.iter().filter(|t| !managed(t) || wanted.contains(&(t.key.as_str(), t.effect.as_str()))).cloned().collect();
         for (key, effect) in &wanted {
@@ -272,6 +309,93 @@ fn node_ref(node: &Node) -> ObjectReference {
     ObjectReference { kind: Some("Node".into()), api_version: Some("v1".into()), name: Some(node.name_any()), uid: Some(node.name_any()), ..Default::default() }
 }
 
+/// Upstream's defaults: --node-eviction-rate, --secondary-node-eviction-rate,
+/// --large-cluster-size-threshold, --unhealthy-zone-threshold.
+const EVICTION_RATE: f64 = 0.1;
+const SECONDARY_EVICTION_RATE: f64 = 0.01;
+const LARGE_ZONE: usize = 50;
+const UNHEALTHY_ZONE: f64 = 0.55;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ZoneState {
+    Normal,
+    /// More than two nodes and at least 55 % of them not Ready.
+    PartialDisruption,
+    /// No node Ready.
+    FullDisruption,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Zone {
+    state: ZoneState,
+    nodes: usize,
+}
+
+impl Zone {
+    /// Nodes per second that may get a NoExecute taint.
+    fn eviction_rate(&self) -> f64 {
+        match self.state {
+            ZoneState::Normal | ZoneState::FullDisruption => EVICTION_RATE,
+            ZoneState::PartialDisruption if self.nodes > LARGE_ZONE => SECONDARY_EVICTION_RATE,
+            ZoneState::PartialDisruption => 0.0,
+        }
+    }
+}
+
+/// A node's failure zone: its region and zone labels (empty when unset).
+fn zone_of(node: &Node) -> String {
+    let label = |k: &str| node.metadata.labels.as_ref().and_then(|l| l.get(k)).cloned().unwrap_or_default();
+    format!("{}:{}", label("topology.kubernetes.io/region"), label("topology.kubernetes.io/zone"))
+}
+
+fn zone_states(nodes: &[Node]) -> HashMap<String, Zone> {
+    let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
+    for node in nodes {
+        let (ready, not_ready) = counts.entry(zone_of(node)).or_default();
+        if condition(node, "Ready").is_some_and(|c| c.status == "True") {
+            *ready += 1;
+        } else {
+            *not_ready += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(zone, (ready, not_ready))| {
+            let state = if ready == 0 && not_ready > 0 {
+                ZoneState::FullDisruption
+            } else if not_ready > 2 && not_ready as f64 / (ready + not_ready) as f64 >= UNHEALTHY_ZONE {
+                ZoneState::PartialDisruption
+            } else {
+                ZoneState::Normal
+            };
+            (zone, Zone { state, nodes: ready + not_ready })
+        })
+        .collect()
+}
+
+/// A token bucket holding at most one token (upstream's burst of 1).
+struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new() -> TokenBucket {
+        TokenBucket { tokens: 1.0, last: Instant::now() }
+    }
+
+    fn take(&mut self, per_second: f64) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * per_second).min(1.0);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return true;
+        }
+        false
+    }
+}
+
 const MANAGED: &[(&str, &str)] = &[
     (NOT_READY, "NoSchedule"),
     (NOT_READY, "NoExecute"),
@@ -360,5 +484,38 @@ mod tests {
         let eq = Toleration { key: Some("k".into()), value: Some("v".into()), ..Default::default() };
         let t = Taint { key: "k".into(), value: Some("v".into()), effect: "NoExecute".into(), time_added: None };
         assert!(tolerates(&eq, &t));
+    }
+
+    fn node(name: &str, zone: &str, ready: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn zones_are_normal_partially_or_fully_disrupted() {
+        let mut nodes = vec![node("a1", "a", "True"), node("a2", "a", "Unknown"), node("b1", "b", "False")];
+        let states = zone_states(&nodes);
+        assert_eq!((states[":a"].state, states[":b"].state), (ZoneState::Normal, ZoneState::FullDisruption));
+        assert_eq!(states[":b"].eviction_rate(), EVICTION_RATE);
+        // Three of four down in a small zone: partial disruption, no NoExecute tainting at all.
+        nodes.extend([node("a3", "a", "Unknown"), node("a4", "a", "False")]);
+        let a = zone_states(&nodes)[":a"];
+        assert_eq!((a.state, a.eviction_rate()), (ZoneState::PartialDisruption, 0.0));
+        // The same share in a zone of more than 50 nodes: the secondary rate.
+        let large: Vec<Node> = (0..60).map(|i| node(&format!("n{i}"), "c", if i < 40 { "Unknown" } else { "True" })).collect();
+        assert_eq!(zone_states(&large)[":c"].eviction_rate(), SECONDARY_EVICTION_RATE);
+    }
+
+    #[test]
+    fn token_bucket_allows_one_then_waits_for_the_rate() {
+        let mut b = TokenBucket::new();
+        assert!(b.take(0.1));
+        assert!(!b.take(0.1));
+        b.last -= Duration::from_secs(11);
+        assert!(b.take(0.1));
+        assert!(!b.take(0.0) && !TokenBucket { tokens: 0.0, last: Instant::now() }.take(0.0));
     }
 }
