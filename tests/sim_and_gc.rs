@@ -65,11 +65,16 @@ fn simulated_nodes_run_pods() {
     eventually(20, "sim-slow gone", || (!s.kubectl(&["get", "pod", "sim-slow"]).ok()).then_some(()));
     assert!(started.elapsed().as_secs() >= 5, "sim-slow went after {:?}", started.elapsed());
 
-    // A Job's pod succeeds when its annotation says so.
-    let job_pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sim-job-x", "annotations": {"sim.skiff.dev/succeed-after": "2"},
-        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "x", "uid": "5b0f3b4e-0000-4000-8000-000000000001", "controller": true}]},
-        "spec": {"nodeName": "simtest-0", "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}"#;
-    s.apply_stdin(&["apply", "-f", "-"], job_pod);
+    // A Job's pod succeeds when its annotation says so. (The owner must
+    // exist: the garbage collector deletes pods whose owner is gone.)
+    s.ok(&["create", "job", "x", "--image=busybox", "--", "true"]);
+    let job_uid = s.ok(&["get", "job", "x", "-o", "jsonpath={.metadata.uid}"]);
+    let job_pod = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "sim-job-x", "annotations": {{"sim.skiff.dev/succeed-after": "2"}},
+        "ownerReferences": [{{"apiVersion": "batch/v1", "kind": "Job", "name": "x", "uid": "{job_uid}", "controller": true}}]}},
+        "spec": {{"nodeName": "simtest-0", "restartPolicy": "Never", "containers": [{{"name": "c", "image": "busybox"}}]}}}}"#
+    );
+    s.apply_stdin(&["apply", "-f", "-"], &job_pod);
     eventually(30, "the job's pod Completed", || {
         let out = s.ok(&["get", "pod", "sim-job-x", "--no-headers"]);
         (out.contains("Completed") && s.ok(&["get", "pod", "sim-job-x", "-o", "jsonpath={.status.phase}"]) == "Succeeded").then_some(())

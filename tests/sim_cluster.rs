@@ -213,3 +213,92 @@ fn cordon_drain_with_a_budget_taints_and_namespace_deletion() {
     s.fails(&["get", "namespace", "doomed"]);
     assert_eq!(s.ok(&["get", "pods", "-n", "doomed", "--no-headers"]), "");
 }
+
+/// The number of replicas each of the deployment's ReplicaSets asks for, by image.
+fn rs_replicas(s: &Server, app: &str) -> BTreeMap<String, i64> {
+    json(s, &["get", "rs", "-l", &format!("app={app}")])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rs| (rs["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap().to_string(), rs["spec"]["replicas"].as_i64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn min_ready_seconds_progress_deadline_proportional_scaling_and_history() {
+    let (s, _sim) = cluster();
+    // minReadySeconds: Ready pods count as available only after 6 s.
+    let slow = r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "slow"},
+      "spec": {"replicas": 3, "minReadySeconds": 6, "selector": {"matchLabels": {"app": "slow"}},
+        "template": {"metadata": {"labels": {"app": "slow"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}"#;
+    s.apply_stdin(&["apply", "-f", "-"], slow);
+    let status = |s: &Server| json(s, &["get", "deployment", "slow"])["status"].clone();
+    let at_ready = eventually(30, "3 ready replicas", || {
+        let st = status(&s);
+        (st["readyReplicas"] == 3).then(|| (std::time::Instant::now(), st["availableReplicas"].as_i64().unwrap_or(0)))
+    });
+    assert!(at_ready.1 < 3, "all 3 available as soon as Ready despite minReadySeconds");
+    eventually(30, "3 available replicas", || (status(&s)["availableReplicas"] == 3).then_some(()));
+    assert!(at_ready.0.elapsed().as_secs() >= 4, "available after {:?} of the 6 s minReadySeconds", at_ready.0.elapsed());
+    rollout_ok(&s, "slow");
+
+    // A rollout whose new pods never become Ready (a readiness gate nobody sets)
+    // is stuck at replicas - maxUnavailable old pods plus maxSurge new ones.
+    let prop = r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "prop"},
+      "spec": {"replicas": 10, "progressDeadlineSeconds": 8, "selector": {"matchLabels": {"app": "prop"}},
+        "strategy": {"rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}},
+        "template": {"metadata": {"labels": {"app": "prop"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}}"#;
+    s.apply_stdin(&["apply", "-f", "-"], prop);
+    rollout_ok(&s, "prop");
+    let stuck = r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"nginx:2"}],"readinessGates":[{"conditionType":"example.com/never"}]}}}}"#;
+    s.ok(&["patch", "deployment", "prop", "-p", stuck]);
+    eventually(40, "old 8, new 5", || {
+        let r = rs_replicas(&s, "prop");
+        (r.get("nginx:1") == Some(&8) && r.get("nginx:2") == Some(&5)).then_some(())
+    });
+    // Scaling mid-rollout spreads the new replicas over both ReplicaSets in
+    // proportion (upstream's e2e expects 20 and 13 for 30 replicas).
+    s.ok(&["scale", "deployment", "prop", "--replicas=30"]);
+    eventually(40, "old 20, new 13", || {
+        let r = rs_replicas(&s, "prop");
+        (r.get("nginx:1") == Some(&20) && r.get("nginx:2") == Some(&13)).then_some(())
+    });
+    // No progress for progressDeadlineSeconds: Progressing=False, and rollout status gives up.
+    eventually(40, "ProgressDeadlineExceeded", || {
+        let conds = json(&s, &["get", "deployment", "prop"])["status"]["conditions"].clone();
+        conds.as_array()?.iter().any(|c| c["type"] == "Progressing" && c["status"] == "False" && c["reason"] == "ProgressDeadlineExceeded").then_some(())
+    });
+    let out = s.kubectl(&["rollout", "status", "deployment/prop", "--timeout=30s"]);
+    assert!(!out.ok() && out.stderr.contains("exceeded its progress deadline"), "{}\n{}", out.stdout, out.stderr);
+
+    // Back to revision 1 by number.
+    let history = s.ok(&["rollout", "history", "deployment/prop"]);
+    assert!(history.lines().any(|l| l.trim_start().starts_with('1')) && history.lines().any(|l| l.trim_start().starts_with('2')), "{history}");
+    s.ok(&["rollout", "undo", "deployment/prop", "--to-revision=1"]);
+    rollout_ok(&s, "prop");
+    eventually(30, "only nginx:1 pods", || {
+        let imgs = images(&s, "app=prop");
+        (imgs.len() == 30 && imgs.iter().all(|i| i == "nginx:1")).then_some(())
+    });
+    let rev = s.ok(&["get", "deployment", "prop", "-o", r#"jsonpath={.metadata.annotations.deployment\.kubernetes\.io/revision}"#]);
+    assert_eq!(rev, "3", "an undo is a new revision");
+
+    // Paused: template changes make no new ReplicaSet until resumed.
+    s.ok(&["rollout", "pause", "deployment/prop"]);
+    s.ok(&["set", "image", "deployment/prop", "c=nginx:3"]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!rs_replicas(&s, "prop").contains_key("nginx:3"), "a paused deployment rolled out");
+    let conds = json(&s, &["get", "deployment", "prop"])["status"]["conditions"].clone();
+    assert!(conds.as_array().unwrap().iter().any(|c| c["reason"] == "DeploymentPaused"), "{conds}");
+    s.ok(&["rollout", "resume", "deployment/prop"]);
+    rollout_ok(&s, "prop");
+    assert_eq!(rs_replicas(&s, "prop").get("nginx:3"), Some(&30));
+
+    // restart: a new ReplicaSet with the restartedAt annotation on its template.
+    s.ok(&["rollout", "restart", "deployment/prop"]);
+    rollout_ok(&s, "prop");
+    eventually(30, "30 restarted pods and no others", || {
+        let restarted = s.ok(&["get", "pods", "-l", "app=prop", "-o", r#"jsonpath={range .items[*]}{.metadata.annotations.kubectl\.kubernetes\.io/restartedAt}{"\n"}{end}"#]);
+        (restarted.lines().count() == 30 && restarted.lines().all(|l| !l.is_empty())).then_some(())
+    });
+}

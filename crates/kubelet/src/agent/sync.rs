@@ -333,8 +333,8 @@ impl Worker {
 
     /// Starts the container's next attempt, unless its last exit is still in back-off.
     async fn start_or_backoff(&mut self, c: &Container) {
+        let attempt = self.next_attempt(&c.name);
         let (latest, _) = self.latest(&c.name);
-        let attempt = latest.map(|l| l.attempt + 1).unwrap_or(0);
         if let Some(l) = latest.filter(|l| l.state != ContainerState::Running) {
             // A container that never started (create/start failed) is retried on the same back-off.
             let exited = l.state == ContainerState::Exited;

@@ -158,6 +158,18 @@ impl Worker {
         (all.first().copied(), all.get(1).copied())
     }
 
+    /// The next attempt of a container: one after the newest in this
+    /// sandbox, or in a new sandbox one after the newest log the pod's
+    /// earlier sandboxes left (`<attempt>.log`), so restartCount keeps
+    /// counting and no log is appended to, as upstream's kubelet does.
+    pub fn next_attempt(&self, name: &str) -> u32 {
+        if let (Some(l), _) = self.latest(name) {
+            return l.attempt + 1;
+        }
+        let logs = std::fs::read_dir(self.log_dir().join(name)).into_iter().flatten().flatten();
+        logs.filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse::<u32>().ok()).max().map_or(0, |n| n + 1)
+    }
+
     /// The runtime's containers of this pod's sandbox, from the agent-wide
     /// snapshot (`fresh` forces a new one, after this worker changed something).
     pub async fn refresh_containers(&mut self, fresh: bool) {
