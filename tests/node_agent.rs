@@ -361,3 +361,66 @@ fn volumes_env_graceful_termination_images_and_agent_restart() {
     s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
     assert_host_clean(&s, &trace);
 }
+
+/// Lifecycle hooks, activeDeadlineSeconds, and the volume kinds the other
+/// tests do not mount: a PersistentVolumeClaim bound to a hostPath volume,
+/// hostPath itself, projected sources and a size-limited memory emptyDir.
+#[test]
+fn hooks_deadlines_claims_and_projected_volumes() {
+    let (_reg, image) = registry_with_busybox();
+    let s = Server::start_node();
+    node_ready(&s);
+    let host = s.dir.path().join("host-volume");
+    let claim_dir = s.dir.path().join("pv-data");
+    std::fs::create_dir_all(&claim_dir).unwrap();
+    s.ok(&["create", "configmap", "proj", "--from-literal=greeting=hi"]);
+    s.ok(&["create", "secret", "generic", "proj-secret", "--from-literal=token=t0k3n"]);
+    apply(&s, &format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: e2e-pv}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  hostPath: {{path: {}}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data}}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  resources: {{requests: {{storage: 500Mi}}}}\n",
+        claim_dir.display()
+    ));
+    eventually(30, "the claim Bound", || (s.ok(&["get", "pvc", "data", "-o", "jsonpath={.status.phase}"]) == "Bound").then_some(()));
+    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "hooked", "labels": {{"app": "hooked"}}}}, "spec": {{
+        "terminationGracePeriodSeconds": 10,
+        "volumes": [{{"name": "host", "hostPath": {{"path": "{host}", "type": "DirectoryOrCreate"}}}},
+                    {{"name": "data", "persistentVolumeClaim": {{"claimName": "data"}}}},
+                    {{"name": "mem", "emptyDir": {{"medium": "Memory", "sizeLimit": "8Mi"}}}},
+                    {{"name": "all", "projected": {{"sources": [
+                        {{"configMap": {{"name": "proj", "items": [{{"key": "greeting", "path": "cm/greeting"}}]}}}},
+                        {{"secret": {{"name": "proj-secret"}}}},
+                        {{"downwardAPI": {{"items": [{{"path": "labels", "fieldRef": {{"fieldPath": "metadata.labels"}}}}]}}}}]}}}}],
+        "containers": [{{"name": "c", "image": "{image}", "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
+            "lifecycle": {{"postStart": {{"exec": {{"command": ["sh", "-c", "echo post-start > /host/post-start"]}}}},
+                           "preStop": {{"exec": {{"command": ["sh", "-c", "echo pre-stop > /host/pre-stop"]}}}}}},
+            "volumeMounts": [{{"name": "host", "mountPath": "/host"}}, {{"name": "data", "mountPath": "/data"}},
+                             {{"name": "mem", "mountPath": "/mem"}}, {{"name": "all", "mountPath": "/all"}}]}}]}}}}"#,
+        host = host.display()
+    ));
+    wait_ready(&s, "hooked");
+    assert_eq!(std::fs::read_to_string(host.join("post-start")).unwrap().trim(), "post-start");
+    // The claim's volume is the PV's host directory.
+    s.ok(&["exec", "hooked", "--", "sh", "-c", "echo kept > /data/file"]);
+    assert_eq!(std::fs::read_to_string(claim_dir.join("file")).unwrap().trim(), "kept");
+    // A memory-backed emptyDir is a tmpfs of its sizeLimit.
+    let mounts = s.ok(&["exec", "hooked", "--", "grep", " /mem ", "/proc/mounts"]);
+    assert!(mounts.starts_with("tmpfs /mem tmpfs") && mounts.contains("size=8192k"), "{mounts}");
+    let projected = s.ok(&["exec", "hooked", "--", "cat", "/all/cm/greeting", "/all/token", "/all/labels"]);
+    assert_eq!(projected, "hit0k3napp=\"hooked\"");
+    // preStop runs before the container is stopped.
+    s.ok(&["delete", "pod", "hooked", "--timeout=60s"]);
+    assert_eq!(std::fs::read_to_string(host.join("pre-stop")).unwrap().trim(), "pre-stop");
+
+    // activeDeadlineSeconds: the pod fails when it runs out.
+    s.ok(&["run", "deadline", &format!("--image={image}"), "--restart=Never", "--overrides",
+        r#"{"spec": {"activeDeadlineSeconds": 3}}"#, "--", "sleep", "3600"]);
+    eventually(60, "DeadlineExceeded", || {
+        let st = json(&s, &["get", "pod", "deadline"])["status"].clone();
+        (st["phase"] == "Failed" && st["reason"] == "DeadlineExceeded").then_some(())
+    });
+    let events = s.ok(&["get", "events", "--field-selector", "involvedObject.name=deadline", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("DeadlineExceeded"), "{events}");
+
+    let trace = host_trace(&s);
+    s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    assert_host_clean(&s, &trace);
+}

@@ -366,3 +366,23 @@ async fn survives_agent_kill_9() {
     rt.remove_pod_sandbox(sb).await.unwrap();
     assert_nothing_left(&fx, sb, &cgroup, std::slice::from_ref(id));
 }
+
+/// After a reboot a sandbox's namespace files hold nothing: simulated here
+/// by unmounting them. The sandbox must then read NotReady, so the agent
+/// builds a new one instead of starting containers into dead namespaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_whose_namespaces_are_gone_is_not_ready() {
+    let fx = Fixture::new();
+    let rt = &fx.runtime;
+    let sb = rt.run_pod_sandbox(&fx.sandbox_config("rebooted")).await.unwrap();
+    let status = rt.pod_sandbox_status(&sb).await.unwrap();
+    assert_eq!(status.state, runtime::cri::SandboxState::Ready);
+    let netns = status.netns_path.unwrap();
+    let out = std::process::Command::new("umount").arg(&netns).output().unwrap();
+    assert!(out.status.success(), "umount {}: {}", netns.display(), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(rt.pod_sandbox_status(&sb).await.unwrap().state, runtime::cri::SandboxState::NotReady);
+    let listed = rt.list_pod_sandboxes().await.unwrap();
+    assert!(listed.iter().any(|s| s.id == sb && s.state == runtime::cri::SandboxState::NotReady));
+    rt.stop_pod_sandbox(&sb).await.unwrap();
+    rt.remove_pod_sandbox(&sb).await.unwrap();
+}

@@ -158,14 +158,14 @@ impl Runtime {
     }
 
     pub(super) fn sandbox_status(&self, id: &str) -> Result<PodSandboxStatus> {
-        Ok(status_of(&self.load_sandbox(id)?))
+        Ok(status_of(&self.load_sandbox(id)?, &self.sandbox_dir(id)))
     }
 
     pub(super) fn list_sandboxes(&self) -> Result<Vec<PodSandboxStatus>> {
         let mut out = Vec::new();
         for id in list_dir(&self.inner.root.join("sandboxes")) {
             match self.load_sandbox(&id) {
-                Ok(meta) => out.push(status_of(&meta)),
+                Ok(meta) => out.push(status_of(&meta, &self.sandbox_dir(&id))),
                 // Being created or removed right now, or damaged: not listed.
                 Err(e) => warn!(sandbox = %id, "skipping sandbox: {e:#}"),
             }
@@ -188,13 +188,13 @@ impl Runtime {
     }
 }
 
-fn status_of(meta: &SandboxMeta) -> PodSandboxStatus {
+fn status_of(meta: &SandboxMeta, dir: &Path) -> PodSandboxStatus {
     PodSandboxStatus {
         id: meta.id.clone(),
         uid: meta.uid.clone(),
         name: meta.name.clone(),
         namespace: meta.namespace.clone(),
-        state: if meta.stopped {
+        state: if meta.stopped || !namespaces_held(meta, dir) {
             SandboxState::NotReady
         } else {
             SandboxState::Ready
@@ -202,6 +202,24 @@ fn status_of(meta: &SandboxMeta) -> PodSandboxStatus {
         netns_path: meta.netns_path.clone(),
         created_at: meta::to_system_time(meta.created_at),
     }
+}
+
+/// Are the sandbox's namespaces still held by their bind mounts? After a
+/// reboot the files are there (or not) but hold nothing: the sandbox is
+/// then NotReady, so the agent makes a new one instead of starting
+/// containers into namespaces that no longer exist.
+fn namespaces_held(meta: &SandboxMeta, dir: &Path) -> bool {
+    let ns = dir.join("ns");
+    let held = [meta.netns_path.clone(), (!meta.host_ipc).then(|| ns.join("ipc")), (!meta.host_network).then(|| ns.join("uts"))];
+    held.iter().flatten().all(|p| is_nsfs(p))
+}
+
+fn is_nsfs(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a statfs buffer we own.
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == NSFS_MAGIC }
 }
 
 /// Undoes `ip netns add`: unmount the nsfs bind mount and remove the file.
