@@ -247,6 +247,12 @@ fn restarts_back_off_probes_act_and_oom_kills_show() {
     assert!(previous.starts_with("run at "), "{previous}");
     let last = json(&s, &["get", "pod", "crash"])["status"]["containerStatuses"][0]["lastState"]["terminated"].clone();
     assert_eq!((last["exitCode"].as_i64(), last["reason"].as_str()), (Some(1), Some("Error")), "{last}");
+    // Only the newest dead attempt's log is kept beside the current one.
+    let uid = s.ok(&["get", "pod", "crash", "-o", "jsonpath={.metadata.uid}"]);
+    let logs = s.dir.path().join(format!("agent/logs/default_crash_{uid}/c"));
+    let mut kept: Vec<u32> = std::fs::read_dir(&logs).unwrap().flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok()).collect();
+    kept.sort();
+    assert!(kept.len() <= 2 && !kept.contains(&0), "log files of attempts {kept:?} in {}", logs.display());
 
     wait_ready(&s, "inits");
     assert_eq!(s.ok(&["logs", "inits"]), "one\ntwo");

@@ -77,6 +77,16 @@ async fn share_process_namespace_and_host_network() {
         ps.contains("sleep 1001") && ps.contains("sleep 1002"),
         "{ps}"
     );
+    // PID 1 is the pod's namespace holder, not a container: the first
+    // container can stop without taking the second down with it.
+    let init = output(&fx, &second, "tr '\\0' ' ' < /proc/1/cmdline").await;
+    assert!(init.contains("pid-holder"), "PID 1 is {init:?}");
+    rt.stop_container(&first, Duration::ZERO).await.unwrap();
+    wait_for_state(rt, &first, ContainerState::Exited, Duration::from_secs(10)).await;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rt.container_status(&second).await.unwrap().state, ContainerState::Running);
+    let ps = output(&fx, &second, "ps -o args").await;
+    assert!(!ps.contains("sleep 1001") && ps.contains("sleep 1002"), "{ps}");
 
     let mut host_config = fx.sandbox_config("hostnet");
     host_config.host_network = true;

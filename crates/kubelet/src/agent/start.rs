@@ -201,13 +201,19 @@ impl Worker {
         self.watch_probes(c, &id);
     }
 
-    /// Removes dead attempts of a container but the newest (kept for lastState and logs).
+    /// Removes dead attempts of a container but the newest (kept for
+    /// lastState and `logs --previous`), and their log files, so a
+    /// crash-looping container keeps at most two attempts' logs.
     async fn prune_dead(&mut self, name: &str) {
         let mut dead: Vec<_> = self.containers.iter().filter(|c| c.name == name && c.state != runtime::cri::ContainerState::Running).cloned().collect();
         dead.sort_by_key(|c| std::cmp::Reverse(c.attempt));
         for old in dead.iter().skip(1) {
             if let Err(e) = self.agent.runtime.remove_container(&old.id).await {
                 tracing::debug!(container = old.id, "removing old attempt: {e:#}");
+                continue;
+            }
+            for log in runtime::containers::logs::rotated_files(&old.log_path).iter().chain([&old.log_path]) {
+                let _ = std::fs::remove_file(log);
             }
             self.term_messages.remove(&old.id);
         }

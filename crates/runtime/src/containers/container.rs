@@ -93,11 +93,7 @@ impl Runtime {
         let lower: Vec<PathBuf> = image.layers.iter().rev().cloned().collect();
         mounts::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &rootfs)?;
         let user = user::resolve(&rootfs, &image.user, &config.security)?;
-        let pid_ns = if sandbox.share_process_namespace && !sandbox.host_pid {
-            self.first_init_pid_ns(&sandbox.id)
-        } else {
-            None
-        };
+        let pid_ns = sandbox::shares_pid(sandbox).then(|| self.sandbox_dir(&sandbox.id).join("ns/pid"));
         let spec = spec::build(&SpecInput {
             config,
             image,
@@ -109,17 +105,6 @@ impl Runtime {
         })?;
         meta::write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&spec)?)?;
         self.spawn_shim(meta, &dir)
-    }
-
-    /// The PID namespace of the sandbox's first running container (shareProcessNamespace).
-    fn first_init_pid_ns(&self, sandbox_id: &str) -> Option<PathBuf> {
-        self.container_ids_of(sandbox_id)
-            .into_iter()
-            .find_map(|id| {
-                let state = self.inner.runc.state(&id).ok()??;
-                (state.status == "running" && state.pid > 0)
-                    .then(|| PathBuf::from(format!("/proc/{}/ns/pid", state.pid)))
-            })
     }
 
     /// Starts the shim and waits for its verdict on `runc create`.

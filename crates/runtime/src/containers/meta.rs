@@ -22,6 +22,9 @@ pub struct SandboxMeta {
     pub host_pid: bool,
     pub host_ipc: bool,
     pub share_process_namespace: bool,
+    /// Host PID of the shared PID namespace's holder (`ns/pid`), with shareProcessNamespace.
+    #[serde(default)]
+    pub pid_holder: Option<u32>,
     /// Pod cgroup, relative to the cgroup root, without leading slash.
     pub cgroup_parent: String,
     /// Named network namespace file (`/run/netns/skiff-...`), None with hostNetwork.

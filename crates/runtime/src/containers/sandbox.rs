@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use tracing::{info, warn};
 
 use super::meta::{self, SandboxMeta};
-use super::{cgroups, mounts, podfiles, resolve_id, Runtime};
+use super::{cgroups, mounts, pid_holder, podfiles, resolve_id, Runtime};
 use crate::cri::{PodSandboxConfig, PodSandboxStatus, SandboxState};
 
 const SHM_SIZE: &str = "size=65536k,mode=1777";
@@ -47,6 +47,7 @@ impl Runtime {
             host_pid: config.host_pid,
             host_ipc: config.host_ipc,
             share_process_namespace: config.share_process_namespace,
+            pid_holder: None,
             cgroup_parent,
             netns_path: (!config.host_network)
                 .then(|| PathBuf::from(format!("/run/netns/skiff-{short}"))),
@@ -58,8 +59,9 @@ impl Runtime {
             annotations: config.annotations.clone(),
         };
         // Recorded first, so an interrupted creation is still found and removed.
+        let mut meta = meta;
         meta::write_json(&dir.join("meta.json"), &meta)?;
-        if let Err(e) = self.build_sandbox(&meta, config) {
+        if let Err(e) = self.build_sandbox(&mut meta, config) {
             if let Err(cleanup) = self.remove_sandbox(&id) {
                 warn!(sandbox = %id, "cleaning up a failed sandbox: {cleanup:#}");
             }
@@ -68,11 +70,12 @@ impl Runtime {
                 config.namespace, config.name
             )));
         }
+        meta::write_json(&dir.join("meta.json"), &meta)?;
         info!(sandbox = %id, pod = %format!("{}/{}", config.namespace, config.name), "sandbox ready");
         Ok(id)
     }
 
-    fn build_sandbox(&self, meta: &SandboxMeta, config: &PodSandboxConfig) -> Result<()> {
+    fn build_sandbox(&self, meta: &mut SandboxMeta, config: &PodSandboxConfig) -> Result<()> {
         let dir = self.sandbox_dir(&meta.id);
         if let Some(netns) = &meta.netns_path {
             let name = netns.file_name().unwrap().to_string_lossy().into_owned();
@@ -80,11 +83,17 @@ impl Runtime {
             run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]))?;
         }
         let own_uts = !meta.host_network;
-        if own_uts || !meta.host_ipc {
-            let ns = dir.join("ns");
+        let ns = dir.join("ns");
+        if own_uts || !meta.host_ipc || shares_pid(meta) {
+            // The namespace files are bind mounts: a private mount point keeps them from propagating.
             std::fs::create_dir_all(&ns)?;
             mounts::bind_mount(&ns, &ns)?;
             mounts::make_private(&ns)?;
+        }
+        if shares_pid(meta) {
+            meta.pid_holder = Some(pid_holder::start(&self.inner.shim, &ns.join("pid"))?);
+        }
+        if own_uts || !meta.host_ipc {
             let mut unshare = Command::new("unshare");
             for (kind, wanted) in [("ipc", !meta.host_ipc), ("uts", own_uts)] {
                 if wanted {
@@ -126,6 +135,9 @@ impl Runtime {
         for container in self.container_ids_of(&meta.id) {
             self.stop(&container, std::time::Duration::ZERO)?;
         }
+        if let Some(pid) = meta.pid_holder {
+            pid_holder::stop(pid, &self.sandbox_dir(&meta.id).join("ns/pid"));
+        }
         meta.stopped = true;
         meta::write_json(&self.sandbox_dir(&meta.id).join("meta.json"), &meta)
     }
@@ -143,6 +155,9 @@ impl Runtime {
         }
         let dir = self.sandbox_dir(&id);
         let meta: Option<SandboxMeta> = meta::read_json_opt(&dir.join("meta.json")).unwrap_or(None);
+        if let Some(pid) = meta.as_ref().and_then(|m| m.pid_holder) {
+            pid_holder::stop(pid, &dir.join("ns/pid"));
+        }
         mounts::unmount_under(&dir)?;
         if let Some(meta) = &meta {
             if let Some(netns) = &meta.netns_path {
@@ -211,7 +226,13 @@ fn status_of(meta: &SandboxMeta, dir: &Path) -> PodSandboxStatus {
 fn namespaces_held(meta: &SandboxMeta, dir: &Path) -> bool {
     let ns = dir.join("ns");
     let held = [meta.netns_path.clone(), (!meta.host_ipc).then(|| ns.join("ipc")), (!meta.host_network).then(|| ns.join("uts"))];
-    held.iter().flatten().all(|p| is_nsfs(p))
+    let pid_held = !shares_pid(meta) || meta.pid_holder.is_some_and(|pid| pid_holder::alive(pid, &ns.join("pid")));
+    pid_held && held.iter().flatten().all(|p| is_nsfs(p))
+}
+
+/// Do the pod's containers share one PID namespace of their own?
+pub(super) fn shares_pid(meta: &SandboxMeta) -> bool {
+    meta.share_process_namespace && !meta.host_pid
 }
 
 fn is_nsfs(path: &Path) -> bool {

@@ -38,8 +38,9 @@ pub fn shim_main(args: Vec<String>) -> ! {
             }
         },
         Some("exec-wait") => exec_wait(&args[1..]),
+        Some(super::pid_holder::SUBCOMMAND) => super::pid_holder::main(&args[1..]),
         _ => {
-            eprintln!("usage: container-shim run --runc-root DIR --id ID ... | exec-wait PIDFILE RUNC-ARGS...");
+            eprintln!("usage: container-shim run --runc-root DIR --id ID ... | exec-wait PIDFILE RUNC-ARGS... | pid-holder NSFILE");
             2
         }
     };
