@@ -25,10 +25,7 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects()
+    let stream = touched_after_relist(watcher(api, config).default_backoff().reflect(writer))
         .filter_map(|r| async move {
             match r {
                 Ok(o) => Some(Arc::new(o)),
@@ -40,6 +37,35 @@ where
         })
         .boxed();
     (reader, stream)
+}
+
+/// The objects each event touches, as kube's `touched_objects`, except that
+/// a relist's objects come out after its InitDone. The store (and the
+/// controller index) swap the new list in only then: a controller woken by
+/// one of them earlier would read the old list, write a status from it, and
+/// with nothing changing afterwards keep that stale status.
+fn touched_after_relist<K, S>(events: S) -> impl futures::Stream<Item = Result<K, watcher::Error>>
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    events
+        .scan(Vec::new(), |relisted, r| {
+            let out: Vec<Result<K, watcher::Error>> = match r {
+                Err(e) => vec![Err(e)],
+                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => vec![Ok(o)],
+                Ok(watcher::Event::Init) => {
+                    relisted.clear();
+                    vec![]
+                }
+                Ok(watcher::Event::InitApply(o)) => {
+                    relisted.push(o);
+                    vec![]
+                }
+                Ok(watcher::Event::InitDone) => std::mem::take(relisted).into_iter().map(Ok).collect(),
+            };
+            futures::future::ready(Some(futures::stream::iter(out)))
+        })
+        .flatten()
 }
 
 /// One watch and one store for every controller in the process that needs
@@ -85,7 +111,7 @@ where
         // The initial list (and any relist) comes from the API server's cache,
         // as client-go's reflector asks for it (resourceVersion=0), not page by
         // page from the store.
-        let mut touched = watcher(api, watcher::Config::default().any_semantic())
+        let events = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .modify(trim)
             .map_ok(move |event| {
@@ -93,9 +119,8 @@ where
                 index.apply(&reader, &event);
                 event
             })
-            .reflect(writer)
-            .touched_objects()
-            .boxed();
+            .reflect(writer);
+        let mut touched = touched_after_relist(events).boxed();
         while let Some(r) = touched.next().await {
             match r {
                 Ok(o) => {
@@ -293,5 +318,22 @@ mod tests {
         feed(&index, &mut writer, &store, watcher::Event::InitDone);
         assert!(index.orphans_in("ns").is_empty());
         assert_eq!(names(index.controlled_by("rs-2")), ["orphan"]);
+    }
+
+    #[test]
+    fn a_relists_objects_come_out_only_after_its_init_done() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<watcher::Event<Pod>, watcher::Error>>();
+        let mut touched = touched_after_relist(rx).boxed();
+        let mut next_name = || touched.next().now_or_never().flatten().map(|r| r.unwrap().metadata.name.unwrap());
+        tx.unbounded_send(Ok(watcher::Event::Apply(pod("a", None)))).unwrap();
+        assert_eq!(next_name().as_deref(), Some("a"));
+        for e in [watcher::Event::Init, watcher::Event::InitApply(pod("b", None)), watcher::Event::InitApply(pod("c", None))] {
+            tx.unbounded_send(Ok(e)).unwrap();
+        }
+        assert_eq!(next_name(), None, "nothing before InitDone");
+        tx.unbounded_send(Ok(watcher::Event::InitDone)).unwrap();
+        assert_eq!((next_name().as_deref(), next_name().as_deref()), (Some("b"), Some("c")));
+        tx.unbounded_send(Ok(watcher::Event::Delete(pod("b", None)))).unwrap();
+        assert_eq!(next_name().as_deref(), Some("b"));
     }
 }

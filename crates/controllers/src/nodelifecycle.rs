@@ -254,13 +254,10 @@ impl Controller {
             let first_seen = *self.seen_tainted.entry(uid).or_insert_with(Instant::now);
             let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
             let Some(wait) = toleration_time(taints, &tolerations) else { continue };
-            // Count from when the taint was added when it says so, else from when we saw it.
-            let newest_added = taints.iter().filter_map(|t| t.time_added.as_ref()).map(|t| t.0).max();
-            let elapsed = match newest_added {
-                Some(at) => (Utc::now() - at).to_std().unwrap_or_default(),
-                None => first_seen.elapsed(),
-            };
-            if elapsed < wait {
+            // Counted from when this pod was first seen on the tainted node,
+            // as upstream: a pod arriving on a node tainted long ago still
+            // gets its whole tolerationSeconds.
+            if first_seen.elapsed() < wait {
                 continue;
             }
             let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());

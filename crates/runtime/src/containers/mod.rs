@@ -26,6 +26,7 @@ mod exec;
 pub mod logs;
 mod meta;
 mod mounts;
+mod namespaces;
 mod pid_holder;
 mod podfiles;
 mod runc;

@@ -2,16 +2,17 @@
 //! IPC and UTS namespaces kept alive by bind mounts of their ns files in
 //! `<sandbox>/ns` (a private mount, so the nsfs mounts do not propagate),
 //! a pod `/dev/shm` tmpfs, the pod cgroup and the hosts/resolv.conf/hostname
-//! files. Every step is undone by [`Runtime::remove_sandbox`], which also
-//! copes with a sandbox whose creation was interrupted.
+//! files, and with shareProcessNamespace a PID namespace holder. Every step
+//! is undone by [`Runtime::remove_sandbox`], which also copes with a sandbox
+//! whose creation was interrupted.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tracing::{info, warn};
 
 use super::meta::{self, SandboxMeta};
+use super::namespaces::PodNamespaces;
 use super::{cgroups, mounts, pid_holder, podfiles, resolve_id, Runtime};
 use crate::cri::{PodSandboxConfig, PodSandboxStatus, SandboxState};
 
@@ -77,37 +78,21 @@ impl Runtime {
 
     fn build_sandbox(&self, meta: &mut SandboxMeta, config: &PodSandboxConfig) -> Result<()> {
         let dir = self.sandbox_dir(&meta.id);
-        if let Some(netns) = &meta.netns_path {
-            let name = netns.file_name().unwrap().to_string_lossy().into_owned();
-            run(Command::new("ip").args(["netns", "add", &name]))?;
-            run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]))?;
-        }
-        let own_uts = !meta.host_network;
         let ns = dir.join("ns");
-        if own_uts || !meta.host_ipc || shares_pid(meta) {
+        if !meta.host_network || !meta.host_ipc || shares_pid(meta) {
             // The namespace files are bind mounts: a private mount point keeps them from propagating.
             std::fs::create_dir_all(&ns)?;
             mounts::bind_mount(&ns, &ns)?;
             mounts::make_private(&ns)?;
         }
+        PodNamespaces {
+            net: meta.netns_path.clone(),
+            ipc: (!meta.host_ipc).then(|| ns.join("ipc")),
+            uts: (!meta.host_network).then(|| (ns.join("uts"), meta.hostname.clone())),
+        }
+        .create()?;
         if shares_pid(meta) {
             meta.pid_holder = Some(pid_holder::start(&self.inner.shim, &ns.join("pid"))?);
-        }
-        if own_uts || !meta.host_ipc {
-            let mut unshare = Command::new("unshare");
-            for (kind, wanted) in [("ipc", !meta.host_ipc), ("uts", own_uts)] {
-                if wanted {
-                    std::fs::File::create(ns.join(kind))?;
-                    unshare.arg(format!("--{kind}={}", ns.join(kind).display()));
-                }
-            }
-            // Inside the new namespaces: set the pod's hostname (harmless in the host UTS).
-            if own_uts {
-                unshare.args(["hostname", &meta.hostname]);
-            } else {
-                unshare.arg("true");
-            }
-            run(&mut unshare)?;
         }
         let shm = dir.join("shm");
         std::fs::create_dir_all(&shm)?;
@@ -243,7 +228,7 @@ fn is_nsfs(path: &Path) -> bool {
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == NSFS_MAGIC }
 }
 
-/// Undoes `ip netns add`: unmount the nsfs bind mount and remove the file.
+/// Removes a named network namespace: unmount the nsfs bind mount and remove the file.
 fn remove_netns(path: &Path) -> Result<()> {
     mounts::unmount_all(path)?;
     std::fs::remove_file(path)
@@ -268,16 +253,4 @@ pub(super) fn list_dir(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Runs a helper command; failure carries its stderr.
-pub(super) fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
