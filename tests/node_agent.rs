@@ -426,6 +426,47 @@ fn hooks_deadlines_claims_and_projected_volumes() {
     let events = s.ok(&["get", "events", "--field-selector", "involvedObject.name=deadline", "-o", "jsonpath={.items[*].reason}"]);
     assert!(events.contains("DeadlineExceeded"), "{events}");
 
+    // runAsNonRoot with an image that runs as root: a configuration error, as upstream reports it.
+    s.ok(&["run", "rooted", &format!("--image={image}"), "--overrides", r#"{"spec": {"securityContext": {"runAsNonRoot": true}}}"#, "--", "sleep", "3600"]);
+    eventually(60, "CreateContainerConfigError", || (status_column(&s, "rooted") == "CreateContainerConfigError").then_some(()));
+    let waiting = s.ok(&["get", "pod", "rooted", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.message}"]);
+    assert!(waiting.contains("container has runAsNonRoot and image will run as root"), "{waiting}");
+
+    let trace = host_trace(&s);
+    s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    assert_host_clean(&s, &trace);
+}
+
+/// A sidecar (an init container with restartPolicy Always) starts before the
+/// main container and runs beside it; a startup probe holds the main
+/// container's readiness until it passes; the pod reads 2/2 Ready.
+#[test]
+fn sidecars_and_startup_probes() {
+    let (_reg, image) = registry_with_busybox();
+    let s = Server::start_node();
+    node_ready(&s);
+    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "with-sidecar"}}, "spec": {{
+        "volumes": [{{"name": "shared", "emptyDir": {{}}}}],
+        "initContainers": [{{"name": "ticker", "image": "{image}", "restartPolicy": "Always",
+            "command": ["sh", "-c", "while true; do date +%s > /shared/tick; sleep 1; done"],
+            "volumeMounts": [{{"name": "shared", "mountPath": "/shared"}}]}}],
+        "containers": [{{"name": "main", "image": "{image}",
+            "command": ["sh", "-c", "test -f /shared/tick && echo sidecar-was-first; sleep 3; touch /tmp/up; exec sleep 3600"],
+            "startupProbe": {{"exec": {{"command": ["test", "-f", "/tmp/up"]}}, "periodSeconds": 1, "failureThreshold": 30}},
+            "volumeMounts": [{{"name": "shared", "mountPath": "/shared"}}]}}]}}}}"#));
+    // Running but not yet started: not Ready while the startup probe fails.
+    eventually(60, "main running, not started", || {
+        let st = json(&s, &["get", "pod", "with-sidecar"])["status"]["containerStatuses"][0].clone();
+        (st["state"]["running"].is_object() && st["started"] == false && st["ready"] == false).then_some(())
+    });
+    wait_ready(&s, "with-sidecar");
+    let pod = json(&s, &["get", "pod", "with-sidecar"]);
+    assert_eq!(pod["status"]["containerStatuses"][0]["started"], true);
+    let sidecar = &pod["status"]["initContainerStatuses"][0];
+    assert!(sidecar["state"]["running"].is_object() && sidecar["ready"] == true, "{sidecar}");
+    assert_eq!(s.ok(&["logs", "with-sidecar", "-c", "main"]), "sidecar-was-first");
+    let row = s.ok(&["get", "pod", "with-sidecar", "--no-headers"]);
+    assert_eq!(row.split_whitespace().nth(1), Some("2/2"), "{row}");
     let trace = host_trace(&s);
     s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
     assert_host_clean(&s, &trace);

@@ -28,6 +28,8 @@ pub struct PodSandboxConfig {
     pub share_process_namespace: bool,
     /// cgroup path of the pod (relative to the cgroup root), e.g. `skiff/burstable/pod<uid>`.
     pub cgroup_parent: String,
+    /// Most processes the pod's cgroup may hold (the kubelet's podPidsLimit); None: no limit.
+    pub pids_limit: Option<i64>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
 }

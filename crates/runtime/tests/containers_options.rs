@@ -127,7 +127,8 @@ async fn share_process_namespace_and_host_network() {
 async fn cgroup_limits_readonly_rootfs_and_capabilities() {
     let fx = Fixture::new();
     let rt = &fx.runtime;
-    let sb_config = fx.sandbox_config("limits");
+    let mut sb_config = fx.sandbox_config("limits");
+    sb_config.pids_limit = Some(12);
     let sb = rt.run_pod_sandbox(&sb_config).await.unwrap();
     let mut config = fx.container_config(&sb_config, "limited", "sleep 1000");
     config.resources = LinuxResources {
@@ -177,6 +178,14 @@ async fn cgroup_limits_readonly_rootfs_and_capabilities() {
         assert_eq!(read("pids.max"), "100");
     }
 
+    // The pod's own limit (the kubelet's podPidsLimit) is below the container's: it wins.
+    let pod_pids = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        format!("/sys/fs/cgroup/{}/pids.max", sb_config.cgroup_parent)
+    } else {
+        format!("/sys/fs/cgroup/pids/{}/pids.max", sb_config.cgroup_parent)
+    };
+    assert_eq!(std::fs::read_to_string(&pod_pids).unwrap().trim(), "12");
+
     let out = output(
         &fx,
         &id,
@@ -199,6 +208,9 @@ async fn cgroup_limits_readonly_rootfs_and_capabilities() {
     )
     .await;
     assert!(out.starts_with("0\n") && out.contains("Read-only"), "{out}");
+    // Last, as it leaves the pod without room to fork for a while.
+    let forks = output(&fx, &id, "for i in $(seq 20); do sleep 1 & done; wait").await;
+    assert!(forks.contains("can't fork"), "20 processes in a pod limited to 12: {forks:?}");
 
     rt.remove_pod_sandbox(&sb).await.unwrap();
     assert_nothing_left(&fx, &sb, &sb_config.cgroup_parent, &[id]);

@@ -41,6 +41,9 @@ pub struct AgentArgs {
     /// Cluster DNS server written into pods' resolv.conf.
     #[arg(long, default_value = "10.43.0.10")]
     pub cluster_dns: String,
+    /// Most processes one pod may run (its cgroup's pids.max); -1 for no limit, as the kubelet's --pod-max-pids.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub pod_max_pids: i64,
 }
 
 /// `skiff agent`: join a cluster from another machine and run its node agent.
@@ -158,6 +161,7 @@ async fn run_node(
         pod_cidr_fallback: first_subnet(&cluster_cidr),
         pod_cidr_wait: pod_cidr_wait.unwrap_or(defaults.pod_cidr_wait),
         pod_manifest_path: args.pod_manifest_path,
+        pod_max_pids: (args.pod_max_pids >= 0).then_some(args.pod_max_pids),
         node_ip: Some(node_ip),
         ..defaults
     };

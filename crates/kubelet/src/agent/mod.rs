@@ -67,6 +67,8 @@ pub struct AgentConfig {
     pub node_ip: Option<Ipv4Addr>,
     /// The host's resolv.conf, for dnsPolicy Default (default /etc/resolv.conf).
     pub resolv_conf: PathBuf,
+    /// Most processes one pod may run, as the kubelet's --pod-max-pids (default none).
+    pub pod_max_pids: Option<i64>,
     /// Version shown as containerRuntimeVersion `skiff://<version>` (default this crate's version).
     pub runtime_version: String,
 }
@@ -87,6 +89,7 @@ impl Default for AgentConfig {
             node_ip: None,
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             runtime_version: env!("CARGO_PKG_VERSION").into(),
+            pod_max_pids: None,
         }
     }
 }

@@ -170,7 +170,8 @@ impl Worker {
             Ok(id) => id,
             Err(e) => {
                 self.agent.events.warning(about, "Failed", format!("Error: {e:#}"));
-                self.set_waiting(&c.name, "CreateContainerError", format!("{e:#}"));
+                let config = e.downcast_ref::<runtime::containers::ConfigError>().is_some();
+                self.set_waiting(&c.name, if config { "CreateContainerConfigError" } else { "CreateContainerError" }, format!("{e:#}"));
                 self.crash_backoff.next(&super::sync::crash_key(c), std::time::Instant::now());
                 return;
             }

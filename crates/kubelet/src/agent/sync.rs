@@ -145,6 +145,7 @@ impl Worker {
             host_ipc: spec.host_ipc == Some(true),
             share_process_namespace: spec.share_process_namespace == Some(true),
             cgroup_parent: cgroup_parent(&self.pod),
+            pids_limit: self.agent.config.pod_max_pids,
             labels: self.pod.metadata.labels.clone().unwrap_or_default(),
             annotations: self.pod.metadata.annotations.clone().unwrap_or_default(),
         }

@@ -51,6 +51,27 @@ pub fn create(path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Limits the processes in `path` and below (pids.max). On cgroup v2 the
+/// pids controller is enabled on the way down from the root first.
+pub fn set_pids_max(path: &str, max: i64) -> Result<()> {
+    let rel = relative(path);
+    for h in hierarchies() {
+        let file = h.join(rel).join("pids.max");
+        if !file.exists() && h.join("cgroup.controllers").exists() {
+            let mut dir = h.clone();
+            for part in Path::new(rel).parent().into_iter().flat_map(|p| p.components()) {
+                let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+pids");
+                dir = dir.join(part);
+            }
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+pids");
+        }
+        if file.exists() {
+            return std::fs::write(&file, max.to_string()).with_context(|| format!("writing {}", file.display()));
+        }
+    }
+    anyhow::bail!("no pids controller for cgroup {path}")
+}
+
 /// Removes `path` (and any cgroups below it) from every hierarchy. A cgroup
 /// still holding processes cannot be removed; we retry briefly, since the
 /// kernel frees a cgroup a moment after its last task exits.

@@ -92,7 +92,7 @@ impl Runtime {
         // overlayfs wants the top layer first; the image lists the bottom first.
         let lower: Vec<PathBuf> = image.layers.iter().rev().cloned().collect();
         mounts::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &rootfs)?;
-        let user = user::resolve(&rootfs, &image.user, &config.security)?;
+        let user = user::resolve(&rootfs, &image.user, &config.security).map_err(|e| super::ConfigError(format!("{e:#}")))?;
         let pid_ns = sandbox::shares_pid(sandbox).then(|| self.sandbox_dir(&sandbox.id).join("ns/pid"));
         let spec = spec::build(&SpecInput {
             config,

@@ -183,3 +183,17 @@ impl std::fmt::Display for NotFound {
 }
 
 impl std::error::Error for NotFound {}
+
+/// A container whose configuration cannot work with its image (user or
+/// group not found, runAsNonRoot with a root user): upstream reports it as
+/// CreateContainerConfigError rather than CreateContainerError.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}

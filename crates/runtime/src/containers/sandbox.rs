@@ -111,6 +111,9 @@ impl Runtime {
         };
         podfiles::rewrite_in_place(&dir.join("hosts"), &hosts)?;
         cgroups::create(&meta.cgroup_parent)?;
+        if let Some(max) = config.pids_limit {
+            cgroups::set_pids_max(&meta.cgroup_parent, max)?;
+        }
         Ok(())
     }
 
