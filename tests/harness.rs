@@ -93,6 +93,11 @@ impl Server {
     /// unique to this server; dropping it deletes every pod and then removes
     /// what the agent set up on the host.
     pub fn start_node() -> Server {
+        Server::start_node_with(&[])
+    }
+
+    /// `start_node` with further flags for the server (and its agent).
+    pub fn start_node_with(flags: &[&str]) -> Server {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tag = format!("{:x}{n}", std::process::id() % 0xffff);
@@ -114,6 +119,7 @@ impl Server {
             "--cluster-cidr".into(), node.cluster_cidr.clone(),
             "--service-cidr".into(), format!("10.{}.0.0/16", 64 + second % 64),
         ];
+        let extra_args = extra_args.into_iter().chain(flags.iter().map(|f| f.to_string())).collect();
         let mut s = Server { dir, port: free_port(), extra_args, child: None, node: Some(node) };
         s.spawn();
         s

@@ -471,3 +471,25 @@ fn sidecars_and_startup_probes() {
     s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
     assert_host_clean(&s, &trace);
 }
+
+/// `--container-log-max-size` / `--container-log-max-files`: a chatty
+/// container's log is rotated at the size, only that many files are kept,
+/// and `kubectl logs` still shows the newest lines.
+#[test]
+fn container_logs_rotate_by_the_agent_flags() {
+    let (_reg, image) = registry_with_busybox();
+    let s = Server::start_node_with(&["--container-log-max-size", "4Ki", "--container-log-max-files", "2"]);
+    node_ready(&s);
+    s.ok(&["run", "chatty", &format!("--image={image}"), "--", "sh", "-c", "for i in $(seq 1 3000); do echo line-$i; done; echo done-writing; exec sleep 3600"]);
+    wait_ready(&s, "chatty");
+    eventually(30, "the last line in kubectl logs", || s.kubectl(&["logs", "chatty", "--tail=1"]).stdout.contains("done-writing").then_some(()));
+    let uid = s.ok(&["get", "pod", "chatty", "-o", "jsonpath={.metadata.uid}"]);
+    let dir = s.dir.path().join(format!("agent/logs/default_chatty_{uid}/chatty"));
+    let files: Vec<(String, u64)> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len())).collect();
+    assert_eq!(files.len(), 2, "the live log and one rotated file: {files:?}");
+    assert!(files.iter().all(|(_, len)| *len <= 4096), "{files:?}");
+    assert!(!s.ok(&["logs", "chatty"]).contains("line-1\n"), "the oldest lines were rotated away");
+    let trace = host_trace(&s);
+    s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    assert_host_clean(&s, &trace);
+}

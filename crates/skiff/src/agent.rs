@@ -44,6 +44,17 @@ pub struct AgentArgs {
     /// Most processes one pod may run (its cgroup's pids.max); -1 for no limit, as the kubelet's --pod-max-pids.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub pod_max_pids: i64,
+    /// A container's log file is rotated when it would grow past this size (a quantity: 10Mi, 512Ki, ...).
+    #[arg(long, default_value = "10Mi", value_parser = parse_log_size)]
+    pub container_log_max_size: u64,
+    /// Log files kept per container, the live one included (at least 2).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
+    pub container_log_max_files: u16,
+}
+
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    let q = resources::quantity::Quantity::parse(s).map_err(|e| format!("{s:?} is not a quantity such as 10Mi: {e}"))?;
+    u64::try_from(q.value()).ok().filter(|v| *v > 0).ok_or_else(|| format!("{s:?} must be a positive size"))
 }
 
 /// `skiff agent`: join a cluster from another machine and run its node agent.
@@ -141,7 +152,8 @@ async fn run_node(
     let images = Arc::new(Store::open(root.join("images"), args.insecure_registry.clone()).context("opening the image store")?);
     let shim = ShimCommand { program: std::env::current_exe()?, args_prefix: vec![SHIM_SUBCOMMAND.into()] };
     let resolver: Arc<dyn ImageResolver> = images.clone();
-    let runtime = Arc::new(Runtime::open(root.clone(), resolver, shim).context("opening the container runtime")?);
+    let rotation = runtime::containers::LogRotation { max_size: args.container_log_max_size, max_files: args.container_log_max_files.into() };
+    let runtime = Arc::new(Runtime::open(root.clone(), resolver, shim).context("opening the container runtime")?.with_log_rotation(rotation));
 
     let mut streaming = kubelet::server::ServerConfig::new(tls.cert_pem, tls.key_pem, tls.ca_pem, runtime.clone());
     streaming.listen = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), args.kubelet_port);
