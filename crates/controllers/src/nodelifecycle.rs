@@ -146,7 +146,7 @@ impl Controller {
         }
         for node in seen {
             let zone = zone_of(&node);
-            let rate = if all_down { 0.0 } else { states[&zone].eviction_rate() };
+            let rate = states[&zone].eviction_rate();
             let mut bucket = self.zones.remove(&zone).unwrap_or_else(TokenBucket::new);
             if let Err(e) = self.taint(&node, all_down, || bucket.take(rate)).await {
                 if !benign(&e) {

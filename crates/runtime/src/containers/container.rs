@@ -93,7 +93,7 @@ impl Runtime {
         let lower: Vec<PathBuf> = image.layers.iter().rev().cloned().collect();
         mounts::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &rootfs)?;
         let user = user::resolve(&rootfs, &image.user, &config.security).map_err(|e| super::ConfigError(format!("{e:#}")))?;
-        let pid_ns = sandbox::shares_pid(sandbox).then(|| self.sandbox_dir(&sandbox.id).join("ns/pid"));
+        let pid_ns = sandbox::shares_pid(sandbox).then(|| super::pid_holder::ns_file(&self.sandbox_dir(&sandbox.id)));
         let spec = spec::build(&SpecInput {
             config,
             image,

@@ -21,25 +21,26 @@ pub struct PodNamespaces {
 
 impl PodNamespaces {
     pub fn create(&self) -> Result<()> {
-        let files = [("net", self.net.as_deref()), ("ipc", self.ipc.as_deref()), ("uts", self.uts.as_ref().map(|(p, _)| p.as_path()))];
+        let wanted = [
+            ("net", libc::CLONE_NEWNET, self.net.as_deref()),
+            ("ipc", libc::CLONE_NEWIPC, self.ipc.as_deref()),
+            ("uts", libc::CLONE_NEWUTS, self.uts.as_ref().map(|(p, _)| p.as_path())),
+        ];
         let mut flags = 0;
-        for (kind, file) in files {
+        let mut bind: Vec<(&'static str, PathBuf)> = Vec::new();
+        for (kind, flag, file) in wanted {
             let Some(file) = file else { continue };
             if let Some(dir) = file.parent() {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             }
             std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
-            flags |= match kind {
-                "net" => libc::CLONE_NEWNET,
-                "ipc" => libc::CLONE_NEWIPC,
-                _ => libc::CLONE_NEWUTS,
-            };
+            flags |= flag;
+            bind.push((kind, file.to_path_buf()));
         }
         if flags == 0 {
             return Ok(());
         }
         let hostname = self.uts.as_ref().map(|(_, h)| h.clone());
-        let bind: Vec<(&'static str, PathBuf)> = files.iter().filter_map(|(k, f)| Some((*k, (*f)?.to_path_buf()))).collect();
         let made = std::thread::Builder::new().name("pod-namespaces".into()).spawn(move || -> Result<()> {
             // SAFETY: unshare only changes this thread's namespaces.
             if unsafe { libc::unshare(flags) } != 0 {

@@ -16,6 +16,11 @@ use super::{mounts, ShimCommand};
 
 pub const SUBCOMMAND: &str = "pid-holder";
 
+/// Where a sandbox's shared PID namespace is bound.
+pub fn ns_file(sandbox_dir: &Path) -> std::path::PathBuf {
+    sandbox_dir.join("ns").join("pid")
+}
+
 /// The holder's side, in the shim program: prints PID 1's host PID.
 pub fn main(args: &[String]) -> i32 {
     let Some(nsfile) = args.first() else {

@@ -33,7 +33,7 @@ impl Runtime {
             "" => format!("skiff/pod-{short}"),
             p => p.to_string(),
         };
-        let meta = SandboxMeta {
+        let mut meta = SandboxMeta {
             id: id.clone(),
             uid: config.uid.clone(),
             name: config.name.clone(),
@@ -60,7 +60,6 @@ impl Runtime {
             annotations: config.annotations.clone(),
         };
         // Recorded first, so an interrupted creation is still found and removed.
-        let mut meta = meta;
         meta::write_json(&dir.join("meta.json"), &meta)?;
         if let Err(e) = self.build_sandbox(&mut meta, config) {
             if let Err(cleanup) = self.remove_sandbox(&id) {
@@ -92,7 +91,7 @@ impl Runtime {
         }
         .create()?;
         if shares_pid(meta) {
-            meta.pid_holder = Some(pid_holder::start(&self.inner.shim, &ns.join("pid"))?);
+            meta.pid_holder = Some(pid_holder::start(&self.inner.shim, &pid_holder::ns_file(&dir))?);
         }
         let shm = dir.join("shm");
         std::fs::create_dir_all(&shm)?;
@@ -124,7 +123,7 @@ impl Runtime {
             self.stop(&container, std::time::Duration::ZERO)?;
         }
         if let Some(pid) = meta.pid_holder {
-            pid_holder::stop(pid, &self.sandbox_dir(&meta.id).join("ns/pid"));
+            pid_holder::stop(pid, &pid_holder::ns_file(&self.sandbox_dir(&meta.id)));
         }
         meta.stopped = true;
         meta::write_json(&self.sandbox_dir(&meta.id).join("meta.json"), &meta)
@@ -144,7 +143,7 @@ impl Runtime {
         let dir = self.sandbox_dir(&id);
         let meta: Option<SandboxMeta> = meta::read_json_opt(&dir.join("meta.json")).unwrap_or(None);
         if let Some(pid) = meta.as_ref().and_then(|m| m.pid_holder) {
-            pid_holder::stop(pid, &dir.join("ns/pid"));
+            pid_holder::stop(pid, &pid_holder::ns_file(&dir));
         }
         mounts::unmount_under(&dir)?;
         if let Some(meta) = &meta {
@@ -214,7 +213,7 @@ fn status_of(meta: &SandboxMeta, dir: &Path) -> PodSandboxStatus {
 fn namespaces_held(meta: &SandboxMeta, dir: &Path) -> bool {
     let ns = dir.join("ns");
     let held = [meta.netns_path.clone(), (!meta.host_ipc).then(|| ns.join("ipc")), (!meta.host_network).then(|| ns.join("uts"))];
-    let pid_held = !shares_pid(meta) || meta.pid_holder.is_some_and(|pid| pid_holder::alive(pid, &ns.join("pid")));
+    let pid_held = !shares_pid(meta) || meta.pid_holder.is_some_and(|pid| pid_holder::alive(pid, &pid_holder::ns_file(dir)));
     pid_held && held.iter().flatten().all(|p| is_nsfs(p))
 }
 
