@@ -23,11 +23,17 @@ struct Agent<'a> {
     node: Node,
     dir: tempfile::TempDir,
     token: String,
+    /// Further `skiff agent` flags.
+    flags: Vec<String>,
     child: Option<Child>,
 }
 
 impl<'a> Agent<'a> {
     fn start(server: &'a Server, token: &str) -> Agent<'a> {
+        Agent::start_with(server, token, &[])
+    }
+
+    fn start_with(server: &'a Server, token: &str, flags: &[&str]) -> Agent<'a> {
         let tag = format!("{:x}", std::process::id() % 0xffff);
         let node = Node {
             name: format!("e2e-join-{}", std::process::id()),
@@ -37,7 +43,8 @@ impl<'a> Agent<'a> {
             cluster_cidr: server_cluster_cidr(),
         };
         let dir = tempfile::Builder::new().prefix("skiff-e2e-agent-").tempdir().unwrap();
-        let mut agent = Agent { server, node, dir, token: token.to_string(), child: None };
+        let flags = flags.iter().map(|f| f.to_string()).collect();
+        let mut agent = Agent { server, node, dir, token: token.to_string(), flags, child: None };
         agent.spawn();
         agent
     }
@@ -47,6 +54,7 @@ impl<'a> Agent<'a> {
         let child = agent_command(self.server, &self.token, &self.node.name, self.dir.path())
             .args(["--bridge", &self.node.bridge, "--nft-table", &self.node.nft_table])
             .args(["--kubelet-port", &self.node.kubelet_port.to_string(), "--node-ip", "127.0.0.1"])
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -196,4 +204,62 @@ fn an_agent_joins_with_the_token_and_runs_pods() {
         let left = std::fs::read_dir(agent.dir.path().join("agent/sandboxes")).map(|d| d.count()).unwrap_or(0);
         (left == 0).then_some(())
     });
+}
+
+/// Static pods on a joined node run without the API server: with the
+/// server down, a restarted agent still starts a newly added manifest's pod
+/// (on the podCIDR it saved) and keeps the running one; once the server is
+/// back, both show as mirror pods.
+#[test]
+fn a_joined_agent_runs_static_pods_while_the_server_is_down() {
+    let s = Server::start_with(&["--cluster-cidr", &server_cluster_cidr()]);
+    let token = std::fs::read_to_string(s.dir.path().join("server/token")).unwrap().trim().to_string();
+    let manifests = tempfile::tempdir().unwrap();
+    let write = |name: &str| {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: e2e.local/join:v1\n    imagePullPolicy: Never\n    command: [sh, -c, 'echo hello-from-{name}; exec sleep 3600']\n"
+        );
+        std::fs::write(manifests.path().join(format!("{name}.yaml")), pod).unwrap();
+    };
+    write("first");
+    let agent = Agent::start_with(&s, &token, &["--pod-manifest-path", manifests.path().to_str().unwrap()]);
+    node_ready(&s, &agent);
+    let tar = agent.dir.path().join("join.tar");
+    std::fs::write(&tar, testimage::docker_save_tar("e2e.local/join:v1", &testimage::busybox_layer_tar())).unwrap();
+    let out = Command::new(skiff_bin()).args(["image", "import"]).arg(&tar).arg("--data-dir").arg(agent.dir.path()).output().unwrap();
+    assert!(out.status.success(), "skiff image import: {}", String::from_utf8_lossy(&out.stderr));
+    let first = format!("first-{}", agent.node.name);
+    eventually(60, "the first static pod's mirror pod", || s.kubectl(&["get", "pod", &first]).ok().then_some(()));
+    let ready = s.kubectl(&["wait", "--for=condition=Ready", &format!("pod/{first}"), "--timeout=120s"]);
+    assert!(ready.ok(), "{}\n{}\nagent log:\n{}", ready.stderr, s.ok(&["describe", "pod", &first]), agent.log());
+    let first_id = s.ok(&["get", "pod", &first, "-o", "jsonpath={.status.containerStatuses[0].containerID}"]);
+
+    // The server goes away; the agent restarts and a second manifest appears.
+    s.kill9();
+    let mut agent = agent;
+    agent.stop();
+    write("second");
+    agent.spawn();
+    let second = format!("second-{}", agent.node.name);
+    let logs = agent.dir.path().join("agent/logs");
+    let second_ran = || {
+        let dir = std::fs::read_dir(&logs).ok()?.flatten().find(|e| e.file_name().to_string_lossy().starts_with(&format!("default_{second}_")))?;
+        std::fs::read_to_string(dir.path().join("c/0.log")).ok()?.contains("hello-from-second").then_some(())
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while second_ran().is_none() {
+        assert!(Instant::now() < deadline, "the second static pod did not run with the server down; agent log:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(agent.log().contains("starting with the saved podCIDR"), "agent log:\n{}", agent.log());
+
+    // The server is back: both are mirrored; the first kept its container.
+    s.restart();
+    for pod in [&first, &second] {
+        eventually(60, "the mirror pod", || s.kubectl(&["get", "pod", pod]).ok().then_some(()));
+        let ready = s.kubectl(&["wait", "--for=condition=Ready", &format!("pod/{pod}"), "--timeout=120s"]);
+        assert!(ready.ok(), "{}\nagent log:\n{}", ready.stderr, agent.log());
+    }
+    assert_eq!(s.ok(&["get", "pod", &first, "-o", "jsonpath={.status.containerStatuses[0].containerID}"]), first_id);
+    assert_eq!(s.ok(&["logs", &second]), "hello-from-second");
 }

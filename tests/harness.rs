@@ -52,7 +52,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub port: u16,
     extra_args: Vec<String>,
-    child: Option<Child>,
+    /// The server process; behind a lock so a test can restart it while an agent borrows the Server.
+    child: std::sync::Mutex<Option<Child>>,
     /// Set when the server runs its node agent (see `start_node`).
     pub node: Option<Node>,
 }
@@ -83,7 +84,7 @@ impl Server {
     pub fn start_with(extra_args: &[&str]) -> Server {
         let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap();
         let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
-        let mut s = Server { dir, port: free_port(), extra_args, child: None, node: None };
+        let s = Server { dir, port: free_port(), extra_args, child: Default::default(), node: None };
         s.spawn();
         s
     }
@@ -120,7 +121,7 @@ impl Server {
             "--service-cidr".into(), format!("10.{}.0.0/16", 64 + second % 64),
         ];
         let extra_args = extra_args.into_iter().chain(flags.iter().map(|f| f.to_string())).collect();
-        let mut s = Server { dir, port: free_port(), extra_args, child: None, node: Some(node) };
+        let s = Server { dir, port: free_port(), extra_args, child: Default::default(), node: Some(node) };
         s.spawn();
         s
     }
@@ -129,7 +130,7 @@ impl Server {
         self.dir.path().join("kubeconfig.yaml")
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
         let agent: &[&str] = if self.node.is_some() { &[] } else { &["--disable-agent"] };
         let child = Command::new(skiff_bin())
@@ -144,14 +145,15 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("starting skiff server");
-        self.child = Some(child);
+        *self.child.lock().unwrap() = Some(child);
         self.wait_ready();
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            let exited = self.child.lock().unwrap().as_mut().unwrap().try_wait().unwrap();
+            if let Some(status) = exited {
                 panic!("skiff server exited early ({status}); log:\n{}", self.log());
             }
             if self.kubeconfig().exists() {
@@ -170,14 +172,14 @@ impl Server {
     }
 
     /// SIGKILL, no chance to flush anything.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    pub fn kill9(&self) {
+        if let Some(mut c) = self.child.lock().unwrap().take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    pub fn restart(&mut self) {
+    pub fn restart(&self) {
         self.kill9();
         self.spawn();
     }

@@ -159,7 +159,6 @@ fn nodes_get_pod_cidrs_and_a_stale_lease_makes_a_node_unreachable() {
     }
 
     // Allocations are read back from the nodes after a restart: a new node gets a fresh range.
-    let mut s = s;
     s.restart();
     ready_node(&s, "hk-n3");
     let c = eventually(20, "pod CIDR after restart", || {

@@ -331,7 +331,7 @@ fn upstream_errors_for_bad_input() {
 
 #[test]
 fn kill_9_keeps_every_acknowledged_write() {
-    let mut s = Server::start_api_only();
+    let s = Server::start_api_only();
     for i in 0..30 {
         s.ok(&["create", "configmap", &format!("keep-{i}"), &format!("--from-literal=i={i}")]);
     }

@@ -336,7 +336,6 @@ fn volumes_env_graceful_termination_images_and_agent_restart() {
     // The agent (here: the whole server) killed with SIGKILL: containers keep running and are adopted.
     let ids = |s: &Server| s.ok(&["get", "pods", "app", "imported", "-o", "jsonpath={.items[*].status.containerStatuses[*].containerID}"]);
     let before = ids(&s);
-    let mut s = s;
     s.restart();
     node_ready(&s);
     std::thread::sleep(Duration::from_secs(3));
@@ -491,5 +490,69 @@ fn container_logs_rotate_by_the_agent_flags() {
     assert!(!s.ok(&["logs", "chatty"]).contains("line-1\n"), "the oldest lines were rotated away");
     let trace = host_trace(&s);
     s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    assert_host_clean(&s, &trace);
+}
+
+/// Static pods from `--pod-manifest-path`: the agent runs them itself and
+/// shows each as a mirror pod. Deleting the mirror does not restart the
+/// pod, a changed manifest replaces it, a removed one stops it.
+#[test]
+fn static_pods_run_from_manifests_with_mirror_pods() {
+    let (_reg, image) = registry_with_busybox();
+    let manifests = tempfile::tempdir().unwrap();
+    let manifest = |greeting: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\n  labels:\n    app: static\nspec:\n  terminationGracePeriodSeconds: 3\n  containers:\n  - name: web\n    image: {image}\n    command: [sh, -c, 'echo {greeting}; {WEB}']\n"
+        )
+    };
+    std::fs::write(manifests.path().join("web.yaml"), manifest("started-v1")).unwrap();
+    let s = Server::start_node_with(&["--pod-manifest-path", manifests.path().to_str().unwrap()]);
+    node_ready(&s);
+    let mirror = format!("static-web-{}", s.node.as_ref().unwrap().name);
+    eventually(60, "the mirror pod", || s.kubectl(&["get", "pod", &mirror]).ok().then_some(()));
+    wait_ready(&s, &mirror);
+    let pod = json(&s, &["get", "pod", &mirror]);
+    let annotations = &pod["metadata"]["annotations"];
+    let hash = annotations["kubernetes.io/config.mirror"].as_str().unwrap().to_string();
+    assert_eq!(annotations["kubernetes.io/config.hash"], hash.as_str(), "{annotations}");
+    assert_eq!(annotations["kubernetes.io/config.source"], "file");
+    assert_eq!(pod["spec"]["nodeName"], s.node.as_ref().unwrap().name.as_str());
+    // logs, exec and the pod IP work through the mirror pod.
+    eventually(30, "the static pod's log", || s.kubectl(&["logs", &mirror]).stdout.contains("started-v1").then_some(()));
+    assert_eq!(s.ok(&["exec", &mirror, "--", "hostname"]), mirror);
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    assert!(http_get(&format!("{ip}:8080")).unwrap().contains("hello-skiff"));
+
+    // Deleting the mirror pod brings a new mirror; the pod itself runs on.
+    let container_id = |s: &Server| s.ok(&["get", "pod", &mirror, "-o", "jsonpath={.status.containerStatuses[0].containerID}"]);
+    let first_id = container_id(&s);
+    let first_uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let out = s.kubectl(&["delete", "pod", &mirror, "--timeout=60s"]);
+    assert!(out.ok(), "deleting the mirror pod: {}\n{}", out.stderr, s.log().lines().filter(|l| l.contains("static-web")).collect::<Vec<_>>().join("\n"));
+    // While a mirror pod is replaced there is none for a moment.
+    let get_mirror = || serde_json::from_str::<Value>(&s.kubectl(&["get", "pod", &mirror, "-o", "json"]).stdout).ok();
+    eventually(60, "a new mirror pod with the same container", || {
+        let p = get_mirror()?;
+        let again = p["metadata"]["uid"] != first_uid.as_str() && p["status"]["containerStatuses"][0]["containerID"] == first_id.as_str();
+        again.then_some(())
+    });
+    assert_eq!(s.ok(&["get", "pod", &mirror, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"]), "0");
+
+    // A changed manifest is a new pod: new hash, new container.
+    std::fs::write(manifests.path().join("web.yaml"), manifest("started-v2")).unwrap();
+    eventually(90, "the mirror pod of the changed manifest", || {
+        let p = get_mirror()?;
+        let new_hash = p["metadata"]["annotations"]["kubernetes.io/config.mirror"] != hash.as_str();
+        (new_hash && s.kubectl(&["logs", &mirror]).stdout.contains("started-v2")).then_some(())
+    });
+    wait_ready(&s, &mirror);
+    assert_ne!(container_id(&s), first_id);
+
+    // A removed manifest stops the pod and removes its mirror.
+    let mut trace = host_trace(&s);
+    trace.uids.push(hash);
+    trace.uids.push(json(&s, &["get", "pod", &mirror])["metadata"]["annotations"]["kubernetes.io/config.mirror"].as_str().unwrap().to_string());
+    std::fs::remove_file(manifests.path().join("web.yaml")).unwrap();
+    eventually(90, "the mirror pod to go", || (!s.kubectl(&["get", "pod", &mirror]).ok()).then_some(()));
     assert_host_clean(&s, &trace);
 }

@@ -32,6 +32,18 @@ pub async fn from_kubeconfig(path: &Path) -> Result<kube::Client> {
 
 /// Like [`from_kubeconfig`], also returning the cluster CA certificate (PEM).
 pub async fn from_kubeconfig_with_ca(path: &Path) -> Result<(kube::Client, String)> {
+    let (client, ca_pem, target) = build(path)?;
+    target.sender().await?; // fail early when the server is unreachable
+    Ok((client, ca_pem))
+}
+
+/// Like [`from_kubeconfig`], but connecting only with the first request:
+/// for a node agent that must start while the API server is down.
+pub fn from_kubeconfig_lazy(path: &Path) -> Result<kube::Client> {
+    Ok(build(path)?.0)
+}
+
+fn build(path: &Path) -> Result<(kube::Client, String, Arc<Target>)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let pick = |list: &str, name: Option<&str>| -> serde_yaml::Value {
@@ -86,9 +98,8 @@ pub async fn from_kubeconfig_with_ca(path: &Path) -> Result<(kube::Client, Strin
         token,
         send: tokio::sync::Mutex::new(None),
     });
-    target.sender().await?; // fail early when the server is unreachable
     let ca_pem = String::from_utf8_lossy(ca.as_deref().unwrap_or_default()).into_owned();
-    Ok((kube::Client::new(H2 { target }, namespace), ca_pem))
+    Ok((kube::Client::new(H2 { target: target.clone() }, namespace), ca_pem, target))
 }
 
 impl Target {

@@ -83,6 +83,8 @@ struct StreamingTls {
 /// How long a joined agent waits for node IPAM before falling back: the
 /// fallback range is likely another node's, so the server's controllers get time.
 const JOINED_POD_CIDR_WAIT: Duration = Duration::from_secs(120);
+/// Pause before a node agent that stopped on an error starts again.
+const AGENT_RESTART: Duration = Duration::from_secs(10);
 /// Pause between attempts to reach the server while joining.
 const JOIN_RETRY: Duration = Duration::from_secs(5);
 
@@ -128,13 +130,8 @@ pub async fn run_joined(args: JoinArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(JOIN_RETRY).await;
     };
-    let client = loop {
-        match kubelet::client::from_kubeconfig(&joined.kubeconfig).await {
-            Ok(client) => break client,
-            Err(e) => tracing::warn!("connecting to {} failed, retrying in {JOIN_RETRY:?}: {e:#}", args.server),
-        }
-        tokio::time::sleep(JOIN_RETRY).await;
-    };
+    // The server may be down (an agent restarting): static pods run regardless.
+    let client = kubelet::client::from_kubeconfig_lazy(&joined.kubeconfig)?;
     let tls = StreamingTls { ca_pem: joined.ca_pem, cert_pem: joined.serving_cert_pem, key_pem: joined.serving_key_pem };
     run_node(client, tls, args.data_dir, joined.cluster_cidr, Some(JOINED_POD_CIDR_WAIT), args.agent).await
 }
@@ -177,12 +174,19 @@ async fn run_node(
         node_ip: Some(node_ip),
         ..defaults
     };
-    let (bridge, nft_table, state_dir) = (args.bridge, args.nft_table, root.join("network"));
-    let network = move |pod_cidr: String| {
-        let net = network::NetConfig { bridge, pod_cidr, cluster_cidr, mtu: None, state_dir, nft_table };
-        Ok(Arc::new(network::PodNetwork::new(net)?))
-    };
-    kubelet::agent::run(client, config, runtime, images, network).await
+    // Like a kubelet under systemd, an agent that stops on an error (the
+    // API server gone for long, the pod network failing) starts over; it
+    // adopts the pods it left running.
+    loop {
+        let (bridge, nft_table, state_dir, cluster_cidr) = (args.bridge.clone(), args.nft_table.clone(), root.join("network"), cluster_cidr.clone());
+        let network = move |pod_cidr: String| {
+            let net = network::NetConfig { bridge, pod_cidr, cluster_cidr, mtu: None, state_dir, nft_table };
+            Ok(Arc::new(network::PodNetwork::new(net)?))
+        };
+        let Err(e) = kubelet::agent::run(client.clone(), config.clone(), runtime.clone(), images.clone(), network).await;
+        tracing::error!("node agent stopped: {e:#}; starting it again in {AGENT_RESTART:?}");
+        tokio::time::sleep(AGENT_RESTART).await;
+    }
 }
 
 /// The first /24 of the cluster CIDR: the pod range to use until node IPAM assigns one.

@@ -106,6 +106,8 @@ pub(crate) struct Agent {
     pub events: events::Recorder,
     /// One container listing shared by all pod workers (see `containers`).
     pub container_snapshot: tokio::sync::Mutex<(Option<std::time::Instant>, Arc<Vec<runtime::cri::ContainerStatus>>)>,
+    /// Wakes the static pod loop (a mirror pod is being deleted).
+    pub static_kick: tokio::sync::Notify,
 }
 
 /// How old a shared container listing may be for a periodic sync.
@@ -142,24 +144,22 @@ impl Agent {
     }
 }
 
-/// Runs the node agent until an unrecoverable error. `network_factory` is
+/// Runs the node agent until an error it cannot get past. `network_factory` is
 /// called once with the node's podCIDR (from node IPAM, or the fallback)
 /// and returns the pod network; `run` then calls `ensure_host` on it.
-pub async fn run<F>(client: kube::Client, config: AgentConfig, runtime: Arc<dyn RuntimeService>, images: Arc<dyn ImageService>, network_factory: F) -> anyhow::Result<()>
+pub async fn run<F>(client: kube::Client, config: AgentConfig, runtime: Arc<dyn RuntimeService>, images: Arc<dyn ImageService>, network_factory: F) -> anyhow::Result<std::convert::Infallible>
 where
     F: FnOnce(String) -> anyhow::Result<Arc<PodNetwork>> + Send,
 {
     anyhow::ensure!(!config.node_name.is_empty(), "the node name must not be empty");
     std::fs::create_dir_all(config.data_dir.join("pods")).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let node_ip = config.node_ip.unwrap_or_else(hostinfo::internal_ip);
-    node::register(&client, &config).await?;
-    tracing::info!(node = config.node_name, %node_ip, "node registered");
     let network_ready = Arc::new(AtomicBool::new(false));
     let kick = Arc::new(tokio::sync::Notify::new());
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), node_ip, images.clone(), network_ready.clone(), kick.clone()));
     let _abort_heartbeat = AbortOnDrop(heartbeat);
 
-    let cidr = node::pod_cidr(&client, &config).await;
+    let cidr = node::register_and_pod_cidr(&client, &config).await?;
     let network = network_factory(cidr.clone()).with_context(|| format!("setting up the pod network for {cidr}"))?;
     let mut attempt = 0u64;
     while let Err(e) = network.ensure_host().await {
@@ -176,6 +176,7 @@ where
         events: events::Recorder::new(client.clone(), config.node_name.clone()),
         capacity: node::capacity(&config),
         container_snapshot: tokio::sync::Mutex::new((None, Arc::new(Vec::new()))),
+        static_kick: tokio::sync::Notify::new(),
         client,
         config,
         runtime,
@@ -183,13 +184,11 @@ where
         network,
         node_ip,
     });
-    let statics = tokio::spawn(static_pods::run(agent.clone()));
-    let _abort_statics = AbortOnDrop(statics);
     let _abort_image_gc = AbortOnDrop(tokio::spawn(image_gc::run(agent.clone())));
     pods::run(agent).await
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

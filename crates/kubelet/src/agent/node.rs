@@ -56,8 +56,13 @@ fn labels(config: &AgentConfig) -> Value {
 }
 
 /// Creates the Node, or takes over an existing one of that name (labels
-/// merged). Returns it as the API has it.
+/// merged), trying for about half a minute. Returns it as the API has it.
 pub async fn register(client: &Client, config: &AgentConfig) -> Result<Node> {
+    register_within(client, config, 20).await
+}
+
+/// `register` giving up after `attempts` failures.
+async fn register_within(client: &Client, config: &AgentConfig, attempts: u64) -> Result<Node> {
     let api: Api<Node> = Api::all(client.clone());
     let name = &config.node_name;
     let mut attempt = 0u64;
@@ -70,7 +75,7 @@ pub async fn register(client: &Client, config: &AgentConfig) -> Result<Node> {
         };
         match result {
             Ok(n) => return Ok(n),
-            Err(e) if attempt < 20 => {
+            Err(e) if attempt < attempts => {
                 attempt += 1;
                 tracing::info!(node = name, "registering node: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(250 * attempt.min(8))).await;
@@ -78,6 +83,26 @@ pub async fn register(client: &Client, config: &AgentConfig) -> Result<Node> {
             Err(e) => return Err(e).with_context(|| format!("registering node {name}")),
         }
     }
+}
+
+/// Registers the Node and returns its podCIDR, saved under the data dir so
+/// that a restart while the API server is unreachable can set up the pod
+/// network (and run static pods) with the same one; registration is then
+/// left to the heartbeat. With nothing saved the API server is waited for.
+pub async fn register_and_pod_cidr(client: &Client, config: &AgentConfig) -> Result<String> {
+    let file = config.data_dir.join("pod-cidr");
+    let saved = std::fs::read_to_string(&file).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    if let Err(e) = register_within(client, config, if saved.is_some() { 3 } else { 20 }).await {
+        let saved = saved.ok_or(e)?;
+        tracing::warn!(node = config.node_name, pod_cidr = saved, "the API server is unreachable; starting with the saved podCIDR");
+        return Ok(saved);
+    }
+    tracing::info!(node = config.node_name, "node registered");
+    let cidr = pod_cidr(client, config).await;
+    if saved.as_ref() != Some(&cidr) {
+        std::fs::write(&file, &cidr).with_context(|| format!("saving the podCIDR to {}", file.display()))?;
+    }
+    Ok(cidr)
 }
 
 /// The node's podCIDR from node IPAM, waiting up to `wait`; else the fallback.

@@ -1,5 +1,6 @@
 //! The pods bound to this node: one watch with `spec.nodeName=<node>`
-//! feeding one worker per pod UID. At start the runtime's sandboxes are
+//! and the static pods from manifest files feeding one worker per pod UID
+//! (mirror pods are not run: their static pod is). At start the runtime's sandboxes are
 //! handed to the workers of their pods (no duplicate containers after an
 //! agent restart); once the first list is complete, sandboxes of pods that
 //! no longer exist are removed and their addresses freed.
@@ -15,6 +16,7 @@ use kube::Api;
 use runtime::cri::PodSandboxStatus;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
+use super::static_pods;
 use super::worker::{PodMsg, Worker};
 use super::Agent;
 
@@ -28,12 +30,22 @@ struct Manager {
     found: HashMap<String, Vec<PodSandboxStatus>>,
     done_tx: UnboundedSender<(String, u64)>,
     cleaned_orphans: bool,
+    /// UIDs of the static pods now wanted.
+    statics: HashSet<String>,
 }
 
 impl Manager {
     fn dispatch(&mut self, pod: Pod) {
         let Some(uid) = pod.metadata.uid.clone() else { return };
         if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(self.agent.config.node_name.as_str()) {
+            return;
+        }
+        if static_pods::is_mirror(&pod) {
+            if pod.metadata.deletion_timestamp.is_some() {
+                self.agent.static_kick.notify_one();
+            } else if let Some((_, tx)) = static_pods::mirror_hash(&pod).and_then(|h| self.workers.get(h)) {
+                let _ = tx.send(PodMsg::Mirror(Box::new(pod)));
+            }
             return;
         }
         if let Some((_, tx)) = self.workers.get(&uid) {
@@ -52,6 +64,18 @@ impl Manager {
             worker.run(rx).await;
             let _ = done.send((uid, serial));
         });
+    }
+
+    /// The static pods from the manifests: new ones start, vanished ones stop.
+    fn set_statics(&mut self, pods: Vec<Pod>) {
+        let uids: HashSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        for uid in self.statics.difference(&uids).cloned().collect::<Vec<_>>() {
+            self.gone(&uid);
+        }
+        self.statics = uids;
+        for pod in pods {
+            self.dispatch(pod);
+        }
     }
 
     fn gone(&mut self, uid: &str) {
@@ -96,7 +120,7 @@ impl Manager {
     }
 }
 
-pub(crate) async fn run(agent: Arc<Agent>) -> anyhow::Result<()> {
+pub(crate) async fn run(agent: Arc<Agent>) -> anyhow::Result<std::convert::Infallible> {
     let mut found: HashMap<String, Vec<PodSandboxStatus>> = HashMap::new();
     let mut attempt = 0;
     loop {
@@ -117,7 +141,12 @@ pub(crate) async fn run(agent: Arc<Agent>) -> anyhow::Result<()> {
     }
     tracing::info!(sandboxes = found.values().map(Vec::len).sum::<usize>(), "found existing sandboxes");
     let (done_tx, mut done_rx) = unbounded_channel::<(String, u64)>();
-    let mut m = Manager { agent: agent.clone(), workers: HashMap::new(), serial: 0, found, done_tx, cleaned_orphans: false };
+    let mut m = Manager { agent: agent.clone(), workers: HashMap::new(), serial: 0, found, done_tx, cleaned_orphans: false, statics: HashSet::new() };
+    // Static pods start before the API is heard from (and adopt their sandboxes before orphans are cleaned).
+    let (statics_tx, mut statics_rx) = unbounded_channel::<Vec<Pod>>();
+    let first = agent.config.pod_manifest_path.as_deref().map(|d| static_pods::manifests(d, &agent.config.node_name)).unwrap_or_default();
+    m.set_statics(first.clone());
+    let _abort_statics = super::AbortOnDrop(tokio::spawn(static_pods::run(agent.clone(), first, statics_tx)));
     let api: Api<Pod> = Api::all(agent.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", agent.config.node_name));
     let mut stream = watcher::watcher(api, cfg).boxed();
@@ -134,7 +163,7 @@ pub(crate) async fn run(agent: Arc<Agent>) -> anyhow::Result<()> {
                 }
                 Some(Ok(Event::InitDone)) => {
                     // Pods deleted while the watch was down get no Delete event.
-                    let vanished: Vec<String> = m.workers.keys().filter(|u| !listed.contains(*u)).cloned().collect();
+                    let vanished: Vec<String> = m.workers.keys().filter(|u| !listed.contains(*u) && !m.statics.contains(*u)).cloned().collect();
                     for uid in vanished {
                         m.gone(&uid);
                     }
@@ -152,6 +181,7 @@ pub(crate) async fn run(agent: Arc<Agent>) -> anyhow::Result<()> {
                 }
                 None => anyhow::bail!("the pod watch ended"),
             },
+            Some(pods) = statics_rx.recv() => m.set_statics(pods),
             Some((uid, serial)) = done_rx.recv() => {
                 if m.workers.get(&uid).is_some_and(|(s, _)| *s == serial) {
                     m.workers.remove(&uid);

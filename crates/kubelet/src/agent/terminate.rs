@@ -70,7 +70,7 @@ impl Worker {
     /// The grace period the deletion granted, counted from now as upstream's
     /// kubelet does (deletionTimestamp has whole seconds and would cut it short).
     fn remaining_grace(&self) -> Duration {
-        if self.gone {
+        if self.gone && !self.is_static {
             return MIN_GRACE;
         }
         match self.pod.metadata.deletion_grace_period_seconds {
@@ -86,7 +86,7 @@ impl Worker {
         let grace = self.remaining_grace();
         self.stop_all(grace).await;
         self.refresh_containers(true).await;
-        if !self.gone && (self.last_written.is_some() || self.sandbox.is_some()) {
+        if !self.gone && !self.is_static && (self.last_written.is_some() || self.sandbox.is_some()) {
             self.write_terminal = true;
             self.write_status_as(true).await;
         }
@@ -100,7 +100,8 @@ impl Worker {
         }
         super::volume_sources::forget_tokens(&self.uid);
         let _ = std::fs::remove_dir_all(self.log_dir());
-        if self.gone {
+        // A static pod has no Pod of its own in the API; its mirror is the static pod loop's.
+        if self.gone || self.is_static {
             return true;
         }
         let api: Api<Pod> = Api::namespaced(self.agent.client.clone(), &self.namespace());

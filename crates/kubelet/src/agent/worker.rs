@@ -26,6 +26,8 @@ pub(crate) enum PodMsg {
     Update(Box<Pod>),
     /// The Pod object is gone from the API.
     Gone,
+    /// The mirror pod of this static pod, as the API has it.
+    Mirror(Box<Pod>),
     Probe(ProbeEvent),
 }
 
@@ -81,7 +83,12 @@ pub(crate) struct Worker {
     /// Whether this worker saw the pod become terminal (and so should write that status).
     pub write_terminal: bool,
     pub deadline_exceeded: bool,
+    /// The Pod object is gone from the API, or for a static pod its manifest is.
     pub gone: bool,
+    /// A static pod from a manifest: its status goes to its mirror pod.
+    pub is_static: bool,
+    /// The UID of the mirror pod last seen; a new mirror gets the status written afresh.
+    pub mirror_uid: Option<String>,
     /// This worker created or stopped a container since the last container listing.
     pub dirty: bool,
     pub sandbox_checked: Option<Instant>,
@@ -113,6 +120,8 @@ impl Worker {
             write_terminal: false,
             deadline_exceeded: st.reason.as_deref() == Some("DeadlineExceeded"),
             gone: false,
+            is_static: super::static_pods::is_static(&pod),
+            mirror_uid: None,
             dirty: false,
             sandbox_checked: None,
             pod,
@@ -228,6 +237,13 @@ impl Worker {
                 }
             }
             PodMsg::Gone => self.gone = true,
+            PodMsg::Mirror(m) => {
+                if m.metadata.uid != self.mirror_uid {
+                    self.mirror_uid = m.metadata.uid;
+                    self.last_written = None;
+                }
+                self.pod.status = m.status;
+            }
             PodMsg::Probe(ev) => self.on_probe(ev).await,
         }
     }

@@ -234,6 +234,9 @@ impl Worker {
             return;
         }
         let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.agent.client.clone(), &self.namespace());
+        if self.is_static {
+            return self.write_mirror_status(&api, status).await;
+        }
         let body = json!({"status": status});
         match api.patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(body)).await {
             Ok(p) if p.metadata.uid.as_deref() == Some(self.uid.as_str()) => {
@@ -243,6 +246,28 @@ impl Worker {
             Ok(_) => self.gone = true,
             Err(kube::Error::Api(e)) if e.code == 404 => self.gone = true,
             Err(e) => tracing::warn!(pod = self.pod_desc(), "writing pod status: {e}"),
+        }
+    }
+
+    /// A static pod's status goes to its mirror pod, only while that mirror
+    /// is of this pod's manifest (a JSON patch `test` of its hash). No mirror
+    /// yet, or no API server, is not an error: the pod runs regardless.
+    async fn write_mirror_status(&mut self, api: &Api<k8s_openapi::api::core::v1::Pod>, status: PodStatus) {
+        let hash_path = format!("/metadata/annotations/{}", super::static_pods::MIRROR_ANNOTATION.replace('/', "~1"));
+        let ops = json!([
+            {"op": "test", "path": hash_path, "value": self.uid},
+            {"op": "add", "path": "/status", "value": status},
+        ]);
+        let patch: json_patch::Patch = match serde_json::from_value(ops) {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!(pod = self.pod_desc(), "mirror status patch: {e}"),
+        };
+        match api.patch_status(&self.name(), &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+            Ok(p) => {
+                self.last_written = Some(status);
+                self.pod.status = p.status;
+            }
+            Err(e) => tracing::debug!(pod = self.pod_desc(), "writing the mirror pod's status: {e}"),
         }
     }
 }
