@@ -160,12 +160,15 @@ fn pods_serve_log_exec_port_forward_and_copy() {
     assert_eq!(out.stdout, "piped through stdin");
     let kubeconfig = s.kubeconfig().to_string_lossy().to_string();
     let tty = Command::new("script")
-        .args(["-qec", &format!("kubectl --kubeconfig {kubeconfig} exec -it web -- sh -c 'tty; stty size; exit 7'"), "/dev/null"])
+        // The terminal's size at the start, then after it is resized (SIGWINCH to kubectl) midway.
+        .args(["-qec", &format!("stty rows 33 cols 111; (sleep 4; stty rows 40 cols 120 < /dev/tty) & kubectl --kubeconfig {kubeconfig} exec -it web -- sh -c 'tty; stty size; sleep 8; stty size; exit 7'"), "/dev/null"])
         .env("HOME", s.dir.path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&tty.stdout);
     assert!(text.contains("/dev/pts/"), "exec -it output: {text}");
+    let sizes: Vec<&str> = text.lines().map(str::trim).filter(|l| l.ends_with(" 111") || l.ends_with(" 120")).collect();
+    assert_eq!(sizes, ["33 111", "40 120"], "terminal size before and after the resize; output {text}");
     assert_eq!(tty.status.code(), Some(7), "exec -it exit code; output {text}");
 
     // attach: `run -i` sends stdin to the container's main process and prints its output.
@@ -555,4 +558,77 @@ fn static_pods_run_from_manifests_with_mirror_pods() {
     std::fs::remove_file(manifests.path().join("web.yaml")).unwrap();
     eventually(90, "the mirror pod to go", || (!s.kubectl(&["get", "pod", &mirror]).ok()).then_some(()));
     assert_host_clean(&s, &trace);
+}
+
+/// Host password for `puller` in the private registry (bcrypt of "s3cret").
+const HTPASSWD: &str = "puller:$2b$05$iawHsoxuUwVYGT9FeRp6Wu53uDciH/NBSaqfyhEmiLImDAtrrsZ3u\n";
+
+/// An image from a registry that wants a password, pulled with
+/// imagePullSecrets; fsGroup on emptyDir and secret volumes; a secret
+/// volume following its Secret; hostPID/hostIPC; a hostPort on 127.0.0.1.
+#[test]
+fn private_images_fs_group_host_namespaces_and_host_ports() {
+    let reg = TestRegistry::start_with_htpasswd(Some(HTPASSWD)).expect("starting docker-registry with htpasswd");
+    let layer = testimage::gzip(&testimage::busybox_layer_tar());
+    let config = testimage::busybox_config(&[&layer]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let auth = testimage::basic_authorization("puller", "s3cret");
+    rt.block_on(testimage::push_layers_as(&reg.addr, "private/busybox", "v1", &[&layer], config, Some(&auth))).expect("pushing busybox");
+    let image = format!("{}/private/busybox:v1", reg.addr);
+    let s = Server::start_node();
+    node_ready(&s);
+
+    // Without credentials the pull is refused; with a docker-registry secret it works.
+    s.ok(&["run", "no-creds", &format!("--image={image}"), "--", "sleep", "3600"]);
+    eventually(60, "ErrImagePull or ImagePullBackOff", || {
+        let st = status_column(&s, "no-creds");
+        (st == "ErrImagePull" || st == "ImagePullBackOff").then_some(())
+    });
+    let events = s.ok(&["get", "events", "--field-selector", "involvedObject.name=no-creds", "-o", "jsonpath={.items[*].message}"]);
+    assert!(events.contains("the registry wants basic auth and no credentials were given"), "the pull failure says why: {events}");
+    s.ok(&["create", "secret", "docker-registry", "regcred", &format!("--docker-server={}", reg.addr), "--docker-username=puller", "--docker-password=s3cret"]);
+    s.ok(&["create", "secret", "generic", "token", "--from-literal=value=first"]);
+    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "grouped"}}, "spec": {{
+        "imagePullSecrets": [{{"name": "regcred"}}],
+        "securityContext": {{"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000}},
+        "volumes": [{{"name": "data", "emptyDir": {{}}}}, {{"name": "sec", "secret": {{"secretName": "token", "defaultMode": 256}}}}],
+        "containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "3600"],
+            "volumeMounts": [{{"name": "data", "mountPath": "/data"}}, {{"name": "sec", "mountPath": "/etc/sec"}}]}}]}}}}"#));
+    wait_ready(&s, "grouped");
+    let exec = |cmd: &str| s.ok(&["exec", "grouped", "--", "sh", "-c", cmd]);
+    assert_eq!(exec("id -u; id -G"), "1000\n3000 2000");
+    // emptyDir: group 2000 with the setgid bit, so new files get the group.
+    assert_eq!(exec("stat -c %a:%g /data; touch /data/f; stat -c %g /data/f"), "2777:2000\n2000");
+    // A 0400 secret file becomes group-readable (0440) and readable by the pod's user through the group.
+    assert_eq!(exec("stat -L -c %a:%g /etc/sec/value; cat /etc/sec/value"), "440:2000\nfirst");
+    // The secret volume follows its Secret in place.
+    s.ok(&["patch", "secret", "token", "-p", r#"{"stringData":{"value":"second"}}"#]);
+    eventually(90, "the secret volume to update", || (s.kubectl(&["exec", "grouped", "--", "cat", "/etc/sec/value"]).stdout == "second").then_some(()));
+
+    // hostPID and hostIPC share the host's namespaces; a plain pod does not.
+    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "hostns"}}, "spec": {{
+        "hostPID": true, "hostIPC": true, "imagePullSecrets": [{{"name": "regcred"}}],
+        "containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "3600"]}}]}}}}"#));
+    wait_ready(&s, "hostns");
+    let host_ns = |kind: &str| std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap().to_string_lossy().into_owned();
+    let pod_ns = |pod: &str, kind: &str| s.ok(&["exec", pod, "--", "readlink", &format!("/proc/self/ns/{kind}")]);
+    for kind in ["pid", "ipc"] {
+        assert_eq!(pod_ns("hostns", kind), host_ns(kind), "hostns shares the host's {kind} namespace");
+        assert_ne!(pod_ns("grouped", kind), host_ns(kind), "a plain pod has its own {kind} namespace");
+    }
+
+    // A hostPort answers on the host's 127.0.0.1.
+    let port = free_port();
+    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "published"}}, "spec": {{
+        "imagePullSecrets": [{{"name": "regcred"}}],
+        "containers": [{{"name": "web", "image": "{image}", "command": ["sh", "-c", "{WEB}"],
+            "ports": [{{"containerPort": 8080, "hostPort": {port}}}]}}]}}}}"#));
+    wait_ready(&s, "published");
+    let body = eventually(30, "the hostPort to answer", || http_get(&format!("127.0.0.1:{port}")).ok());
+    assert!(body.contains("hello-skiff"), "{body}");
+
+    let trace = host_trace(&s);
+    s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    assert_host_clean(&s, &trace);
+    assert!(http_get(&format!("127.0.0.1:{port}")).is_err(), "the hostPort is closed with its pod");
 }

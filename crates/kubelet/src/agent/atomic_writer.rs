@@ -100,12 +100,18 @@ pub fn write(dir: &Path, payload: &Payload, gid: Option<u32>) -> Result<bool> {
             std::fs::create_dir_all(parent)?;
         }
         std::fs::write(&file, &f.data).with_context(|| format!("writing {}", file.display()))?;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(f.mode))?;
+        // With an fsGroup the group may read every file, as upstream's volume ownership does.
+        let mode = if gid.is_some() { f.mode | 0o440 } else { f.mode };
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))?;
         if let Some(gid) = gid {
             std::os::unix::fs::chown(&file, None, Some(gid))?;
         }
     }
     std::fs::set_permissions(&ts_dir, std::fs::Permissions::from_mode(0o755))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(&ts_dir, None, Some(gid))?;
+        std::fs::set_permissions(&ts_dir, std::fs::Permissions::from_mode(0o2755))?;
+    }
     // Swap ..data atomically.
     let tmp = dir.join(DATA_TMP);
     let _ = std::fs::remove_file(&tmp);

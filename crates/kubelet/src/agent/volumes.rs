@@ -82,7 +82,9 @@ async fn setup_one(client: &Client, pod: &Pod, ctx: &FieldContext, pod_dir: &Pat
         }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
         if let Some(g) = gid {
+            // Files made in it inherit the group (setgid), as upstream's volume ownership does.
             std::os::unix::fs::chown(&dir, None, Some(g))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2777))?;
         }
         return Ok(VolumeDir { path: dir, readonly: false });
     }
