@@ -100,7 +100,9 @@ fn assert_host_clean(s: &Server, trace: &HostTrace) {
     assert!(ours.is_empty(), "mounts left behind:\n{}", ours.join("\n"));
     let veths = Command::new("ip").args(["-o", "link", "show", "master", &node.bridge]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&veths.stdout).trim(), "", "veths left on {}", node.bridge);
-    let cgroups = Command::new("find").args(["/sys/fs/cgroup/memory/", "/sys/fs/cgroup/pids/", "-type", "d", "-name", "*pod*"]).output().unwrap();
+    // cgroup v2 has one tree; v1 one per controller (memory and pids are the ones the agent always uses).
+    let roots: &[&str] = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() { &["/sys/fs/cgroup/"] } else { &["/sys/fs/cgroup/memory/", "/sys/fs/cgroup/pids/"] };
+    let cgroups = Command::new("find").args(roots).args(["-type", "d", "-name", "*pod*"]).output().unwrap();
     let cgroups = String::from_utf8_lossy(&cgroups.stdout);
     for uid in &trace.uids {
         assert!(!cgroups.contains(uid.as_str()), "cgroup of pod {uid} left behind:\n{cgroups}");
@@ -161,7 +163,8 @@ fn pods_serve_log_exec_port_forward_and_copy() {
     let kubeconfig = s.kubeconfig().to_string_lossy().to_string();
     let tty = Command::new("script")
         // The terminal's size at the start, then after it is resized (SIGWINCH to kubectl) midway.
-        .args(["-qec", &format!("stty rows 33 cols 111; (sleep 4; stty rows 40 cols 120 < /dev/tty) & kubectl --kubeconfig {kubeconfig} exec -it web -- sh -c 'tty; stty size; sleep 8; stty size; exit 7'"), "/dev/null"])
+        // kubectl sends the first size just after the process starts (as upstream), hence the first sleep.
+        .args(["-qec", &format!("stty rows 33 cols 111; (sleep 5; stty rows 40 cols 120 < /dev/tty) & kubectl --kubeconfig {kubeconfig} exec -it web -- sh -c 'tty; sleep 1; stty size; sleep 8; stty size; exit 7'"), "/dev/null"])
         .env("HOME", s.dir.path())
         .output()
         .unwrap();
@@ -631,4 +634,58 @@ fn private_images_fs_group_host_namespaces_and_host_ports() {
     s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
     assert_host_clean(&s, &trace);
     assert!(http_get(&format!("127.0.0.1:{port}")).is_err(), "the hostPort is closed with its pod");
+}
+
+/// A sandbox that dies (here: its network namespace unmounted, as after a
+/// reboot) is replaced; the pod's containers restart in the new one and
+/// the old one's dead container still gives lastState and `logs --previous`.
+/// A pod that never restarts gets no new sandbox: it fails instead of
+/// running its containers twice.
+#[test]
+fn a_replaced_sandbox_keeps_restart_count_last_state_and_previous_logs() {
+    let (_reg, image) = registry_with_busybox();
+    let s = Server::start_node();
+    node_ready(&s);
+    let marker = "echo marker-$RANDOM$RANDOM; exec sleep 3600";
+    s.ok(&["run", "phoenix", &format!("--image={image}"), "--", "sh", "-c", marker]);
+    s.ok(&["run", "once", &format!("--image={image}"), "--restart=Never", "--", "sh", "-c", marker]);
+    wait_ready(&s, "phoenix");
+    wait_ready(&s, "once");
+    let first_log = eventually(30, "the first marker", || Some(s.kubectl(&["logs", "phoenix"]).stdout).filter(|l| l.starts_with("marker-")));
+    let first_id = s.ok(&["get", "pod", "phoenix", "-o", "jsonpath={.status.containerStatuses[0].containerID}"]);
+    let mut netns = Vec::new();
+    for e in std::fs::read_dir(s.dir.path().join("agent/sandboxes")).unwrap().flatten() {
+        let meta: Value = serde_json::from_str(&std::fs::read_to_string(e.path().join("meta.json")).unwrap()).unwrap();
+        netns.push(meta["netns_path"].as_str().unwrap().to_string());
+    }
+    assert_eq!(netns.len(), 2, "{netns:?}");
+    for path in &netns {
+        let out = Command::new("umount").arg(path).output().unwrap();
+        assert!(out.status.success(), "umount {path}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    let st = eventually(60, "the container to run again in a new sandbox", || {
+        let st = json(&s, &["get", "pod", "phoenix"])["status"]["containerStatuses"][0].clone();
+        (st["containerID"] != first_id.as_str() && st["state"]["running"].is_object()).then_some(st)
+    });
+    assert_eq!(st["restartCount"], 1, "{st}");
+    assert_eq!(st["lastState"]["terminated"]["containerID"], first_id.as_str(), "{st}");
+    assert_eq!(st["lastState"]["terminated"]["exitCode"], 137, "{st}");
+    wait_ready(&s, "phoenix");
+    assert_eq!(s.ok(&["logs", "phoenix", "--previous"]), first_log);
+    let now = eventually(30, "the new marker", || Some(s.kubectl(&["logs", "phoenix"]).stdout).filter(|l| l.starts_with("marker-")));
+    assert_ne!(now, first_log);
+    let events = s.ok(&["get", "events", "--field-selector", "involvedObject.name=phoenix", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("SandboxChanged"), "{events}");
+
+    // restartPolicy Never: Failed, killed once, never run again.
+    eventually(60, "the Never pod to fail", || (json(&s, &["get", "pod", "once"])["status"]["phase"] == "Failed").then_some(()));
+    let st = json(&s, &["get", "pod", "once"])["status"]["containerStatuses"][0].clone();
+    assert_eq!((st["restartCount"].clone(), st["state"]["terminated"]["exitCode"].clone()), (0.into(), 137.into()), "{st}");
+    assert_eq!(s.ok(&["logs", "once"]).lines().count(), 1, "the Never pod's container ran once");
+
+    let mut trace = host_trace(&s);
+    trace.netns.extend(netns.iter().map(|p| p.trim_start_matches("/run/netns/").to_string()));
+    s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    assert_host_clean(&s, &trace);
 }

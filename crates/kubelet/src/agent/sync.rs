@@ -59,6 +59,10 @@ impl Worker {
             return;
         }
         self.refresh_containers(false).await;
+        if self.sandbox_lost {
+            self.write_status().await;
+            return;
+        }
         if self.last_written.is_none() {
             // Show ContainerCreating (sandbox, IP) before a possibly long image pull.
             self.write_status().await;
@@ -170,6 +174,9 @@ impl Worker {
     async fn ensure_sandbox(&mut self) -> anyhow::Result<()> {
         let rt = self.agent.runtime.clone();
         self.adopt_found(false).await;
+        if self.sandbox_lost {
+            return Ok(());
+        }
         if let Some(sb) = &self.sandbox {
             if sb.ip.is_some() && self.sandbox_checked.is_some_and(|t| t.elapsed() < SANDBOX_CHECK) {
                 return Ok(());
@@ -185,9 +192,19 @@ impl Worker {
                 return self.attach(&id).await.inspect_err(|_| self.sandbox = None);
             }
             let id = sb.id.clone();
+            if self.restart_policy() == "Never" && rt.list_containers(Some(&id)).await.is_ok_and(|l| !l.is_empty()) {
+                // As upstream: a pod that never restarts gets no second
+                // sandbox (its containers would run twice); they end, killed, and the pod fails.
+                tracing::info!(pod = self.pod_desc(), sandbox = id, "sandbox is not ready and the pod never restarts; not recreating it");
+                if let Err(e) = rt.stop_pod_sandbox(&id).await {
+                    tracing::warn!(sandbox = id, "stopping sandbox: {e:#}");
+                }
+                self.sandbox_lost = true;
+                return Ok(());
+            }
             tracing::info!(pod = self.pod_desc(), sandbox = id, "sandbox is not ready; recreating it");
             self.agent.events.normal(pod_ref(&self.pod, None), "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.".into());
-            self.remove_sandbox(&id).await;
+            self.retire_sandbox(&id).await;
             self.sandbox = None;
             for m in self.memo.values_mut() {
                 m.stop_probes();
@@ -199,7 +216,8 @@ impl Worker {
     }
 
     /// Takes over the newest sandbox found at agent start (if Ready, or in
-    /// any state with `any_state`) and removes the others.
+    /// any state with `any_state`), keeps the newest other one as the
+    /// previous sandbox (unless `any_state`: the pod is going) and removes the rest.
     pub async fn adopt_found(&mut self, any_state: bool) {
         if self.adopt.is_empty() {
             return;
@@ -207,13 +225,33 @@ impl Worker {
         let mut found = std::mem::take(&mut self.adopt);
         found.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         for (i, sb) in found.into_iter().enumerate() {
-            if i == 0 && self.sandbox.is_none() && (any_state || sb.state == SandboxState::Ready) {
+            // A pod that never restarts keeps even a dead sandbox: its containers must not run again.
+            let never = self.restart_policy() == "Never";
+            if i == 0 && self.sandbox.is_none() && (any_state || never || sb.state == SandboxState::Ready) {
                 tracing::info!(pod = self.pod_desc(), sandbox = sb.id, "adopting sandbox");
                 let ip = self.agent.network.ip_of(&sb.id);
                 self.sandbox = Some(Sandbox { id: sb.id, ip });
+            } else if !any_state && self.previous_sandbox.is_none() {
+                self.retire_sandbox(&sb.id).await;
             } else {
                 self.remove_sandbox(&sb.id).await;
             }
+        }
+    }
+
+    /// Stops a sandbox that is being replaced and keeps it, with its dead
+    /// containers and their logs, as the pod's previous sandbox: lastState
+    /// and `logs --previous` still show them, as upstream keeps dead
+    /// containers until garbage collection. The one kept before is removed.
+    pub async fn retire_sandbox(&mut self, id: &str) {
+        if let Err(e) = self.agent.runtime.stop_pod_sandbox(id).await {
+            tracing::warn!(sandbox = id, "stopping sandbox: {e:#}");
+        }
+        if let Err(e) = self.agent.network.detach(id).await {
+            tracing::warn!(sandbox = id, "detaching network: {e:#}");
+        }
+        if let Some(old) = self.previous_sandbox.replace(id.to_string()) {
+            self.remove_sandbox(&old).await;
         }
     }
 

@@ -90,10 +90,12 @@ impl Worker {
             self.write_terminal = true;
             self.write_status_as(true).await;
         }
-        if let Some(sb) = self.sandbox.take() {
-            self.remove_sandbox(&sb.id).await;
+        let sandboxes = self.sandbox.take().map(|sb| sb.id).into_iter().chain(self.previous_sandbox.take());
+        for id in sandboxes.collect::<Vec<_>>() {
+            self.remove_sandbox(&id).await;
         }
         self.containers.clear();
+        self.previous_containers.clear();
         if let Err(e) = super::volumes::teardown(&self.pod_dir()) {
             tracing::warn!(pod = self.pod_desc(), "removing volumes: {e:#}");
             return false;

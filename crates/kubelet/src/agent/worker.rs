@@ -74,6 +74,10 @@ pub(crate) struct Worker {
     pub start_time: Option<Time>,
     /// The runtime's containers of the current sandbox, as of the last refresh.
     pub containers: Vec<CriStatus>,
+    /// The sandbox this pod had before the current one (stopped, kept for its dead containers).
+    pub previous_sandbox: Option<String>,
+    /// The containers of `previous_sandbox`, as of the last refresh.
+    pub previous_containers: Vec<CriStatus>,
     /// Termination messages read so far, by container id.
     pub term_messages: HashMap<String, String>,
     pub last_written: Option<PodStatus>,
@@ -92,6 +96,8 @@ pub(crate) struct Worker {
     /// This worker created or stopped a container since the last container listing.
     pub dirty: bool,
     pub sandbox_checked: Option<Instant>,
+    /// The sandbox died and, the pod never restarting, is not replaced.
+    pub sandbox_lost: bool,
 }
 
 impl Worker {
@@ -113,6 +119,8 @@ impl Worker {
             volumes_refreshed: None,
             start_time: st.start_time.clone(),
             containers: Vec::new(),
+            previous_sandbox: None,
+            previous_containers: Vec::new(),
             term_messages: HashMap::new(),
             last_written: None,
             terminal,
@@ -124,6 +132,7 @@ impl Worker {
             mirror_uid: None,
             dirty: false,
             sandbox_checked: None,
+            sandbox_lost: false,
             pod,
         }
     }
@@ -167,6 +176,11 @@ impl Worker {
         (all.first().copied(), all.get(1).copied())
     }
 
+    /// The newest container of that name in the previous sandbox.
+    pub fn previous_sandbox_latest(&self, name: &str) -> Option<&CriStatus> {
+        self.previous_containers.iter().filter(|c| c.name == name).max_by_key(|c| (c.attempt, c.created_at))
+    }
+
     /// The next attempt of a container: one after the newest in this
     /// sandbox, or in a new sandbox one after the newest log the pod's
     /// earlier sandboxes left (`<attempt>.log`), so restartCount keeps
@@ -187,7 +201,11 @@ impl Worker {
             return;
         };
         match self.agent.containers(fresh || self.dirty).await {
-            Ok(all) => self.containers = all.iter().filter(|c| c.sandbox_id == sb.id).cloned().collect(),
+            Ok(all) => {
+                self.containers = all.iter().filter(|c| c.sandbox_id == sb.id).cloned().collect();
+                let previous = self.previous_sandbox.as_deref();
+                self.previous_containers = all.iter().filter(|c| Some(c.sandbox_id.as_str()) == previous).cloned().collect();
+            }
             Err(e) => tracing::warn!(pod = self.pod_desc(), "listing containers: {e:#}"),
         }
         self.dirty = false;

@@ -105,7 +105,10 @@ impl Worker {
 
     fn container_status(&mut self, c: &Container, is_init: bool, init_done: bool) -> ContainerStatus {
         let (latest, prev) = self.latest(&c.name);
-        let (latest, prev) = (latest.cloned(), prev.cloned());
+        // Before a new sandbox's first attempt (or after it), the previous sandbox's newest container comes before.
+        let from_previous_sandbox = self.previous_sandbox_latest(&c.name).cloned();
+        let (latest, prev) = (latest.cloned(), prev.cloned().or(from_previous_sandbox.clone()));
+        let restart_count = latest.as_ref().or(from_previous_sandbox.as_ref()).map(|l| l.attempt as i32).unwrap_or(0);
         let memo_waiting = if self.terminal { None } else { self.memo.get(&c.name).and_then(|m| m.waiting.clone()) };
         let default_wait = if !is_init && !init_done { "PodInitializing" } else { "ContainerCreating" };
         let last_of = |w: &mut Worker, p: &Option<CriStatus>| p.as_ref().map(|p| w.terminated(c, p));
@@ -113,7 +116,7 @@ impl Worker {
             None => (match &memo_waiting {
                 Some((r, m)) => waiting(r, Some(m.clone())),
                 None => waiting(default_wait, None),
-            }, None),
+            }, last_of(self, &prev)),
             Some(l) if l.state == ContainerState::Running => {
                 (ApiState { running: Some(ContainerStateRunning { started_at: time(l.started_at) }), ..Default::default() }, last_of(self, &prev))
             }
@@ -142,7 +145,7 @@ impl Worker {
             image: c.image.clone().unwrap_or_default(),
             image_id: latest.as_ref().map(|l| l.image_id.clone()).unwrap_or_default(),
             container_id: latest.as_ref().map(|l| format!("skiff://{}", l.id)),
-            restart_count: latest.as_ref().map(|l| l.attempt as i32).unwrap_or(0),
+            restart_count,
             ready,
             started: Some(started),
             state: Some(state),
