@@ -170,7 +170,8 @@ fn pods_serve_log_exec_port_forward_and_copy() {
         .unwrap();
     let text = String::from_utf8_lossy(&tty.stdout);
     assert!(text.contains("/dev/pts/"), "exec -it output: {text}");
-    let sizes: Vec<&str> = text.lines().map(str::trim).filter(|l| l.ends_with(" 111") || l.ends_with(" 120")).collect();
+    // The terminal may put a NUL before a line; only the digits matter.
+    let sizes: Vec<&str> = text.lines().map(|l| l.trim_matches(|c: char| c.is_whitespace() || c.is_control())).filter(|l| l.ends_with(" 111") || l.ends_with(" 120")).collect();
     assert_eq!(sizes, ["33 111", "40 120"], "terminal size before and after the resize; output {text}");
     assert_eq!(tty.status.code(), Some(7), "exec -it exit code; output {text}");
 

@@ -224,9 +224,9 @@ impl Worker {
         }
         let mut found = std::mem::take(&mut self.adopt);
         found.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        // A pod that never restarts keeps even a dead sandbox: its containers must not run again.
+        let never = self.restart_policy() == "Never";
         for (i, sb) in found.into_iter().enumerate() {
-            // A pod that never restarts keeps even a dead sandbox: its containers must not run again.
-            let never = self.restart_policy() == "Never";
             if i == 0 && self.sandbox.is_none() && (any_state || never || sb.state == SandboxState::Ready) {
                 tracing::info!(pod = self.pod_desc(), sandbox = sb.id, "adopting sandbox");
                 let ip = self.agent.network.ip_of(&sb.id);
