@@ -40,7 +40,7 @@ pub fn is_static(pod: &Pod) -> bool {
 
 /// Whether a pod from the API is a mirror pod.
 pub fn is_mirror(pod: &Pod) -> bool {
-    pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
+    mirror_hash(pod).is_some()
 }
 
 /// The static pods the manifests in `dir` ask for, sorted by name.

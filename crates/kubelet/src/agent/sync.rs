@@ -244,12 +244,7 @@ impl Worker {
     /// and `logs --previous` still show them, as upstream keeps dead
     /// containers until garbage collection. The one kept before is removed.
     pub async fn retire_sandbox(&mut self, id: &str) {
-        if let Err(e) = self.agent.runtime.stop_pod_sandbox(id).await {
-            tracing::warn!(sandbox = id, "stopping sandbox: {e:#}");
-        }
-        if let Err(e) = self.agent.network.detach(id).await {
-            tracing::warn!(sandbox = id, "detaching network: {e:#}");
-        }
+        self.stop_sandbox(id).await;
         if let Some(old) = self.previous_sandbox.replace(id.to_string()) {
             self.remove_sandbox(&old).await;
         }
@@ -274,16 +269,20 @@ impl Worker {
         Ok(())
     }
 
-    /// Stops and removes a sandbox and frees its address.
-    pub async fn remove_sandbox(&self, id: &str) {
-        let rt = &self.agent.runtime;
-        if let Err(e) = rt.stop_pod_sandbox(id).await {
-            tracing::warn!(sandbox = id, "stopping sandbox: {e:#}");
+    /// Stops a sandbox's containers and frees its address; the sandbox stays.
+    pub async fn stop_sandbox(&self, id: &str) {
+        if let Err(e) = self.agent.runtime.stop_pod_sandbox(id).await {
+            tracing::warn!(pod = self.pod_desc(), sandbox = id, "stopping sandbox: {e:#}");
         }
         if let Err(e) = self.agent.network.detach(id).await {
-            tracing::warn!(sandbox = id, "detaching network: {e:#}");
+            tracing::warn!(pod = self.pod_desc(), sandbox = id, "releasing the pod address: {e:#}");
         }
-        if let Err(e) = rt.remove_pod_sandbox(id).await {
+    }
+
+    /// Stops and removes a sandbox and frees its address.
+    pub async fn remove_sandbox(&self, id: &str) {
+        self.stop_sandbox(id).await;
+        if let Err(e) = self.agent.runtime.remove_pod_sandbox(id).await {
             tracing::warn!(sandbox = id, "removing sandbox: {e:#}");
         }
     }

@@ -128,13 +128,8 @@ impl Worker {
         self.refresh_containers(true).await;
         let grace = self.grace_period();
         self.stop_all(grace).await;
-        if let Some(sb) = &self.sandbox {
-            if let Err(e) = self.agent.runtime.stop_pod_sandbox(&sb.id).await {
-                tracing::warn!(pod = self.pod_desc(), "stopping sandbox: {e:#}");
-            }
-            if let Err(e) = self.agent.network.detach(&sb.id).await {
-                tracing::warn!(pod = self.pod_desc(), "releasing the pod address: {e:#}");
-            }
+        if let Some(id) = self.sandbox.as_ref().map(|sb| sb.id.clone()) {
+            self.stop_sandbox(&id).await;
         }
         self.refresh_containers(true).await;
         self.terminal_cleanup_done = true;

@@ -20,6 +20,11 @@ pub struct PodNamespaces {
 }
 
 impl PodNamespaces {
+    /// The files the namespaces are (to be) bound to.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        [self.net.as_deref(), self.ipc.as_deref(), self.uts.as_ref().map(|(p, _)| p.as_path())].into_iter().flatten()
+    }
+
     pub fn create(&self) -> Result<()> {
         let wanted = [
             ("net", libc::CLONE_NEWNET, self.net.as_deref()),

@@ -84,12 +84,7 @@ impl Runtime {
             mounts::bind_mount(&ns, &ns)?;
             mounts::make_private(&ns)?;
         }
-        PodNamespaces {
-            net: meta.netns_path.clone(),
-            ipc: (!meta.host_ipc).then(|| ns.join("ipc")),
-            uts: (!meta.host_network).then(|| (ns.join("uts"), meta.hostname.clone())),
-        }
-        .create()?;
+        pod_namespaces(meta, &dir).create()?;
         if shares_pid(meta) {
             meta.pid_holder = Some(pid_holder::start(&self.inner.shim, &pid_holder::ns_file(&dir))?);
         }
@@ -211,10 +206,18 @@ fn status_of(meta: &SandboxMeta, dir: &Path) -> PodSandboxStatus {
 /// then NotReady, so the agent makes a new one instead of starting
 /// containers into namespaces that no longer exist.
 fn namespaces_held(meta: &SandboxMeta, dir: &Path) -> bool {
-    let ns = dir.join("ns");
-    let held = [meta.netns_path.clone(), (!meta.host_ipc).then(|| ns.join("ipc")), (!meta.host_network).then(|| ns.join("uts"))];
     let pid_held = !shares_pid(meta) || meta.pid_holder.is_some_and(|pid| pid_holder::alive(pid, &pid_holder::ns_file(dir)));
-    pid_held && held.iter().flatten().all(|p| is_nsfs(p))
+    pid_held && pod_namespaces(meta, dir).files().all(is_nsfs)
+}
+
+/// The sandbox's own network, IPC and UTS namespaces and where they are bound.
+fn pod_namespaces(meta: &SandboxMeta, dir: &Path) -> PodNamespaces {
+    let ns = dir.join("ns");
+    PodNamespaces {
+        net: meta.netns_path.clone(),
+        ipc: (!meta.host_ipc).then(|| ns.join("ipc")),
+        uts: (!meta.host_network).then(|| (ns.join("uts"), meta.hostname.clone())),
+    }
 }
 
 /// Do the pod's containers share one PID namespace of their own?
