@@ -53,7 +53,7 @@ impl<'a> Agent<'a> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let child = agent_command(self.server, &self.token, &self.node.name, self.dir.path())
             .args(["--bridge", &self.node.bridge, "--nft-table", &self.node.nft_table])
-            .args(["--kubelet-port", &self.node.kubelet_port.to_string(), "--node-ip", "127.0.0.1"])
+            .args(["--kubelet-port", &self.node.kubelet_port.to_string(), "--node-ip", "127.0.0.1", "--flannel-backend", "host-gw"])
             .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(log)

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod node_cleanup;
 
 pub const KUBECTL: &str = "/usr/bin/kubectl";
@@ -118,6 +119,8 @@ impl Server {
             "--nft-table".into(), node.nft_table.clone(),
             "--kubelet-port".into(), node.kubelet_port.to_string(),
             "--cluster-cidr".into(), node.cluster_cidr.clone(),
+            // Tests share the root network namespace, which holds one VXLAN device with VNI 1 at most.
+            "--flannel-backend".into(), "host-gw".into(),
             "--service-cidr".into(), format!("10.{}.0.0/16", 64 + second % 64),
         ];
         let extra_args = extra_args.into_iter().chain(flags.iter().map(|f| f.to_string())).collect();

@@ -116,6 +116,9 @@ impl Admission {
                     ports.insert(n);
                 }
             }
+            if let Some(n) = svc["spec"]["healthCheckNodePort"].as_u64() {
+                ports.insert(n);
+            }
         }
         Ok((ips, ports))
     }
@@ -167,6 +170,7 @@ impl Admission {
                 Err(_) => {} // validation reports malformed IPs
             }
         }
+        let mut taken_by_others = ports.clone();
         if ty == "NodePort" || ty == "LoadBalancer" {
             let (lo, hi) = self.node_ports;
             let mut taken: HashSet<u64> = ports;
@@ -194,17 +198,57 @@ impl Admission {
                     }
                 }
             }
+            taken_by_others = taken;
         } else if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
             // Node ports are released when a service stops needing them.
             for p in ports {
                 p.as_object_mut().map(|m| m.remove("nodePort"));
             }
         }
+        self.allocate_health_check_port(svc, old, &ty, &mut taken_by_others, &mut errs)?;
         if errs.is_empty() {
             Ok(())
         } else {
             Err(ApiError::invalid(info, name_of(svc), &errs))
         }
+    }
+
+    /// `spec.healthCheckNodePort`, as upstream: a LoadBalancer Service with
+    /// `externalTrafficPolicy: Local` gets one from the node port range (the
+    /// node proxies answer it with their count of local endpoints); it is
+    /// kept across updates and released when the Service stops needing it.
+    fn allocate_health_check_port(&self, svc: &mut Value, old: Option<&Value>, ty: &str, taken: &mut HashSet<u64>, errs: &mut Vec<FieldError>) -> ApiResult<()> {
+        let needs = ty == "LoadBalancer" && svc["spec"]["externalTrafficPolicy"] == "Local";
+        let field = "spec.healthCheckNodePort";
+        let old_port = old.and_then(|o| o["spec"]["healthCheckNodePort"].as_u64());
+        let spec = &mut svc["spec"];
+        if !needs {
+            match spec["healthCheckNodePort"].as_u64() {
+                Some(n) if n != 0 && Some(n) != old_port => errs.push(invalid(field, json!(n),
+                    "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'".into())),
+                _ => {
+                    spec.as_object_mut().map(|m| m.remove("healthCheckNodePort"));
+                }
+            }
+            return Ok(());
+        }
+        let (lo, hi) = self.node_ports;
+        match spec["healthCheckNodePort"].as_u64().filter(|n| *n != 0).or(old_port) {
+            Some(n) if Some(n) == old_port => {
+                spec["healthCheckNodePort"] = json!(n);
+            }
+            Some(n) if n < lo as u64 || n > hi as u64 => errs.push(invalid(field, json!(n), format!(
+                "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+            ))),
+            Some(n) if !taken.insert(n) => errs.push(invalid(field, json!(n), "provided port is already allocated".into())),
+            Some(_) => {}
+            None => {
+                let n = free_port(taken, lo, hi).ok_or_else(|| ApiError::internal("failed to allocate a healthCheckNodePort: range is full"))?;
+                taken.insert(n);
+                spec["healthCheckNodePort"] = json!(n);
+            }
+        }
+        Ok(())
     }
 
     fn free_ip(&self, used: &HashSet<String>) -> Option<String> {
@@ -243,5 +287,31 @@ mod tests {
         let p = free_port(&taken, 30000, 30010).unwrap();
         assert_eq!(p, 30010);
         assert!(free_port(&(30000..=30010).collect(), 30000, 30010).is_none());
+    }
+
+    #[test]
+    fn health_check_node_port_follows_type_and_policy() {
+        let adm = Admission::new(Cidr::parse("10.43.0.0/16").unwrap(), (30000, 30002));
+        let run = |svc: &mut Value, old: Option<&Value>, taken: &mut HashSet<u64>| {
+            let mut errs = Vec::new();
+            let ty = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
+            adm.allocate_health_check_port(svc, old, &ty, taken, &mut errs).unwrap();
+            errs.iter().map(|e| format!("{}: {}", e.field, e.detail)).collect::<Vec<_>>()
+        };
+        let mut taken: HashSet<u64> = [30000].into();
+        let mut local = json!({"spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}});
+        assert!(run(&mut local, None, &mut taken).is_empty());
+        assert_eq!(local["spec"]["healthCheckNodePort"], 30001, "allocated from the node port range");
+        let old = local.clone();
+        let mut update = json!({"spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}});
+        assert!(run(&mut update, Some(&old), &mut [30000].into()).is_empty());
+        assert_eq!(update["spec"]["healthCheckNodePort"], 30001, "kept when an update leaves it out");
+        let mut cluster = json!({"spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Cluster", "healthCheckNodePort": 30001}});
+        assert!(run(&mut cluster, Some(&old), &mut HashSet::new()).is_empty());
+        assert!(cluster["spec"].get("healthCheckNodePort").is_none(), "released when no longer needed");
+        let mut asked = json!({"spec": {"type": "NodePort", "healthCheckNodePort": 30002}});
+        assert_eq!(run(&mut asked, None, &mut HashSet::new()), vec!["spec.healthCheckNodePort: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"]);
+        let mut taken_port = json!({"spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 30000}});
+        assert_eq!(run(&mut taken_port, None, &mut [30000].into()), vec!["spec.healthCheckNodePort: provided port is already allocated"]);
     }
 }

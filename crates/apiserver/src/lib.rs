@@ -59,6 +59,8 @@ pub struct Config {
     pub node_ports: (u16, u16),
     /// How long an Event is kept after it was last seen (upstream's --event-ttl).
     pub event_ttl: std::time::Duration,
+    /// ClusterIP of the `kube-system/kube-dns` Service (the agents' `--cluster-dns`); None = no such Service.
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
 }
 
 pub struct App {
@@ -81,6 +83,12 @@ pub async fn build(store: store::DynStore, config: &Config, advertise: IpAddr) -
     let registry = Arc::new(Registry { store, cache, admission });
     let service_ip = config.service_cidr.nth(1).to_string();
     lifecycle::bootstrap(&registry, &service_ip, &advertise.to_string(), config.port).await?;
+    if let Some(dns) = config.cluster_dns {
+        anyhow::ensure!(config.service_cidr.contains(dns), "--cluster-dns {dns} is not inside --service-cidr {}", config.service_cidr);
+        if let Err(e) = lifecycle::ensure_cluster_dns_service(&registry, dns).await {
+            tracing::warn!("cluster DNS Service kube-system/kube-dns at {dns}: {e:#}");
+        }
+    }
     tokio::spawn(lifecycle::run_namespace_cleanup(registry.clone()));
     tokio::spawn(lifecycle::run_compaction(registry.clone()));
     tokio::spawn(lifecycle::run_event_expiry(registry.clone(), config.event_ttl));

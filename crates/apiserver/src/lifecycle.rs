@@ -67,6 +67,23 @@ pub async fn bootstrap(reg: &Registry, service_ip: &str, advertise_ip: &str, por
     .await
 }
 
+/// The Service pods reach cluster DNS through: selector-less, since each
+/// node agent answers DNS itself and publishes its own EndpointSlice
+/// (`kube-dns-<node>`); `internalTrafficPolicy: Local` keeps every query on
+/// the node it was asked on.
+pub async fn ensure_cluster_dns_service(reg: &Registry, ip: std::net::Ipv4Addr) -> anyhow::Result<()> {
+    let labels = json!({"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "KubeDNS"});
+    ensure(reg, "", "services", Some("kube-system"), json!({
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+        "spec": {"type": "ClusterIP", "clusterIP": ip.to_string(), "internalTrafficPolicy": "Local",
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ]},
+    }))
+    .await
+}
+
 /// Empties namespaces that are being deleted, then removes them.
 pub async fn run_namespace_cleanup(reg: Arc<Registry>) {
     let ns_info = lookup("", "v1", "namespaces").unwrap();

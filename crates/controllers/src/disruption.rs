@@ -20,7 +20,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::endpoints::pod_ready;
-use crate::informer::{self, benign, ready, Watched};
+use client::informer::{self, benign, ready, Watched};
 
 const DELETION_TIMEOUT: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 const RESYNC: Duration = Duration::from_secs(5);

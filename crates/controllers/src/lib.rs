@@ -8,9 +8,6 @@ mod deployment_rollout;
 mod gc;
 mod disruption;
 pub mod endpoints;
-pub mod eventlog;
-mod informer;
-pub mod leader;
 pub mod nodeipam;
 pub mod nodelifecycle;
 mod persistentvolume;
@@ -19,12 +16,13 @@ mod per_namespace;
 mod replicaset;
 mod rootca;
 mod serviceaccount;
+pub mod servicelb;
 mod workload;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, Client};
 
-use informer::{strip_managed_fields, Shared};
+use client::informer::{strip_managed_fields, Shared};
 
 /// What the controllers need to know beyond the API.
 #[derive(Clone, Debug, Default)]
@@ -38,7 +36,7 @@ pub struct Options {
 /// Runs every controller while this process holds the controller-manager
 /// lease, until `stop` (which releases the lease).
 pub async fn run(client: Client, identity: String, options: Options, stop: impl std::future::Future<Output = ()>) {
-    leader::run_as_leader(client.clone(), "kube-controller-manager", &identity, stop, || {
+    client::leader::run_as_leader(client.clone(), "kube-controller-manager", &identity, stop, || {
         let (client, options) = (client.clone(), options.clone());
         async move {
             // One watch and one cache of each of the two largest kinds, for every controller.
@@ -57,7 +55,7 @@ pub async fn run(client: Client, identity: String, options: Options, stop: impl 
     .await
 }
 
-/// Endpoints/EndpointSlices, node IPAM, node lifecycle and taint eviction, pod GC, disruption budgets, volume binding.
+/// Endpoints/EndpointSlices, node IPAM, node lifecycle and taint eviction, pod GC, disruption budgets, the service load balancer, volume binding.
 fn housekeeping(client: Client, cluster_cidr: String, pods: &mut Shared<Pod>, nodes: &mut Shared<Node>) -> impl std::future::Future<Output = ()> {
     let cluster_cidr = if cluster_cidr.is_empty() { "10.42.0.0/16".to_string() } else { cluster_cidr };
     let endpoints = endpoints::run(client.clone(), pods.subscribe());
@@ -65,9 +63,11 @@ fn housekeeping(client: Client, cluster_cidr: String, pods: &mut Shared<Pod>, no
     let nodelifecycle = nodelifecycle::run(client.clone(), nodes.subscribe(), pods.subscribe());
     let podgc = podgc::run(client.clone(), nodes.subscribe(), pods.subscribe());
     let disruption = disruption::run(client.clone(), pods.subscribe());
+    let services = client::informer::watch(Api::all(client.clone()), Default::default());
+    let servicelb = servicelb::run(client.clone(), nodes.subscribe(), services);
     let volumes = persistentvolume::run(client);
     async move {
-        tokio::join!(endpoints, nodeipam, nodelifecycle, podgc, disruption, volumes);
+        tokio::join!(endpoints, nodeipam, nodelifecycle, podgc, disruption, servicelb, volumes);
     }
 }
 

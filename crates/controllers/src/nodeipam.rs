@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::informer::{ready, Watched};
+use client::informer::{ready, Watched};
 
 const NODE_PREFIX: u8 = 24;
 
@@ -109,7 +109,7 @@ pub async fn run(client: Client, cluster_cidr: String, (nodes, events): Watched<
                 }
                 tracing::warn!(node = name, "no pod CIDR left in {cluster_cidr}");
                 let about = ObjectReference { kind: Some("Node".into()), name: Some(name.clone()), uid: Some(name.clone()), ..Default::default() };
-                crate::eventlog::record(&client, "cidrAllocator", about, "Normal", "CIDRNotAvailable", format!("Node {name} status is now: CIDRNotAvailable")).await;
+                client::eventlog::record(&client, "cidrAllocator", about, "Normal", "CIDRNotAvailable", format!("Node {name} status is now: CIDRNotAvailable")).await;
                 continue;
             };
             let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});

@@ -22,8 +22,8 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use crate::eventlog::record;
-use crate::informer::{benign, ready, strip_managed_fields, Shared, Watched};
+use client::eventlog::record;
+use client::informer::{benign, ready, strip_managed_fields, Shared, Watched};
 
 pub const GRACE_PERIOD: Duration = Duration::from_secs(40);
 const MONITOR_PERIOD: Duration = Duration::from_secs(1);

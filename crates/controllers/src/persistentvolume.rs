@@ -19,8 +19,8 @@ use resources::quantity::Quantity;
 use resources::selectors::LabelSelector;
 use serde_json::{json, Value};
 
-use crate::eventlog::{record, reference};
-use crate::informer::{self, benign, ready};
+use client::eventlog::{record, reference};
+use client::informer::{self, benign, ready};
 
 const COMPONENT: &str = "persistentvolume-controller";
 const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";

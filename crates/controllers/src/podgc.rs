@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 
-use crate::informer::{benign, ready, Watched};
+use client::informer::{benign, ready, Watched};
 
 /// Upstream's `--terminated-pod-gc-threshold` default.
 pub const TERMINATED_POD_THRESHOLD: usize = 12500;

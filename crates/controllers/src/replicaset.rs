@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::informer::{ByController, Watched};
+use client::informer::{ByController, Watched};
 use crate::workload::{self, controller_of, controller_ref, is_status, pod_active, pod_available, pod_ready, selector_matches, Result};
 
 /// Upstream's burstReplicas: at most this many creations or deletions per sync.

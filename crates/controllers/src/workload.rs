@@ -127,7 +127,7 @@ pub fn creation(meta: &ObjectMeta) -> chrono::DateTime<Utc> {
     meta.creation_timestamp.as_ref().map(|t| t.0).unwrap_or_else(Utc::now)
 }
 
-/// Records a core/v1 Event about `obj` (see eventlog). Failures are logged, never fatal.
+/// Records a core/v1 Event about `obj` (see `client::eventlog`). Failures are logged, never fatal.
 pub async fn record<K: Resource<DynamicType = ()>>(client: &Client, component: &str, obj: &K, type_: &str, reason: &str, message: String) {
-    crate::eventlog::record(client, component, crate::eventlog::reference(obj), type_, reason, message).await
+    client::eventlog::record(client, component, client::eventlog::reference(obj), type_, reason, message).await
 }

@@ -109,12 +109,13 @@ async fn run_scenario() -> anyhow::Result<()> {
         service_cidr: apiserver::Cidr::parse("10.43.0.0/16").unwrap(),
         node_ports: (30000, 32767),
         event_ttl: std::time::Duration::from_secs(3600),
+        cluster_dns: None,
     };
     let server = apiserver::start(config, Arc::new(store::MemoryStore::new())).await?;
     let server_task = tokio::spawn(async move {
         let _ = server.serve(std::future::pending()).await;
     });
-    let client = kubelet::client::from_kubeconfig(&kubeconfig).await?;
+    let client = client::kubeconfig::from_kubeconfig(&kubeconfig).await?;
 
     let store = Arc::new(runtime::images::Store::open(root.join("images"), vec![])?);
     let tar = root.join("busybox.tar");

@@ -12,6 +12,8 @@ mod links;
 mod netlink;
 mod netns;
 mod nft;
+pub mod proxy;
+pub mod overlay;
 mod veth;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -106,6 +108,16 @@ impl PodNetwork {
 
     pub fn gateway(&self) -> Ipv4Addr {
         self.gateway
+    }
+
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// The multi-node side of this node's pod network (see `overlay`).
+    pub fn overlay(&self, backend: overlay::Backend, node_name: &str, node_ip: Ipv4Addr) -> overlay::Overlay {
+        overlay::Overlay::new(backend, &self.bridge, node_name, node_ip, &self.pod_cidr.to_string())
+            .expect("the podCIDR was parsed already")
     }
 
     /// Bridge up with the gateway address, ip_forward on, nftables table with
@@ -219,6 +231,12 @@ impl PodNetwork {
             .lock()
             .map_err(|_| anyhow::anyhow!("IPAM lock poisoned by a panic"))
     }
+}
+
+/// Deletes an nftables table (family ip) if it exists; `skiff cleanup`
+/// removes the service proxy's table with it.
+pub async fn delete_nft_table(table: &str) -> anyhow::Result<()> {
+    Nft::new(table).delete_table().await
 }
 
 /// Validates the pod's port mappings and turns them into nftables form.

@@ -66,7 +66,10 @@ add rule {t} postrouting ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade
 add rule {t} postrouting ip saddr {{ {sources} }} ip daddr != {cluster_cidr} masquerade
 add rule {t} forward iifname \"{bridge}\" accept
 add rule {t} forward oifname \"{bridge}\" accept
-"
+add rule {t} forward iifname \"{vxlan}\" accept
+add rule {t} forward oifname \"{vxlan}\" accept
+",
+            vxlan = crate::overlay::device_name(bridge)
         );
         run(&script)
             .await

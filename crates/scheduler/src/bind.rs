@@ -2,7 +2,7 @@
 //! nominatedNodeName, victims' deletion, and core/v1 Events.
 
 use chrono::Utc;
-use controllers::eventlog::Report;
+use client::eventlog::Report;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
@@ -71,8 +71,8 @@ pub async fn delete_victim(client: &Client, victim: &Pod, preemptor: &Pod, node:
 
 /// Records a core/v1 Event about `pod` from the default-scheduler.
 pub async fn event(client: &Client, pod: &Pod, type_: &str, reason: &str, action: &str, message: &str, instance: &str) {
-    let about = controllers::eventlog::reference(pod);
+    let about = client::eventlog::reference(pod);
     let instance = if instance.is_empty() { COMPONENT } else { instance };
-    let report = Report { component: COMPONENT, instance, about, type_, reason, action: Some(action), message: message.into() };
-    controllers::eventlog::emit(client, report).await
+    let report = Report { component: COMPONENT, instance, host: None, about, type_, reason, action: Some(action), message: message.into() };
+    client::eventlog::emit(client, report).await
 }

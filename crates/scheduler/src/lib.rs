@@ -41,7 +41,7 @@ pub const SCHEDULER_NAME: &str = "default-scheduler";
 /// Runs the scheduler while this process holds the `kube-scheduler` lease,
 /// until `stop` (which releases the lease).
 pub async fn run(client: Client, identity: String, stop: impl std::future::Future<Output = ()>) {
-    controllers::leader::run_as_leader(client.clone(), "kube-scheduler", &identity, stop, || {
+    client::leader::run_as_leader(client.clone(), "kube-scheduler", &identity, stop, || {
         Scheduler::new(client.clone(), identity.clone()).run()
     })
     .await

@@ -32,15 +32,22 @@ pub struct AgentArgs {
     /// nftables table holding masquerade and hostPort rules.
     #[arg(long, default_value = "skiff")]
     pub nft_table: String,
+    /// How pods reach other nodes' pods: vxlan (an overlay, as flannel's default) or host-gw (direct routes; nodes on one L2 segment).
+    #[arg(long, default_value = "vxlan")]
+    pub flannel_backend: network::overlay::Backend,
     /// Registry host[:port] pulled from over plain HTTP (localhost and 127.0.0.1 always are). Repeatable.
     #[arg(long)]
     pub insecure_registry: Vec<String>,
     /// Directory of static pod manifests the agent runs and mirrors into the API.
     #[arg(long)]
     pub pod_manifest_path: Option<PathBuf>,
-    /// Cluster DNS server written into pods' resolv.conf.
-    #[arg(long, default_value = "10.43.0.10")]
-    pub cluster_dns: String,
+    /// Cluster DNS address written into pods' resolv.conf (the kube-dns Service's ClusterIP)
+    /// [default: on a server the 10th address of --service-cidr (10.43.0.10), on an agent 10.43.0.10].
+    #[arg(long)]
+    pub cluster_dns: Option<Ipv4Addr>,
+    /// Cluster domain: pods' DNS search list, and the zone the node's DNS server answers for.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
     /// Most processes one pod may run (its cgroup's pids.max); -1 for no limit, as the kubelet's --pod-max-pids.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub pod_max_pids: i64,
@@ -83,6 +90,8 @@ struct StreamingTls {
 /// How long a joined agent waits for node IPAM before falling back: the
 /// fallback range is likely another node's, so the server's controllers get time.
 const JOINED_POD_CIDR_WAIT: Duration = Duration::from_secs(120);
+/// k3s's cluster DNS address: the 10th address of the default service range.
+pub const DEFAULT_CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 10);
 /// Pause before a node agent that stopped on an error starts again.
 const AGENT_RESTART: Duration = Duration::from_secs(10);
 /// Pause between attempts to reach the server while joining.
@@ -131,7 +140,7 @@ pub async fn run_joined(args: JoinArgs) -> anyhow::Result<()> {
         tokio::time::sleep(JOIN_RETRY).await;
     };
     // The server may be down (an agent restarting): static pods run regardless.
-    let client = kubelet::client::from_kubeconfig_lazy(&joined.kubeconfig)?;
+    let client = client::kubeconfig::from_kubeconfig_lazy(&joined.kubeconfig)?;
     let tls = StreamingTls { ca_pem: joined.ca_pem, cert_pem: joined.serving_cert_pem, key_pem: joined.serving_key_pem };
     run_node(client, tls, args.data_dir, joined.cluster_cidr, Some(JOINED_POD_CIDR_WAIT), args.agent).await
 }
@@ -166,21 +175,36 @@ async fn run_node(
         node_name,
         data_dir: root.clone(),
         streaming_port: args.kubelet_port,
-        cluster_dns: args.cluster_dns,
+        cluster_dns: args.cluster_dns.unwrap_or(DEFAULT_CLUSTER_DNS).to_string(),
+        cluster_domain: args.cluster_domain.trim_end_matches('.').to_lowercase(),
         pod_cidr_fallback: first_subnet(&cluster_cidr),
         pod_cidr_wait: pod_cidr_wait.unwrap_or(defaults.pod_cidr_wait),
         pod_manifest_path: args.pod_manifest_path,
         pod_max_pids: (args.pod_max_pids >= 0).then_some(args.pod_max_pids),
         node_ip: Some(node_ip),
+        flannel_backend: args.flannel_backend,
         ..defaults
     };
+    // The service proxy (kube-proxy's job) runs beside the agent and, like
+    // it, starts over after an error.
+    let proxy = network::proxy::ProxyConfig::new(&config.node_name, vec![node_ip], &cluster_cidr, &args.nft_table);
+    let proxy_client = client.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = network::proxy::run(proxy_client.clone(), proxy.clone()).await {
+                tracing::error!("service proxy stopped: {e:#}; starting it again in {AGENT_RESTART:?}");
+            }
+            tokio::time::sleep(AGENT_RESTART).await;
+        }
+    });
     // Like a kubelet under systemd, an agent that stops on an error (the
     // API server gone for long, the pod network failing) starts over; it
     // adopts the pods it left running.
     loop {
         let (bridge, nft_table, state_dir, cluster_cidr) = (args.bridge.clone(), args.nft_table.clone(), root.join("network"), cluster_cidr.clone());
         let network = move |pod_cidr: String| {
-            let net = network::NetConfig { bridge, pod_cidr, cluster_cidr, mtu: None, state_dir, nft_table };
+            let mtu = network::overlay::pod_mtu(args.flannel_backend, node_ip);
+            let net = network::NetConfig { bridge, pod_cidr, cluster_cidr, mtu, state_dir, nft_table };
             Ok(Arc::new(network::PodNetwork::new(net)?))
         };
         let Err(e) = kubelet::agent::run(client.clone(), config.clone(), runtime.clone(), images.clone(), network).await;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod cleanup;
 mod image;
 mod join;
 mod sim;
@@ -37,6 +38,8 @@ enum Command {
     ControllerManager(ControllerManagerArgs),
     /// Manage the node's image store (DATA_DIR/agent/images): import, ls, rm, pull.
     Image(image::ImageArgs),
+    /// Stop this node's pods and remove what the node put on the host: containers, mounts, cgroups, bridge, VXLAN device, routes, nft tables.
+    Cleanup(cleanup::CleanupArgs),
 }
 
 #[derive(clap::Args)]
@@ -128,8 +131,9 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(total))
 }
 
-async fn server(args: ServerArgs) -> anyhow::Result<()> {
+async fn server(mut args: ServerArgs) -> anyhow::Result<()> {
     let service_cidr = apiserver::Cidr::parse(&args.service_cidr).context("--service-cidr")?;
+    let cluster_dns = *args.agent.cluster_dns.get_or_insert(service_cidr.nth(10));
     let node_ports = parse_port_range(&args.service_node_port_range)?;
     let db_dir = args.data_dir.join("server").join("db");
     std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
@@ -142,13 +146,14 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         service_cidr,
         node_ports,
         event_ttl: args.event_ttl,
+        cluster_dns: Some(cluster_dns),
     };
     let server = apiserver::start(config, Arc::new(store)).await?;
     server.enable_join(&args.data_dir.join("server").join("token"), args.token.as_deref(), &args.cluster_cidr)?;
     if args.disable_agent {
         tracing::info!("node agent disabled");
     } else {
-        let client = in_process_client(server.router.clone());
+        let client = client::in_process(server.router.clone());
         let run = agent::run_local(client, server.pki.clone(), server.ca_pem.clone(), args.data_dir, args.cluster_cidr.clone(), args.agent);
         tokio::spawn(async move {
             if let Err(e) = run.await {
@@ -157,28 +162,17 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         });
     }
     if !args.disable_controllers {
-        let client = in_process_client(server.router.clone());
+        let client = client::in_process(server.router.clone());
         let options = controllers::Options { ca_pem: server.ca_pem.clone(), cluster_cidr: args.cluster_cidr.clone() };
         tokio::spawn(controllers::run(client, identity("controller-manager"), options, std::future::pending()));
     }
     if !args.disable_scheduler {
-        tokio::spawn(scheduler::run(in_process_client(server.router.clone()), identity("scheduler"), std::future::pending()));
+        tokio::spawn(scheduler::run(client::in_process(server.router.clone()), identity("scheduler"), std::future::pending()));
     }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     server.serve(shutdown).await
-}
-
-/// A kube client that calls the API server's router directly: the same
-/// semantics as over the network, without TCP or TLS.
-fn in_process_client(router: axum::Router) -> kube::Client {
-    use tower::ServiceExt;
-    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
-        let router = router.clone();
-        async move { router.oneshot(req.map(axum::body::Body::new)).await }
-    });
-    kube::Client::new(service, "default")
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -229,13 +223,14 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(a) => bench::run(a).await,
             Command::Sim(a) => sim::run(a).await,
             Command::Image(a) => image::run(a).await,
+            Command::Cleanup(a) => cleanup::run(a).await,
             Command::Scheduler(a) => {
-                let client = kubelet::client::from_kubeconfig(&a.kubeconfig).await?;
+                let client = client::kubeconfig::from_kubeconfig(&a.kubeconfig).await?;
                 scheduler::run(client, identity("scheduler"), shutdown_signal()).await;
                 Ok(())
             }
             Command::ControllerManager(a) => {
-                let (client, ca_pem) = kubelet::client::from_kubeconfig_with_ca(&a.remote.kubeconfig).await?;
+                let (client, ca_pem) = client::kubeconfig::from_kubeconfig_with_ca(&a.remote.kubeconfig).await?;
                 let options = controllers::Options { ca_pem, cluster_cidr: a.cluster_cidr };
                 controllers::run(client, identity("controller-manager"), options, shutdown_signal()).await;
                 Ok(())

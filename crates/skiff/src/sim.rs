@@ -29,7 +29,7 @@ pub struct SimArgs {
 
 /// Runs until SIGINT/SIGTERM; the nodes' leases then stop being renewed.
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
-    let client = kubelet::client::from_kubeconfig(&args.kubeconfig).await?;
+    let client = client::kubeconfig::from_kubeconfig(&args.kubeconfig).await?;
     let opts = kubelet::sim::Options {
         nodes: args.nodes,
         cpu: args.cpu,

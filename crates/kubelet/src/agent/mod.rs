@@ -18,6 +18,7 @@ pub mod hostinfo;
 pub mod image_gc;
 pub mod images;
 pub mod node;
+mod overlay;
 mod pods;
 pub mod probes;
 mod start;
@@ -71,6 +72,8 @@ pub struct AgentConfig {
     pub pod_max_pids: Option<i64>,
     /// Version shown as containerRuntimeVersion `skiff://<version>` (default this crate's version).
     pub runtime_version: String,
+    /// How pods reach other nodes' pods (default vxlan, as flannel's).
+    pub flannel_backend: network::overlay::Backend,
 }
 
 impl Default for AgentConfig {
@@ -90,6 +93,7 @@ impl Default for AgentConfig {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             runtime_version: env!("CARGO_PKG_VERSION").into(),
             pod_max_pids: None,
+            flannel_backend: network::overlay::Backend::default(),
         }
     }
 }
@@ -171,6 +175,9 @@ where
     network_ready.store(true, Ordering::Relaxed);
     kick.notify_one();
     tracing::info!(node = config.node_name, pod_cidr = cidr, "pod network ready");
+    let overlay = network.overlay(config.flannel_backend, &config.node_name, node_ip);
+    let _abort_overlay = AbortOnDrop(tokio::spawn(overlay::run(client.clone(), config.node_name.clone(), overlay)));
+    let _abort_dns = AbortOnDrop(tokio::spawn(cluster_dns(client.clone(), &config, network.gateway())));
 
     let agent = Arc::new(Agent {
         events: events::Recorder::new(client.clone(), config.node_name.clone()),
@@ -186,6 +193,25 @@ where
     });
     let _abort_image_gc = AbortOnDrop(tokio::spawn(image_gc::run(agent.clone())));
     pods::run(agent).await
+}
+
+/// Cluster DNS for this node's pods on the bridge's gateway address, port
+/// 53, published as this node's endpoint of kube-system/kube-dns. A
+/// failure (port 53 taken) is logged; the agent runs on without DNS.
+fn cluster_dns(client: kube::Client, config: &AgentConfig, gateway: Ipv4Addr) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let dns_config = dns::DnsConfig {
+        listen: vec![std::net::SocketAddr::from((gateway, 53))],
+        zone: config.cluster_domain.clone(),
+        resolv_conf: config.resolv_conf.clone(),
+        own_addresses: config.cluster_dns.parse().into_iter().collect(),
+        publish: Some((config.node_name.clone(), gateway)),
+        ..Default::default()
+    };
+    async move {
+        if let Err(e) = dns::run(client, dns_config).await {
+            tracing::error!("cluster DNS on {gateway}:53 is not running: {e:#}; pods on this node cannot resolve names");
+        }
+    }
 }
 
 pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);

@@ -46,6 +46,7 @@ impl Cluster {
             service_cidr: apiserver::Cidr::parse("10.43.0.0/16").unwrap(),
             node_ports: (30000, 32767),
         event_ttl: std::time::Duration::from_secs(3600),
+        cluster_dns: None,
         };
         let server = apiserver::start(config, Arc::new(store::MemoryStore::new())).await.unwrap();
         let (cert, key) = server.pki.issue_node_serving_cert("node-1", &[IpAddr::V4(Ipv4Addr::LOCALHOST)]).unwrap();

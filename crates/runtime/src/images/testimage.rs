@@ -24,13 +24,18 @@ pub fn busybox_layer_tar() -> Vec<u8> {
 }
 
 fn build_busybox_layer() -> anyhow::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    add_busybox(&mut b)?;
+    Ok(b.into_inner()?)
+}
+
+fn add_busybox(b: &mut tar::Builder<Vec<u8>>) -> anyhow::Result<()> {
     let busybox = std::fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX}"))?;
     let list = std::process::Command::new(BUSYBOX).arg("--list").output().context("running busybox --list")?;
-    let mut b = tar::Builder::new(Vec::new());
     for (dir, mode) in [("bin", 0o755), ("etc", 0o755), ("root", 0o700), ("tmp", 0o1777)] {
-        append(&mut b, tar::EntryType::Directory, dir, mode, &[])?;
+        append(b, tar::EntryType::Directory, dir, mode, &[])?;
     }
-    append(&mut b, tar::EntryType::Regular, "bin/busybox", 0o755, &busybox)?;
+    append(b, tar::EntryType::Regular, "bin/busybox", 0o755, &busybox)?;
     for applet in String::from_utf8_lossy(&list.stdout).lines().map(str::trim) {
         if applet.is_empty() || applet == "busybox" || applet.contains('/') {
             continue;
@@ -39,8 +44,61 @@ fn build_busybox_layer() -> anyhow::Result<Vec<u8>> {
         b.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
     }
     let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
-    append(&mut b, tar::EntryType::Regular, "etc/passwd", 0o644, passwd.as_bytes())?;
-    append(&mut b, tar::EntryType::Regular, "etc/group", 0o644, b"root:x:0:\nnobody:x:65534:\n")?;
+    append(b, tar::EntryType::Regular, "etc/passwd", 0o644, passwd.as_bytes())?;
+    append(b, tar::EntryType::Regular, "etc/group", 0o644, b"root:x:0:\nnobody:x:65534:\n")?;
+    Ok(())
+}
+
+/// The busybox layer plus the host's dynamically linked `/usr/bin/curl`,
+/// every library `ldd` lists for it, the glibc NSS modules for `files` and
+/// `dns`, and an nsswitch.conf: curl then resolves names through the pod's
+/// resolv.conf as in any distribution image (busybox's own tools do not).
+pub fn busybox_curl_layer_tar() -> Vec<u8> {
+    static LAYER: OnceLock<Vec<u8>> = OnceLock::new();
+    LAYER.get_or_init(|| build_busybox_curl_layer().expect("building the busybox+curl test layer (are busybox-static and curl installed?)")).clone()
+}
+
+fn build_busybox_curl_layer() -> anyhow::Result<Vec<u8>> {
+    const CURL: &str = "/usr/bin/curl";
+    let ldd = std::process::Command::new("ldd").arg(CURL).output().context("running ldd on curl")?;
+    anyhow::ensure!(ldd.status.success(), "ldd {CURL} failed: {}", String::from_utf8_lossy(&ldd.stderr));
+    // Lines are "name => /path (addr)" or "/path (addr)"; the vdso has no path.
+    let mut files: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(str::to_string))
+        .collect();
+    let libdir = Path::new(&files.iter().find(|f| f.contains("/libc.so")).cloned().context("ldd lists no libc")?)
+        .parent()
+        .context("libc's directory")?
+        .to_path_buf();
+    for nss in ["libnss_dns.so.2", "libnss_files.so.2", "libresolv.so.2"] {
+        files.push(libdir.join(nss).display().to_string());
+    }
+    files.push(CURL.into());
+    files.sort();
+    files.dedup();
+    let mut b = tar::Builder::new(Vec::new());
+    add_busybox(&mut b)?;
+    // busybox's layer made these already.
+    let mut dirs: std::collections::BTreeSet<String> = ["bin", "etc", "root", "tmp"].map(String::from).into();
+    for f in &files {
+        let rel = f.trim_start_matches('/');
+        let mut dir = Path::new(rel).parent();
+        let mut chain = Vec::new();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            chain.push(d.display().to_string());
+            dir = d.parent();
+        }
+        for d in chain.into_iter().rev() {
+            if dirs.insert(d.clone()) {
+                append(&mut b, tar::EntryType::Directory, &d, 0o755, &[])?;
+            }
+        }
+        // Symlinks are followed: the layer holds the file's contents under the path ldd names.
+        let data = std::fs::read(f).with_context(|| format!("reading {f}"))?;
+        append(&mut b, tar::EntryType::Regular, rel, 0o755, &data)?;
+    }
+    append(&mut b, tar::EntryType::Regular, "etc/nsswitch.conf", 0o644, b"hosts: files dns\npasswd: files\ngroup: files\n")?;
     Ok(b.into_inner()?)
 }
 

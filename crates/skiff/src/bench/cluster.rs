@@ -57,8 +57,8 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
     // A /10 holds 16,384 node /24s; the default /16 only 256.
     let mut server = LocalServer::start(&["--disable-agent", "--cluster-cidr", CLUSTER_CIDR])?;
     let (_, client) = server.wait_ready().await?;
-    let kube = kubelet::client::from_kubeconfig(&server.kubeconfig).await?;
-    let leases = kubelet::client::from_kubeconfig(&server.kubeconfig).await?;
+    let kube = client::kubeconfig::from_kubeconfig(&server.kubeconfig).await?;
+    let leases = client::kubeconfig::from_kubeconfig(&server.kubeconfig).await?;
     let per_node = (2 * args.pods.div_ceil(args.nodes)).max(110) as u32;
     let sim_opts = kubelet::sim::Options { nodes: args.nodes, pods: per_node, ..Default::default() };
     let sim = tokio::spawn(kubelet::sim::run_with_lease_client(kube, leases, sim_opts));

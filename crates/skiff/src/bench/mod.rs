@@ -5,10 +5,12 @@
 
 mod client;
 mod cluster;
+mod dns;
 mod events;
 mod heads;
 mod host_state;
 mod pods;
+mod proxy;
 mod scheduler;
 mod server;
 mod stats;
@@ -82,6 +84,10 @@ enum Scenario {
     Cluster(cluster::ClusterArgs),
     /// Pod startup latency on this host's real node agent (needs root).
     Pods(pods::PodsArgs),
+    /// Cluster DNS: queries/s, latency and memory with 10,000 Services.
+    Dns(dns::DnsArgs),
+    /// Service proxy: nftables programming of 10,000 Services, single changes, a re-sync under load (needs root).
+    Proxy(proxy::ProxyArgs),
 }
 
 #[derive(Serialize)]
@@ -118,6 +124,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Some(Scenario::Scheduler(a)) => return scheduler::run(a).await,
         Some(Scenario::Cluster(a)) => return cluster::run(a).await,
         Some(Scenario::Pods(a)) => return pods::run(a).await,
+        Some(Scenario::Dns(a)) => return dns::run(a).await,
+        Some(Scenario::Proxy(a)) => return proxy::run(a).await,
         None => {}
     }
     let out = Out { json: args.json };

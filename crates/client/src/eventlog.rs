@@ -1,5 +1,5 @@
 //! Recording core/v1 Events the way upstream's event recorder does, for the
-//! controllers and the scheduler, with its correlation:
+//! controllers, the scheduler and the node agent, with its correlation:
 //! - an event repeating one already written (same object, type, reason and
 //!   message) bumps that event's `count` and `lastTimestamp`;
 //! - from the 10th event in 10 minutes that differs only in message, the
@@ -32,6 +32,8 @@ const CACHE_ENTRIES: usize = 4096;
 pub struct Report<'a> {
     pub component: &'a str,
     pub instance: &'a str,
+    /// The node the reporter runs on (`source.host`); the node agent sets it.
+    pub host: Option<&'a str>,
     pub about: ObjectReference,
     pub type_: &'a str,
     pub reason: &'a str,
@@ -173,7 +175,7 @@ pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
 
 /// Records an event about `about` from `component`; failures are logged, never fatal.
 pub async fn record(client: &Client, component: &str, about: ObjectReference, type_: &str, reason: &str, message: String) {
-    emit(client, Report { component, instance: component, about, type_, reason, action: None, message }).await
+    emit(client, Report { component, instance: component, host: None, about, type_, reason, action: None, message }).await
 }
 
 /// Records a report, creating, bumping or dropping it as the correlator decides.
@@ -212,7 +214,7 @@ fn new_event(r: Report, name: String, namespace: String, message: String, now: T
         message: Some(message),
         type_: Some(r.type_.into()),
         action: r.action.map(String::from),
-        source: Some(EventSource { component: Some(r.component.into()), host: None }),
+        source: Some(EventSource { component: Some(r.component.into()), host: r.host.map(String::from) }),
         first_timestamp: Some(now.clone()),
         last_timestamp: Some(now),
         count: Some(1),
@@ -228,7 +230,7 @@ mod tests {
 
     fn report(object: &str, reason: &'static str, message: &str) -> Report<'static> {
         let about = ObjectReference { kind: Some("ReplicaSet".into()), namespace: Some("ns".into()), name: Some(object.into()), uid: Some(format!("uid-{object}")), ..Default::default() };
-        Report { component: "replicaset-controller", instance: "replicaset-controller", about, type_: "Normal", reason, action: None, message: message.into() }
+        Report { component: "replicaset-controller", instance: "replicaset-controller", host: None, about, type_: "Normal", reason, action: None, message: message.into() }
     }
 
     fn created(w: Option<Write>) -> Option<String> {

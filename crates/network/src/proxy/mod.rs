@@ -1,0 +1,321 @@
+//! The service proxy: kube-proxy's job in every node agent, on nftables, in
+//! the shape of upstream's nftables mode (KEP-3866). It watches Services and
+//! EndpointSlices and keeps one table, `<nft-table>_proxy`, in step:
+//!
+//! - `model`: Service + EndpointSlices -> one `ServicePort` each (pure);
+//! - `rules`: `ServicePort` -> nftables text (pure);
+//! - `apply`: what is installed, full and incremental batches, `nft` runs;
+//! - `health`: the healthCheckNodePort HTTP servers;
+//! - this file: the watch loop.
+
+pub mod apply;
+pub mod health;
+pub mod model;
+pub mod rules;
+pub mod testbed;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, ResourceExt};
+use tokio::sync::mpsc;
+
+pub use apply::{Applied, Proxier, Runner, ServiceKey};
+pub use health::{HealthServers, HealthStatus};
+pub use model::{service_ports, Endpoint, Protocol, ServicePort};
+
+use crate::cidr::Ipv4Cidr;
+
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub node_name: String,
+    /// The node's addresses (logged; NodePorts answer on every local address).
+    pub node_ips: Vec<Ipv4Addr>,
+    /// e.g. "10.42.0.0/16": traffic to a ClusterIP from outside it is masqueraded.
+    pub cluster_cidr: String,
+    /// The node agent's `--nft-table`; the proxy's table is `<it>_proxy`.
+    pub nft_table: String,
+    /// Address the healthCheckNodePort servers listen on.
+    pub health_bind: IpAddr,
+    /// Network namespace to program (tests); None = the host's.
+    pub netns: Option<PathBuf>,
+    /// Changes arriving within this time are applied in one batch.
+    pub debounce: Duration,
+}
+
+impl ProxyConfig {
+    pub fn new(node_name: &str, node_ips: Vec<Ipv4Addr>, cluster_cidr: &str, nft_table: &str) -> ProxyConfig {
+        ProxyConfig {
+            node_name: node_name.to_string(),
+            node_ips,
+            cluster_cidr: cluster_cidr.to_string(),
+            nft_table: nft_table.to_string(),
+            health_bind: Ipv4Addr::UNSPECIFIED.into(),
+            netns: None,
+            debounce: Duration::from_millis(20),
+        }
+    }
+
+    fn runner(&self) -> Runner {
+        self.netns.clone().map(Runner::in_netns).unwrap_or_default()
+    }
+}
+
+/// The proxy's table for a node whose `--nft-table` is `nft_table`.
+pub fn table_name(nft_table: &str) -> String {
+    format!("{nft_table}_proxy")
+}
+
+/// Removes the proxy's table of the node whose `--nft-table` is `nft_table`
+/// from the host (`skiff cleanup`). A missing table is fine.
+pub async fn remove_table(nft_table: &str) -> anyhow::Result<()> {
+    apply::remove_table_with(&Runner::host(), &table_name(nft_table)).await
+}
+
+enum Change {
+    Service(watcher::Event<Service>),
+    Slice(watcher::Event<EndpointSlice>),
+}
+
+/// Pause before retrying a failed sync.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Watches Services and EndpointSlices and keeps the node's table in step,
+/// until the watches end (the client is gone).
+pub async fn run(client: kube::Client, config: ProxyConfig) -> anyhow::Result<()> {
+    let cluster_cidr: Ipv4Cidr = config.cluster_cidr.parse().context("parsing the cluster CIDR")?;
+    let runner = config.runner();
+    runner.ensure_bridge_nf_call().await?;
+    let table = table_name(&config.nft_table);
+    tracing::info!(node = %config.node_name, node_ips = ?config.node_ips, %table, "service proxy starting");
+    let mut proxier = Proxier::new(&table, cluster_cidr, runner);
+    let mut health = HealthServers::new(config.health_bind);
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()).default_backoff();
+    let tasks = [
+        tokio::spawn(forward(services, tx.clone(), Change::Service)),
+        tokio::spawn(forward(slices, tx, Change::Slice)),
+    ];
+    let _abort = AbortOnDrop(tasks.iter().map(|t| t.abort_handle()).collect());
+
+    let mut cache = Cache::default();
+    let mut full = true;
+    let mut dirty: BTreeSet<ServiceKey> = BTreeSet::new();
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    loop {
+        // Wait for a change (or a retry), then gather what follows it closely.
+        let retry = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            change = rx.recv() => {
+                let Some(change) = change else { anyhow::bail!("the Service and EndpointSlice watches ended") };
+                full |= cache.apply(change, &mut dirty);
+            }
+            _ = retry => {}
+        }
+        let deadline = tokio::time::Instant::now() + config.debounce;
+        while let Ok(Some(change)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            full |= cache.apply(change, &mut dirty);
+        }
+        if !cache.listed() {
+            continue;
+        }
+        let result = if full || !proxier.is_synced() {
+            let ports: Vec<ServicePort> = cache.services.keys().flat_map(|k| cache.ports(k, &config.node_name)).collect();
+            let n = ports.len();
+            proxier.sync_all(ports).await.map(|a| {
+                tracing::info!(service_ports = n, lines = a.lines, elapsed_ms = a.elapsed.as_millis() as u64, "service rules fully synced");
+            })
+        } else if !dirty.is_empty() {
+            let changed: BTreeMap<ServiceKey, Vec<ServicePort>> =
+                dirty.iter().map(|k| (k.clone(), cache.ports(k, &config.node_name))).collect();
+            let n = changed.len();
+            proxier.update(changed).await.map(|a| {
+                tracing::debug!(services = n, lines = a.lines, elapsed_ms = a.elapsed.as_secs_f64() * 1000.0, "service rules updated");
+            })
+        } else {
+            Ok(())
+        };
+        match result {
+            Ok(()) => {
+                full = false;
+                dirty.clear();
+                retry_at = None;
+                health.update(&cache.health(&config.node_name)).await;
+            }
+            Err(e) => {
+                tracing::error!("service proxy: {e:#}; full sync again in {RETRY:?}");
+                full = true;
+                retry_at = Some(tokio::time::Instant::now() + RETRY);
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+async fn forward<K, S>(stream: S, tx: mpsc::UnboundedSender<Change>, wrap: fn(watcher::Event<K>) -> Change)
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(event) => {
+                if tx.send(wrap(event)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!("service proxy watch: {e}"),
+        }
+    }
+}
+
+/// The Services and EndpointSlices seen so far.
+#[derive(Default)]
+struct Cache {
+    services: BTreeMap<ServiceKey, Service>,
+    /// (namespace, slice name) -> slice.
+    slices: BTreeMap<(String, String), EndpointSlice>,
+    /// Service -> names of its slices.
+    by_service: BTreeMap<ServiceKey, BTreeSet<String>>,
+    /// Objects of a (re)list in progress.
+    listing_services: Option<Vec<Service>>,
+    listing_slices: Option<Vec<EndpointSlice>>,
+    services_listed: bool,
+    slices_listed: bool,
+}
+
+fn key_of<K: ResourceExt>(o: &K) -> (String, String) {
+    (o.namespace().unwrap_or_default(), o.name_any())
+}
+
+fn service_of(slice: &EndpointSlice) -> Option<ServiceKey> {
+    let name = slice.labels().get(model::SERVICE_NAME_LABEL)?;
+    Some((slice.namespace().unwrap_or_default(), name.clone()))
+}
+
+impl Cache {
+    fn listed(&self) -> bool {
+        self.services_listed && self.slices_listed
+    }
+
+    /// Records a change; marks the Services it touches dirty. True when a
+    /// full (re)list completed, which calls for a full sync.
+    fn apply(&mut self, change: Change, dirty: &mut BTreeSet<ServiceKey>) -> bool {
+        match change {
+            Change::Service(event) => match event {
+                watcher::Event::Apply(s) => {
+                    dirty.insert(key_of(&s));
+                    self.services.insert(key_of(&s), s);
+                }
+                watcher::Event::Delete(s) => {
+                    dirty.insert(key_of(&s));
+                    self.services.remove(&key_of(&s));
+                }
+                watcher::Event::Init => self.listing_services = Some(Vec::new()),
+                watcher::Event::InitApply(s) => self.listing_services.get_or_insert_with(Vec::new).push(s),
+                watcher::Event::InitDone => {
+                    let list = self.listing_services.take().unwrap_or_default();
+                    self.services = list.into_iter().map(|s| (key_of(&s), s)).collect();
+                    self.services_listed = true;
+                    return true;
+                }
+            },
+            Change::Slice(event) => match event {
+                watcher::Event::Apply(s) => {
+                    let key = key_of(&s);
+                    self.remove_slice(&key, dirty);
+                    if let Some(svc) = service_of(&s) {
+                        self.by_service.entry(svc.clone()).or_default().insert(key.1.clone());
+                        dirty.insert(svc);
+                    }
+                    self.slices.insert(key, s);
+                }
+                watcher::Event::Delete(s) => self.remove_slice(&key_of(&s), dirty),
+                watcher::Event::Init => self.listing_slices = Some(Vec::new()),
+                watcher::Event::InitApply(s) => self.listing_slices.get_or_insert_with(Vec::new).push(s),
+                watcher::Event::InitDone => {
+                    let list = self.listing_slices.take().unwrap_or_default();
+                    self.slices.clear();
+                    self.by_service.clear();
+                    for s in list {
+                        if let Some(svc) = service_of(&s) {
+                            self.by_service.entry(svc).or_default().insert(s.name_any());
+                        }
+                        self.slices.insert(key_of(&s), s);
+                    }
+                    self.slices_listed = true;
+                    return true;
+                }
+            },
+        }
+        false
+    }
+
+    fn remove_slice(&mut self, key: &(String, String), dirty: &mut BTreeSet<ServiceKey>) {
+        let Some(old) = self.slices.remove(key) else { return };
+        if let Some(svc) = service_of(&old) {
+            if let Some(names) = self.by_service.get_mut(&svc) {
+                names.remove(&key.1);
+                if names.is_empty() {
+                    self.by_service.remove(&svc);
+                }
+            }
+            dirty.insert(svc);
+        }
+    }
+
+    fn ports(&self, key: &ServiceKey, node_name: &str) -> Vec<ServicePort> {
+        let Some(svc) = self.services.get(key) else { return Vec::new() };
+        let slices: Vec<&EndpointSlice> = self
+            .by_service
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.slices.get(&(key.0.clone(), name.clone())))
+            .collect();
+        service_ports(svc, &slices, node_name)
+    }
+
+    /// healthCheckNodePort -> what it reports.
+    fn health(&self, node_name: &str) -> BTreeMap<u16, HealthStatus> {
+        let mut out = BTreeMap::new();
+        for (key, svc) in &self.services {
+            let wants = svc.spec.as_ref().and_then(|s| s.health_check_node_port).is_some();
+            if !wants {
+                continue;
+            }
+            let ports = self.ports(key, node_name);
+            let Some(port) = ports.iter().find_map(|p| p.health_check_node_port) else { continue };
+            let mut local: BTreeSet<(Ipv4Addr, u16)> = BTreeSet::new();
+            for p in &ports {
+                local.extend(p.local_endpoints().iter().map(|e| (e.ip, e.port)));
+            }
+            let local_ips: BTreeSet<Ipv4Addr> = local.iter().map(|(ip, _)| *ip).collect();
+            out.insert(port, HealthStatus { namespace: key.0.clone(), name: key.1.clone(), local_endpoints: local_ips.len() });
+        }
+        out
+    }
+}

@@ -1,0 +1,353 @@
+//! From the model to nftables text, in the shape of upstream's nftables
+//! proxy: verdict maps keyed by (address . protocol . port) and
+//! (protocol . port) send a new connection to its service's chain, which
+//! picks an endpoint chain with `numgen random mod N`; endpoint chains DNAT.
+//! Pure; `apply` decides which of this text goes to the kernel.
+//!
+//! Names are `<kind>-<12 hex digits of a hash>` so they are short and the
+//! same on every node and every run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::cidr::Ipv4Cidr;
+
+use super::model::{Endpoint, ServicePort};
+
+/// The mark bit set on connections to masquerade (upstream's 0x4000).
+pub const MASQUERADE_MARK: u32 = 0x4000;
+
+/// Everything one service port owns in the table: its own chains, maps and
+/// sets, and its elements in the shared maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fragment {
+    /// chain name -> its rules.
+    pub chains: BTreeMap<String, Vec<String>>,
+    /// map name -> its elements (`key : verdict`), all `typeof numgen ... : verdict`.
+    pub maps: BTreeMap<String, Vec<String>>,
+    /// affinity set name -> timeout in seconds.
+    pub sets: BTreeMap<String, u32>,
+    /// (shared map, key) -> verdict.
+    pub elements: BTreeMap<(&'static str, String), String>,
+}
+
+/// The shared verdict maps.
+pub const SERVICE_IPS: &str = "service-ips";
+pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+
+/// FNV-1a, 64 bits: stable across runs and Rust versions (std's hasher is not promised to be).
+fn hash(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:012x}", h >> 16)
+}
+
+fn endpoint_id(sp_key: &str, ep: &Endpoint) -> String {
+    hash(&format!("{sp_key}/{}:{}", ep.ip, ep.port))
+}
+
+/// The fixed part of the table: hooks, shared maps, masquerade and reject.
+pub fn base(table: &str) -> String {
+    let t = format!("ip {table}");
+    let mut s = String::new();
+    let lines = [
+        // Chains hooked into the kernel. The filter chains run just before
+        // DNAT (as upstream's filter-prerouting/filter-output) so a service
+        // without endpoints is refused before NAT could pick nothing.
+        "add chain T nat-prerouting { type nat hook prerouting priority -100; policy accept; }".to_string(),
+        "add chain T nat-output { type nat hook output priority -100; policy accept; }".to_string(),
+        "add chain T nat-postrouting { type nat hook postrouting priority 100; policy accept; }".to_string(),
+        "add chain T filter-prerouting { type filter hook prerouting priority -110; policy accept; }".to_string(),
+        "add chain T filter-output { type filter hook output priority -110; policy accept; }".to_string(),
+        "add chain T services".to_string(),
+        "add chain T no-endpoints".to_string(),
+        "add chain T mark-for-masquerade".to_string(),
+        "add chain T masquerading".to_string(),
+        "add chain T reject-chain".to_string(),
+        format!("add map T {SERVICE_IPS} {{ type ipv4_addr . inet_proto . inet_service : verdict; }}"),
+        format!("add map T {SERVICE_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}"),
+        format!("add map T {NO_ENDPOINT_SERVICES} {{ type ipv4_addr . inet_proto . inet_service : verdict; }}"),
+        format!("add map T {NO_ENDPOINT_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}"),
+        "add rule T nat-prerouting jump services".to_string(),
+        "add rule T nat-output jump services".to_string(),
+        "add rule T nat-postrouting jump masquerading".to_string(),
+        "add rule T filter-prerouting ct state new jump no-endpoints".to_string(),
+        "add rule T filter-output ct state new jump no-endpoints".to_string(),
+        format!("add rule T no-endpoints ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}"),
+        // NodePorts answer on every local address but loopback (as upstream's nftables mode).
+        format!("add rule T no-endpoints fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"),
+        format!("add rule T services ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
+        format!("add rule T services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
+        format!("add rule T mark-for-masquerade meta mark set meta mark | {MASQUERADE_MARK:#x}"),
+        format!("add rule T masquerading meta mark & {MASQUERADE_MARK:#x} == 0 return"),
+        format!("add rule T masquerading meta mark set meta mark ^ {MASQUERADE_MARK:#x}"),
+        "add rule T masquerading masquerade fully-random".to_string(),
+        "add rule T reject-chain meta l4proto tcp reject with tcp reset".to_string(),
+        "add rule T reject-chain reject".to_string(),
+    ];
+    for l in lines {
+        let _ = writeln!(s, "{}", l.replacen(" T ", &format!(" {t} "), 1));
+    }
+    s
+}
+
+/// The objects and shared-map elements of one service port.
+pub fn fragment(sp: &ServicePort, cluster_cidr: Ipv4Cidr) -> Fragment {
+    let key = sp.key();
+    let id = hash(&key);
+    let proto = sp.protocol.nft();
+    let mut f = Fragment::default();
+    let cluster = sp.cluster_endpoints();
+    let local = sp.local_endpoints();
+
+    // Endpoint chains, shared by the cluster-wide and the node-local choice.
+    let mut ep_chain = BTreeMap::new();
+    for ep in cluster.iter().chain(local.iter()) {
+        let eid = endpoint_id(&key, ep);
+        let chain = format!("ep-{eid}");
+        if f.chains.contains_key(&chain) {
+            continue;
+        }
+        let mut rules = vec![format!("ip saddr {} jump mark-for-masquerade", ep.ip)];
+        if let Some(timeout) = sp.affinity_timeout {
+            // The timeout is in the name: a new timeout is a new set.
+            let set = format!("aff-{eid}-{timeout}");
+            rules.push(format!("update @{set} {{ ip saddr }}"));
+            f.sets.insert(set, timeout);
+        }
+        rules.push(format!("meta l4proto {proto} dnat to {}:{}", ep.ip, ep.port));
+        f.chains.insert(chain.clone(), rules);
+        ep_chain.insert((ep.ip, ep.port), eid);
+    }
+
+    // ClusterIP traffic from outside the cluster CIDR (the node itself,
+    // hostNetwork pods) is masqueraded so the answer comes back through us.
+    let masq_cluster_ips: Vec<String> = sp
+        .cluster_ips
+        .iter()
+        .map(|ip| format!("ip daddr {ip} meta l4proto {proto} th dport {} ip saddr != {cluster_cidr} jump mark-for-masquerade", sp.port))
+        .collect();
+    // A chain that picks one of `eps` at random (after any affinity hit).
+    let dispatch = |f: &mut Fragment, kind: &str, eps: &[&Endpoint]| -> String {
+        let chain = format!("{kind}-{id}");
+        let map = format!("{kind}eps-{id}");
+        let mut rules = masq_cluster_ips.clone();
+        if sp.affinity_timeout.is_some() {
+            for ep in eps {
+                let eid = &ep_chain[&(ep.ip, ep.port)];
+                let timeout = sp.affinity_timeout.unwrap_or_default();
+                rules.push(format!("ip saddr @aff-{eid}-{timeout} goto ep-{eid}"));
+            }
+        }
+        rules.push(format!("numgen random mod {} vmap @{map}", eps.len()));
+        let elements = eps.iter().enumerate().map(|(i, ep)| format!("{i} : goto ep-{}", ep_chain[&(ep.ip, ep.port)])).collect();
+        f.maps.insert(map, elements);
+        f.chains.insert(chain.clone(), rules);
+        chain
+    };
+    let cluster_chain = (!cluster.is_empty()).then(|| dispatch(&mut f, "svc", &cluster));
+    let needs_local = sp.internal_local || sp.external_local;
+    let local_chain = (needs_local && !local.is_empty()).then(|| dispatch(&mut f, "loc", &local));
+
+    // Where ClusterIP traffic goes.
+    let internal = if sp.internal_local { local_chain.clone() } else { cluster_chain.clone() };
+    let internal_verdict = match (&internal, &cluster_chain) {
+        (Some(c), _) => Ok(format!("goto {c}")),
+        // Endpoints elsewhere only: internalTrafficPolicy Local drops, as upstream.
+        (None, Some(_)) => Err("drop"),
+        (None, None) => Err("goto reject-chain"),
+    };
+    for ip in &sp.cluster_ips {
+        let k = format!("{ip} . {proto} . {}", sp.port);
+        insert_element(&mut f, internal_verdict.clone(), SERVICE_IPS, NO_ENDPOINT_SERVICES, k);
+    }
+
+    // Where traffic from outside goes (externalIPs, load balancer IPs, NodePorts).
+    let has_external = !sp.external_ips.is_empty() || !sp.load_balancer_ips.is_empty() || sp.node_port.is_some();
+    let external_verdict = match &cluster_chain {
+        None => Err("goto reject-chain"),
+        Some(_) if !has_external => Err("unused"),
+        Some(cluster_chain) => {
+            let chain = format!("ext-{id}");
+            let rules = if sp.external_local {
+                // Pods and the node itself may use every endpoint; clients from
+                // outside reach only this node's, with their address kept.
+                let mut r = vec![
+                    format!("ip saddr {cluster_cidr} goto {cluster_chain}"),
+                    "fib saddr type local jump mark-for-masquerade".to_string(),
+                    format!("fib saddr type local goto {cluster_chain}"),
+                ];
+                r.push(match &local_chain {
+                    Some(l) => format!("goto {l}"),
+                    None => "drop".to_string(),
+                });
+                r
+            } else {
+                vec!["jump mark-for-masquerade".to_string(), format!("goto {cluster_chain}")]
+            };
+            f.chains.insert(chain.clone(), rules);
+            Ok(format!("goto {chain}"))
+        }
+    };
+    for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
+        let k = format!("{ip} . {proto} . {}", sp.port);
+        insert_element(&mut f, external_verdict.clone(), SERVICE_IPS, NO_ENDPOINT_SERVICES, k);
+    }
+    if let Some(np) = sp.node_port {
+        let k = format!("{proto} . {np}");
+        insert_element(&mut f, external_verdict, SERVICE_NODEPORTS, NO_ENDPOINT_NODEPORTS, k);
+    }
+    f
+}
+
+fn insert_element(f: &mut Fragment, verdict: Result<String, &str>, map: &'static str, no_ep_map: &'static str, key: String) {
+    match verdict {
+        Ok(v) => f.elements.insert((map, key), v),
+        Err(v) => f.elements.insert((no_ep_map, key), v.to_string()),
+    };
+}
+
+/// One atomic batch that replaces the whole table: the table is created,
+/// deleted and created again, so it works whether or not it existed, and
+/// conntrack keeps established connections' NAT across it.
+pub fn full<'a>(table: &str, fragments: impl IntoIterator<Item = &'a Fragment>) -> String {
+    let mut s = format!("add table ip {table}\ndelete table ip {table}\nadd table ip {table}\n");
+    s.push_str(&base(table));
+    let mut b = Batch::new(table);
+    for f in fragments {
+        b.change(None, Some(f));
+    }
+    s.push_str(&b.finish());
+    s
+}
+
+/// Lines of an incremental batch, kept in phases so that every object
+/// exists before it is referenced and is deleted only after nothing points to it.
+pub struct Batch {
+    t: String,
+    declare: String,
+    unlink: String,
+    flush: String,
+    fill: String,
+    link: String,
+    empty_old: String,
+    delete_maps: String,
+    delete_chains: String,
+    delete_sets: String,
+}
+
+impl Batch {
+    pub fn new(table: &str) -> Batch {
+        let e = String::new;
+        Batch {
+            t: format!("ip {table}"),
+            declare: e(),
+            unlink: e(),
+            flush: e(),
+            fill: e(),
+            link: e(),
+            empty_old: e(),
+            delete_maps: e(),
+            delete_chains: e(),
+            delete_sets: e(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        [&self.declare, &self.unlink, &self.flush, &self.fill, &self.link, &self.delete_chains, &self.delete_sets]
+            .iter()
+            .all(|s| s.is_empty())
+    }
+
+    /// Turns what is installed for one service port (`old`) into `new`,
+    /// touching only what differs.
+    pub fn change(&mut self, old: Option<&Fragment>, new: Option<&Fragment>) {
+        let empty = Fragment::default();
+        let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
+        let t = &self.t;
+        for (set, timeout) in &new.sets {
+            // Kept sets keep their entries: clients stay with their endpoint.
+            if !old.sets.contains_key(set) {
+                let _ = writeln!(self.declare, "add set {t} {set} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}");
+            }
+        }
+        for (chain, rules) in &new.chains {
+            match old.chains.get(chain) {
+                Some(old_rules) if old_rules == rules => continue,
+                Some(_) => {
+                    let _ = writeln!(self.flush, "flush chain {t} {chain}");
+                }
+                None => {
+                    let _ = writeln!(self.declare, "add chain {t} {chain}");
+                }
+            }
+            for r in rules {
+                let _ = writeln!(self.fill, "add rule {t} {chain} {r}");
+            }
+        }
+        for (map, elements) in &new.maps {
+            match old.maps.get(map) {
+                Some(old_elements) if old_elements == elements => continue,
+                Some(_) => {
+                    let _ = writeln!(self.flush, "flush map {t} {map}");
+                }
+                None => {
+                    let _ = writeln!(self.declare, "add map {t} {map} {{ typeof numgen random mod 1 : verdict; }}");
+                }
+            }
+            if !elements.is_empty() {
+                let _ = writeln!(self.fill, "add element {t} {map} {{ {} }}", elements.join(", "));
+            }
+        }
+        for ((map, key), verdict) in &new.elements {
+            match old.elements.get(&(*map, key.clone())) {
+                Some(v) if v == verdict => continue,
+                Some(_) => {
+                    let _ = writeln!(self.unlink, "delete element {t} {map} {{ {key} }}");
+                }
+                None => {}
+            }
+            let _ = writeln!(self.link, "add element {t} {map} {{ {key} : {verdict} }}");
+        }
+        for (map, key) in old.elements.keys() {
+            if !new.elements.contains_key(&(*map, key.clone())) {
+                let _ = writeln!(self.unlink, "delete element {t} {map} {{ {key} }}");
+            }
+        }
+        for map in old.maps.keys().filter(|m| !new.maps.contains_key(*m)) {
+            let _ = writeln!(self.delete_maps, "delete map {t} {map}");
+        }
+        for chain in old.chains.keys().filter(|c| !new.chains.contains_key(*c)) {
+            // Emptied first: removed chains may jump to each other.
+            let _ = writeln!(self.empty_old, "flush chain {t} {chain}");
+            let _ = writeln!(self.delete_chains, "delete chain {t} {chain}");
+        }
+        for set in old.sets.keys().filter(|s| !new.sets.contains_key(*s)) {
+            let _ = writeln!(self.delete_sets, "delete set {t} {set}");
+        }
+    }
+
+    pub fn finish(self) -> String {
+        [
+            self.declare,
+            self.unlink,
+            self.flush,
+            self.fill,
+            self.link,
+            self.empty_old,
+            self.delete_maps,
+            self.delete_chains,
+            self.delete_sets,
+        ]
+        .concat()
+    }
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

@@ -1,0 +1,94 @@
+//! `skiff cleanup`: stops the node's pods and removes everything the node
+//! agent put on the host (the job of k3s's killall script). A stopped
+//! `skiff server` or `skiff agent` leaves all of it in place on purpose, so
+//! that a restart interrupts no pod.
+//!
+//! Removal goes through the runtime's and the pod network's own code:
+//! sandboxes (their containers, shims, mounts, network namespaces and
+//! cgroups), veths and addresses, the bridge, the VXLAN device (routes,
+//! neighbour and FDB entries go with it), host-gw routes, and the nftables
+//! tables of the pod network (`<table>`) and the service proxy
+//! (`<table>_proxy`). Images, certificates and the datastore stay.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use runtime::containers::{Runtime, ShimCommand};
+use runtime::cri::RuntimeService;
+use runtime::images::{ImageResolver, Store};
+
+#[derive(clap::Args)]
+pub struct CleanupArgs {
+    /// The node's data directory, as given to `skiff server` or `skiff agent`.
+    #[arg(long, default_value = "/var/lib/skiff")]
+    pub data_dir: PathBuf,
+    /// The node's pod bridge.
+    #[arg(long, default_value = "skiff0")]
+    pub bridge: String,
+    /// The node's nftables table (the service proxy's is `<table>_proxy`).
+    #[arg(long, default_value = "skiff")]
+    pub nft_table: String,
+    /// Accepted for symmetry with server/agent; both backends' leftovers are removed.
+    #[arg(long, default_value = "vxlan")]
+    pub flannel_backend: network::overlay::Backend,
+}
+
+pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
+    let root = args.data_dir.join("agent");
+    let mut failures = Vec::new();
+    if root.join("sandboxes").exists() || root.join("containers").exists() {
+        if let Err(e) = remove_pods(&root).await {
+            failures.push(format!("{e:#}"));
+        }
+    }
+    if let Err(e) = remove_network(&args, &root).await {
+        failures.push(format!("{e:#}"));
+    }
+    anyhow::ensure!(failures.is_empty(), "cleanup left something behind:\n{}", failures.join("\n"));
+    eprintln!("node cleaned: pods stopped and removed, bridge {}, VXLAN device {}, routes and nftables tables {} and {}_proxy deleted", args.bridge, network::overlay::device_name(&args.bridge), args.nft_table, args.nft_table);
+    Ok(())
+}
+
+/// Stops and removes every sandbox and container of the node's runtime.
+async fn remove_pods(root: &std::path::Path) -> anyhow::Result<()> {
+    let images: Arc<dyn ImageResolver> = Arc::new(Store::open(root.join("images"), vec![]).context("opening the image store")?);
+    let shim = ShimCommand { program: std::env::current_exe()?, args_prefix: vec![crate::agent::SHIM_SUBCOMMAND.into()] };
+    let runtime = Runtime::open(root.to_path_buf(), images, shim).context("opening the container runtime")?;
+    let mut failures = Vec::new();
+    for sandbox in runtime.list_pod_sandboxes().await.unwrap_or_default() {
+        let _ = runtime.stop_pod_sandbox(&sandbox.id).await;
+        if let Err(e) = runtime.remove_pod_sandbox(&sandbox.id).await {
+            failures.push(format!("removing sandbox {}: {e:#}", sandbox.id));
+        }
+    }
+    // Containers whose sandbox was already gone.
+    for c in runtime.list_containers(None).await.unwrap_or_default() {
+        if let Err(e) = runtime.remove_container(&c.id).await {
+            failures.push(format!("removing container {}: {e:#}", c.id));
+        }
+    }
+    anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+async fn remove_network(args: &CleanupArgs, root: &std::path::Path) -> anyhow::Result<()> {
+    // Any podCIDR does: the addresses to free come from the IPAM state, and
+    // the bridge and table are found by name.
+    let pod_cidr = std::fs::read_to_string(root.join("pod-cidr")).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).unwrap_or_else(|| "10.42.0.0/24".into());
+    let config = network::NetConfig {
+        bridge: args.bridge.clone(),
+        cluster_cidr: pod_cidr.clone(),
+        pod_cidr,
+        mtu: Some(1500),
+        state_dir: root.join("network"),
+        nft_table: args.nft_table.clone(),
+    };
+    let net = network::PodNetwork::new(config).context("reading the pod network's state")?;
+    for (sandbox, _) in net.allocations() {
+        net.detach(&sandbox).await?;
+    }
+    net.teardown_host().await?;
+    network::delete_nft_table(&format!("{}_proxy", args.nft_table)).await?;
+    network::overlay::teardown(&args.bridge).await
+}
