@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::{skiff_bin, Out, KUBECTL};
 
-/// The busybox image every host has in its store (imagePullPolicy: Never).
+/// The busybox image (with curl) every host has in its store (imagePullPolicy: Never).
 pub const BUSYBOX: &str = "e2e.local/busybox:v1";
 
 /// One host: a network namespace, a mount namespace and a skiff process.
@@ -109,6 +109,15 @@ impl Host {
         self.child.lock().unwrap().as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
+    /// Cuts the host's link to the others (its processes keep running): a partition.
+    pub fn disconnect(&self) {
+        sh(&format!("ip link set {} down", self.veth));
+    }
+
+    pub fn reconnect(&self) {
+        sh(&format!("ip link set {} up", self.veth));
+    }
+
     /// `skiff cleanup` with this host's node flags, inside the host.
     pub fn cleanup(&self) -> Out {
         let mut cmd = self.command(skiff_bin());
@@ -156,6 +165,7 @@ impl Cluster {
     /// `start` with further flags for every node's server/agent (e.g. `--flannel-backend host-gw`).
     pub fn start_with(agents: usize, flags: &[&str]) -> Cluster {
         require_tools();
+        skiff_bin(); // built before any host exists
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let tag = format!("{:x}{n}", pid % 0xffff);
@@ -178,7 +188,7 @@ impl Cluster {
         };
         sh(&format!("ip link add {0} type bridge && ip link set {0} up", cluster.bridge));
         let image = cluster.dir.path().join("busybox.tar");
-        std::fs::write(&image, runtime::images::testimage::docker_save_tar(BUSYBOX, &runtime::images::testimage::busybox_layer_tar())).unwrap();
+        std::fs::write(&image, runtime::images::testimage::docker_save_tar(BUSYBOX, &runtime::images::testimage::busybox_curl_layer_tar())).unwrap();
         for i in 0..=agents {
             let host = Host {
                 index: i,
@@ -221,6 +231,8 @@ impl Cluster {
         for h in &cluster.hosts[1..] {
             let mut args: Vec<String> = ["agent", "--server", &url, "--token", &cluster.token].iter().map(|s| s.to_string()).collect();
             args.extend(node_flags(h));
+            // The server derives it from --service-cidr; an agent is told.
+            args.extend(["--cluster-dns".to_string(), cluster.cluster_dns()]);
             *h.args.lock().unwrap() = args;
             h.start();
         }
@@ -228,6 +240,11 @@ impl Cluster {
             cluster.wait_node_ready(i);
         }
         cluster
+    }
+
+    /// The kube-dns Service's address: the 10th of the service range.
+    pub fn cluster_dns(&self) -> String {
+        self.service_cidr.replace(".0.0/16", ".0.10")
     }
 
     pub fn host(&self, i: usize) -> &Host {

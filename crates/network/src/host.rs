@@ -70,7 +70,15 @@ fn write_sysctl(path: &str, value: &str) -> anyhow::Result<()> {
 
 /// MTU of the interface that carries the default route.
 pub fn default_route_mtu() -> u32 {
-    let iface = fs::read_to_string("/proc/net/route")
+    default_route_iface()
+        .and_then(|i| fs::read_to_string(format!("/sys/class/net/{i}/mtu")).ok())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(FALLBACK_MTU)
+}
+
+/// The interface that carries the default route.
+pub fn default_route_iface() -> Option<String> {
+    fs::read_to_string("/proc/net/route")
         .ok()
         .and_then(|table| {
             table.lines().skip(1).find_map(|line| {
@@ -78,11 +86,7 @@ pub fn default_route_mtu() -> u32 {
                 // Columns: Iface Destination Gateway Flags RefCnt Use Metric Mask ...
                 (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
             })
-        });
-    iface
-        .and_then(|i| fs::read_to_string(format!("/sys/class/net/{i}/mtu")).ok())
-        .and_then(|m| m.trim().parse().ok())
-        .unwrap_or(FALLBACK_MTU)
+        })
 }
 
 /// FNV-1a: a hash that never changes between builds, for names that must

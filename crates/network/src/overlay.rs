@@ -93,9 +93,12 @@ pub fn vtep_mac(node_name: &str) -> String {
     format!("0e:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2], h[3], g[0])
 }
 
-/// MTU of the interface holding `node_ip` (the uplink), 1500 if not found.
+/// MTU of the interface holding `node_ip` (the uplink; the default route's
+/// when that is loopback or not found), 1500 if none.
 pub fn uplink_mtu(node_ip: Ipv4Addr) -> u32 {
     uplink(node_ip)
+        .filter(|i| i != "lo")
+        .or_else(crate::host::default_route_iface)
         .and_then(|i| std::fs::read_to_string(format!("/sys/class/net/{i}/mtu")).ok())
         .and_then(|m| m.trim().parse().ok())
         .unwrap_or(1500)

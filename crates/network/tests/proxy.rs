@@ -191,6 +191,48 @@ async fn node_port_answers_on_the_node_address() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "a NodePort without endpoints: {err}");
 }
 
+#[tokio::test]
+async fn external_traffic_policy_local_keeps_the_client_address() {
+    let mut bed = bed(4);
+    let (a, b) = (bed.add_pod("a").unwrap(), bed.add_pod("b").unwrap());
+    let (outside, node_addr) = bed.add_outside_client().unwrap();
+    for p in [&a, &b] {
+        p.serve(8080).unwrap();
+        p.serve_peer_address(8081).unwrap();
+    }
+    let runner = bed.runner();
+    runner.ensure_bridge_nf_call().await.unwrap();
+    let mut proxier = Proxier::new(TABLE, bed.cluster_cidr().parse().unwrap(), runner);
+
+    // Endpoint a is on this node, b (as far as the API says) on another one.
+    let endpoints = |port: u16, svc: &str| -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "default", "name": format!("{svc}-1"), "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port}],
+            "endpoints": [
+                {"addresses": [a.ip.to_string()], "nodeName": NODE},
+                {"addresses": [b.ip.to_string()], "nodeName": "node-b"},
+            ],
+        }))
+        .unwrap()
+    };
+    let spec = |node_port: u16| json!({"type": "NodePort", "externalTrafficPolicy": "Local",
+        "ports": [{"name": "http", "port": 80, "nodePort": node_port}]});
+    let names = service("names", vip(&bed, 40), spec(30090));
+    let peers = service("peers", vip(&bed, 41), spec(30091));
+    let (names_slice, peers_slice) = (endpoints(8080, "names"), endpoints(8081, "peers"));
+    let mut all = ports(&names, Some(&names_slice));
+    all.extend(ports(&peers, Some(&peers_slice)));
+    proxier.sync_all(all).await.unwrap();
+
+    // From outside: only the local endpoint, and it sees the client's own address.
+    assert_eq!(answers(&outside, SocketAddrV4::new(node_addr, 30090), 20), set(&["a"]));
+    assert_eq!(answers(&outside, SocketAddrV4::new(node_addr, 30091), 5), set(&[&outside.ip.to_string()]));
+    // From a pod: every endpoint, as upstream.
+    assert_eq!(answers(&a, SocketAddrV4::new(bed.node_ip, 30090), 30), set(&["a", "b"]));
+}
+
 fn nft_list(bed: &Testbed) -> String {
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", &bed.node_ns, "/usr/sbin/nft", "list", "table", "ip", TABLE])

@@ -46,7 +46,14 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
         failures.push(format!("{e:#}"));
     }
     anyhow::ensure!(failures.is_empty(), "cleanup left something behind:\n{}", failures.join("\n"));
-    eprintln!("node cleaned: pods stopped and removed, bridge {}, VXLAN device {}, routes and nftables tables {} and {}_proxy deleted", args.bridge, network::overlay::device_name(&args.bridge), args.nft_table, args.nft_table);
+    eprintln!(
+        "node cleaned: pods stopped and removed; bridge {}, VXLAN device {}, {} routes and nftables tables {} and {}_proxy deleted",
+        args.bridge,
+        network::overlay::device_name(&args.bridge),
+        args.flannel_backend,
+        args.nft_table,
+        args.nft_table
+    );
     Ok(())
 }
 

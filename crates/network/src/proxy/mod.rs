@@ -319,3 +319,55 @@ impl Cache {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(name: &str) -> Service {
+        serde_json::from_value(json!({"metadata": {"namespace": "ns", "name": name},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.43.0.5", "externalTrafficPolicy": "Local",
+                     "healthCheckNodePort": 32001, "ports": [{"port": 80, "nodePort": 30001}]}}))
+        .unwrap()
+    }
+
+    fn slice(name: &str, service: &str, node: &str) -> EndpointSlice {
+        serde_json::from_value(json!({"metadata": {"namespace": "ns", "name": name, "labels": {model::SERVICE_NAME_LABEL: service}},
+            "addressType": "IPv4", "ports": [{"port": 8080}],
+            "endpoints": [{"addresses": ["10.42.0.3"], "nodeName": node}]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_cache_marks_touched_services_and_asks_for_a_full_sync_after_a_list() {
+        let mut cache = Cache::default();
+        let mut dirty = BTreeSet::new();
+        assert!(!cache.apply(Change::Service(watcher::Event::Init), &mut dirty));
+        assert!(!cache.apply(Change::Service(watcher::Event::InitApply(svc("web"))), &mut dirty));
+        assert!(cache.apply(Change::Service(watcher::Event::InitDone), &mut dirty));
+        assert!(!cache.listed(), "slices not listed yet");
+        assert!(cache.apply(Change::Slice(watcher::Event::InitDone), &mut dirty));
+        assert!(cache.listed());
+        assert!(dirty.is_empty());
+
+        let web = ("ns".to_string(), "web".to_string());
+        cache.apply(Change::Slice(watcher::Event::Apply(slice("web-1", "web", "me"))), &mut dirty);
+        assert_eq!(dirty, BTreeSet::from([web.clone()]));
+        assert_eq!(cache.ports(&web, "me")[0].endpoints.len(), 1);
+        assert_eq!(cache.health("me")[&32001].local_endpoints, 1);
+        assert_eq!(cache.health("other")[&32001].local_endpoints, 0);
+
+        // A slice that moves to another Service dirties both.
+        dirty.clear();
+        cache.apply(Change::Slice(watcher::Event::Apply(slice("web-1", "api", "me"))), &mut dirty);
+        assert_eq!(dirty, BTreeSet::from([("ns".to_string(), "api".to_string()), web.clone()]));
+        assert!(cache.ports(&web, "me")[0].endpoints.is_empty());
+
+        dirty.clear();
+        cache.apply(Change::Service(watcher::Event::Delete(svc("web"))), &mut dirty);
+        assert_eq!(dirty, BTreeSet::from([web.clone()]));
+        assert!(cache.ports(&web, "me").is_empty());
+        assert!(cache.health("me").is_empty());
+    }
+}

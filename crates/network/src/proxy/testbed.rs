@@ -92,6 +92,29 @@ impl Testbed {
     }
 }
 
+impl Testbed {
+    /// A client outside the cluster: a namespace behind a point-to-point
+    /// veth from the node (10.<octet + 100>.0.2, the node side .1). Returns
+    /// the client and the node's address on that link.
+    pub fn add_outside_client(&mut self) -> anyhow::Result<(Pod, Ipv4Addr)> {
+        let ns = format!("skp-{}-out", self.tag);
+        let (node_addr, addr) = (Ipv4Addr::new(10, self.octet + 100, 0, 1), Ipv4Addr::new(10, self.octet + 100, 0, 2));
+        let node_end = format!("x{}", self.tag);
+        ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        let n = ["-n", self.node_ns.as_str()];
+        let o = ["-n", ns.as_str()];
+        ip(&[&n[..], &["link", "add", &node_end, "type", "veth", "peer", "name", "eth0", "netns", &ns]].concat())?;
+        ip(&[&n[..], &["addr", "add", &format!("{node_addr}/24"), "dev", &node_end]].concat())?;
+        ip(&[&n[..], &["link", "set", &node_end, "up"]].concat())?;
+        ip(&[&o[..], &["link", "set", "lo", "up"]].concat())?;
+        ip(&[&o[..], &["addr", "add", &format!("{addr}/24"), "dev", "eth0"]].concat())?;
+        ip(&[&o[..], &["link", "set", "eth0", "up"]].concat())?;
+        ip(&[&o[..], &["route", "add", "default", "via", &node_addr.to_string()]].concat())?;
+        Ok((Pod { name: "outside".into(), netns: PathBuf::from(format!("/run/netns/{ns}")), ip: addr }, node_addr))
+    }
+}
+
 impl Drop for Testbed {
     fn drop(&mut self) {
         // Deleting a namespace deletes its links and nftables tables too.
@@ -113,6 +136,20 @@ impl Pod {
                 let Ok(conn) = conn else { return };
                 let name = name.clone();
                 std::thread::spawn(move || answer(conn, &name));
+            }
+        });
+        Ok(())
+    }
+
+    /// A TCP server on `port` that answers every line with the client's address.
+    pub fn serve_peer_address(&self, port: u16) -> anyhow::Result<()> {
+        let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+        let listener = crate::in_netns(&self.netns, move || TcpListener::bind(addr))??;
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let Ok(peer) = conn.peer_addr() else { continue };
+                std::thread::spawn(move || answer(conn, &peer.ip().to_string()));
             }
         });
         Ok(())

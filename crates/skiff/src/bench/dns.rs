@@ -6,7 +6,6 @@
 //! `--clients` tasks (one query in flight each) for `--seconds`.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
