@@ -369,8 +369,11 @@ impl Drop for Cluster {
     }
 }
 
-/// Network namespace with a link to the test bridge, and a persistent mount
-/// namespace with sysfs of that network namespace and the cgroup hierarchies.
+/// Network namespace with a link to the test bridge, an address on it and
+/// a default route onto that link, as a real host has one (a ClusterIP is
+/// DNATed only after routing found a way out; nothing answers on the link
+/// but the other hosts), and a persistent mount namespace with sysfs of
+/// that network namespace and the cgroup hierarchies.
 fn make_host(h: &Host, bridge: &str) {
     sh(&format!(
         "set -e
@@ -380,6 +383,7 @@ ip link set {veth} master {bridge} up
 ip -n {ns} addr add {ip}/24 dev eth0
 ip -n {ns} link set eth0 up
 ip -n {ns} link set lo up
+ip -n {ns} route add default dev eth0
 touch {mnt}
 unshare --mount={mnt} --propagation slave true",
         ns = h.netns,

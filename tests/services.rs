@@ -229,8 +229,8 @@ fn services_and_dns_across_three_hosts() {
     c.ok(&["patch", "svc", "web", "-p", r#"{"spec":{"sessionAffinity":"None"}}"#]);
 
     // externalTrafficPolicy Local: only the node's own pod answers, and it sees the client's address.
-    c.ok(&["expose", "deployment", "web", "--name", "web-local", "--type", "NodePort", "--port", "80", "--target-port", "8080"]);
-    c.ok(&["patch", "svc", "web-local", "-p", r#"{"spec":{"externalTrafficPolicy":"Local"}}"#]);
+    c.apply(r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-local"},
+  "spec": {"type": "NodePort", "externalTrafficPolicy": "Local", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#);
     let local_port = c.ok(&["get", "svc", "web-local", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
     let on_host2 = json(&c, &["get", "pods", "-l", "app=web", "--field-selector", &format!("spec.nodeName={}", hosts[2].0)]);
     let pod_on_host2 = on_host2["items"][0]["metadata"]["name"].as_str().unwrap().to_string();
@@ -240,6 +240,8 @@ fn services_and_dns_across_three_hosts() {
         assert_eq!(body, pod_on_host2, "only host 2's own pod answers on host 2");
     }
     let seen = curl_on_host(&c, 1, &format!("http://{}:{local_port}/cgi-bin/ip", hosts[2].1)).unwrap();
+    // busybox httpd listens on :: and writes IPv4 peers as [::ffff:a.b.c.d].
+    let seen = seen.trim_start_matches("[::ffff:").trim_end_matches(']');
     assert_eq!(seen, hosts[1].1, "the client's address is kept");
 
     // Scaling down changes who answers within seconds.

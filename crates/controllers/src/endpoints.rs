@@ -513,4 +513,24 @@ mod tests {
         assert_eq!(addr.hostname.as_deref(), Some("a0"));
         assert_eq!(d.slices[0].1[0].conditions.as_ref().unwrap().ready, Some(true));
     }
+
+    #[test]
+    fn slice_endpoints_carry_hostname_node_and_pod() {
+        let with = |hostname: &str, subdomain: &str| {
+            let mut p = (*pod("a", "10.42.0.5", true, "http", 8080)).clone();
+            p.spec.as_mut().unwrap().hostname = Some(hostname.into());
+            p.spec.as_mut().unwrap().subdomain = Some(subdomain.into());
+            Arc::new(p)
+        };
+        let headless = svc(json!({"spec": {"clusterIP": "None"}}));
+        let d = Desired::compute(&headless, &[&with("web-0", "web")]);
+        let e = &d.slices[0].1[0];
+        assert_eq!(e.hostname.as_deref(), Some("web-0"), "hostname when the subdomain is the Service's name");
+        assert_eq!(e.node_name.as_deref(), Some("n1"));
+        let target = e.target_ref.as_ref().unwrap();
+        assert_eq!((target.kind.as_deref(), target.name.as_deref(), target.namespace.as_deref(), target.uid.as_deref()), (Some("Pod"), Some("a"), Some("default"), Some("uid-a")));
+        // Another subdomain, or no hostname: none.
+        assert_eq!(Desired::compute(&headless, &[&with("web-0", "other")]).slices[0].1[0].hostname, None);
+        assert_eq!(Desired::compute(&headless, &[&with("", "web")]).slices[0].1[0].hostname, None);
+    }
 }

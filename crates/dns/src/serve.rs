@@ -36,7 +36,7 @@ pub enum Step {
 
 impl Handler {
     /// Everything that needs no network: parse, answer from the index.
-    /// `limit` is the transport's size limit (None for TCP).
+    /// `tcp`: no size limit but the 64 KiB of a TCP message.
     pub fn local(&self, msg: &[u8], tcp: bool) -> Step {
         let q = match wire::parse_query(msg) {
             Parsed::Query(q) => q,

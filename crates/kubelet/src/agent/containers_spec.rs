@@ -71,19 +71,45 @@ pub fn security(spec: &PodSpec, c: &Container) -> SecurityConfig {
     }
 }
 
-/// What a resolv.conf says: nameservers, search domains, options.
+/// What a resolv.conf says, read as the kubelet does: nameservers add up,
+/// the last `search` line wins (trailing dots dropped, `.` left out),
+/// options are merged by name with later ones winning; `domain` lines and
+/// comments are ignored.
 pub fn parse_resolv_conf(text: &str) -> DnsConfig {
     let mut d = DnsConfig::default();
     for line in text.lines() {
         let mut words = line.split_whitespace();
         match words.next() {
             Some("nameserver") => d.servers.extend(words.next().map(str::to_string)),
-            Some("search") | Some("domain") => d.searches = words.map(str::to_string).collect(),
-            Some("options") => d.options.extend(words.map(str::to_string)),
+            Some("search") => d.searches = words.filter(|w| *w != ".").map(|w| w.trim_end_matches('.').to_string()).collect(),
+            Some("options") => merge_options(&mut d.options, words.map(str::to_string)),
             _ => {}
         }
     }
     d
+}
+
+/// Options merged by name (the part before `:`): a later one replaces an
+/// earlier one in place, new ones are appended.
+fn merge_options(options: &mut Vec<String>, new: impl IntoIterator<Item = String>) {
+    for o in new {
+        let name = o.split(':').next().unwrap_or_default().to_string();
+        match options.iter_mut().find(|x| x.split(':').next() == Some(name.as_str())) {
+            Some(x) => *x = o,
+            None => options.push(o),
+        }
+    }
+}
+
+/// Upstream's limits on what a pod's resolv.conf may hold.
+const MAX_NAMESERVERS: usize = 3;
+const MAX_SEARCHES: usize = 32;
+const MAX_SEARCH_LINE: usize = 2048;
+const MAX_SEARCH_DOMAIN: usize = 253;
+
+fn omit_duplicates(v: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|x| seen.insert(x.clone()));
 }
 
 /// The pod's DNS settings per dnsPolicy (ClusterFirst, ClusterFirstWithHostNet,
@@ -111,35 +137,28 @@ pub fn dns_config(pod: &Pod, cluster_dns: &str, cluster_domain: &str, host_resol
     };
     if cluster {
         // The host's search domains follow the cluster ones, as upstream does.
-        for s in parse_resolv_conf(host_resolv).searches {
-            if !d.searches.contains(&s) {
-                d.searches.push(s);
-            }
-        }
+        d.searches.extend(parse_resolv_conf(host_resolv).searches);
     }
     if let Some(extra) = &spec.dns_config {
-        for s in extra.nameservers.iter().flatten() {
-            if !d.servers.contains(s) {
-                d.servers.push(s.clone());
-            }
-        }
-        for s in extra.searches.iter().flatten() {
-            if !d.searches.contains(s) {
-                d.searches.push(s.clone());
-            }
-        }
-        for o in extra.options.iter().flatten() {
-            let rendered = match &o.value {
-                Some(v) => format!("{}:{v}", o.name.clone().unwrap_or_default()),
-                None => o.name.clone().unwrap_or_default(),
-            };
-            let name = o.name.clone().unwrap_or_default();
-            d.options.retain(|x| x.split(':').next() != Some(name.as_str()));
-            d.options.push(rendered);
-        }
+        d.servers.extend(extra.nameservers.iter().flatten().cloned());
+        d.searches.extend(extra.searches.iter().flatten().cloned());
+        // A pod's option replaces the same-named one; no value renders the bare name.
+        let pod_options = extra.options.iter().flatten().map(|o| match o.value.as_deref().filter(|v| !v.is_empty()) {
+            Some(v) => format!("{}:{v}", o.name.clone().unwrap_or_default()),
+            None => o.name.clone().unwrap_or_default(),
+        });
+        merge_options(&mut d.options, pod_options);
     }
-    d.servers.truncate(3);
-    d.searches.truncate(32);
+    omit_duplicates(&mut d.servers);
+    omit_duplicates(&mut d.searches);
+    d.servers.truncate(MAX_NAMESERVERS);
+    // As the kubelet: at most 32 domains, none longer than 253 characters,
+    // and the line cut from the end to 2048 characters.
+    d.searches.truncate(MAX_SEARCHES);
+    d.searches.retain(|s| s.len() <= MAX_SEARCH_DOMAIN);
+    while d.searches.join(" ").len() > MAX_SEARCH_LINE {
+        d.searches.pop();
+    }
     d
 }
 
@@ -245,6 +264,56 @@ mod tests {
         assert_eq!(resolv_conf_text(&dns_config(&p, "10.43.0.10", "cluster.local", host)), "search a.b\nnameserver 9.9.9.9\noptions ndots:2 rotate\n");
         let p = pod(json!({"metadata": {"namespace": "web"}, "spec": {"containers": [], "dnsConfig": {"options": [{"name": "ndots", "value": "1"}]}}}));
         assert_eq!(dns_config(&p, "10.43.0.10", "cluster.local", "").options, vec!["ndots:1"]);
+    }
+
+    #[test]
+    fn resolv_conf_read_as_the_kubelet_does() {
+        let d = parse_resolv_conf("# comment\nnameserver 1.1.1.1\ndomain ignored.example\nsearch old.example\nsearch a.example. . b.example\noptions ndots:2 edns0\noptions ndots:3 rotate\nnameserver 8.8.8.8\n");
+        assert_eq!(d.servers, vec!["1.1.1.1", "8.8.8.8"]);
+        assert_eq!(d.searches, vec!["a.example", "b.example"], "last search line wins, dots trimmed");
+        assert_eq!(d.options, vec!["ndots:3", "edns0", "rotate"], "merged by name, later wins");
+    }
+
+    #[test]
+    fn dns_config_merges_as_upstream() {
+        let host = "nameserver 1.1.1.1\nsearch corp.example web.svc.cluster.local\noptions edns0 timeout:2\n";
+        // ClusterFirst: the host's options are not carried over; duplicate searches go.
+        let p = pod(json!({"metadata": {"namespace": "web"}, "spec": {"containers": [],
+            "dnsConfig": {"nameservers": ["10.43.0.10", "9.9.9.9"], "searches": ["corp.example", "x.example"],
+                "options": [{"name": "ndots", "value": "2"}, {"name": "single-request"}, {"name": "attempts", "value": ""}]}}}));
+        let d = dns_config(&p, "10.43.0.10", "cluster.local", host);
+        assert_eq!(d.servers, vec!["10.43.0.10", "9.9.9.9"]);
+        assert_eq!(d.searches, vec!["web.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.example", "x.example"]);
+        assert_eq!(d.options, vec!["ndots:2", "single-request", "attempts"], "the pod's ndots replaces ndots:5 in place");
+        // Default: the host's settings plus the pod's.
+        let p = pod(json!({"metadata": {"namespace": "web"}, "spec": {"containers": [], "dnsPolicy": "Default",
+            "dnsConfig": {"options": [{"name": "timeout", "value": "5"}]}}}));
+        let d = dns_config(&p, "10.43.0.10", "cluster.local", host);
+        assert_eq!((d.servers, d.options), (vec!["1.1.1.1".to_string()], vec!["edns0".to_string(), "timeout:5".to_string()]));
+        // None without dnsConfig: nothing at all.
+        let p = pod(json!({"metadata": {"namespace": "web"}, "spec": {"containers": [], "dnsPolicy": "None"}}));
+        assert_eq!(resolv_conf_text(&dns_config(&p, "10.43.0.10", "cluster.local", host)), "");
+        // No cluster DNS known: ClusterFirst falls back to the host's.
+        let p = pod(json!({"metadata": {"namespace": "web"}, "spec": {"containers": []}}));
+        assert_eq!(dns_config(&p, "", "cluster.local", host).servers, vec!["1.1.1.1"]);
+    }
+
+    #[test]
+    fn dns_limits() {
+        let many: Vec<String> = (0..40).map(|i| format!("d{i}.example")).collect();
+        let long = "a".repeat(254);
+        let mut searches = vec![long.clone()];
+        searches.extend(many.clone());
+        let p = pod(json!({"metadata": {"namespace": "web"}, "spec": {"containers": [], "dnsPolicy": "None",
+            "dnsConfig": {"nameservers": ["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"], "searches": searches}}}));
+        let d = dns_config(&p, "10.43.0.10", "cluster.local", "");
+        assert_eq!(d.servers.len(), 3);
+        assert_eq!(d.searches.len(), 31, "32 kept, then the over-long one dropped");
+        assert!(!d.searches.contains(&long));
+        let wide: Vec<String> = (0..12).map(|i| format!("{i}{}", "b".repeat(200))).collect();
+        let p = pod(json!({"metadata": {"namespace": "web"}, "spec": {"containers": [], "dnsPolicy": "None", "dnsConfig": {"searches": wide}}}));
+        let d = dns_config(&p, "10.43.0.10", "cluster.local", "");
+        assert!(d.searches.join(" ").len() <= 2048 && d.searches.len() == 10, "cut from the end to 2048 characters");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! atomic batch. `nft` runs in the host's network namespace or, for tests
 //! and the benchmark, in another one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -101,6 +102,10 @@ pub struct Proxier {
     cluster_cidr: Ipv4Cidr,
     runner: Runner,
     installed: BTreeMap<ServiceKey, BTreeMap<String, Fragment>>,
+    /// The shared chains in the table.
+    shared: BTreeSet<String>,
+    /// Endpoint address -> how many installed service ports put it in the hairpin set.
+    hairpin: BTreeMap<Ipv4Addr, usize>,
     /// False until a full sync succeeded, and again after a failed change.
     synced: bool,
 }
@@ -114,7 +119,7 @@ pub struct Applied {
 
 impl Proxier {
     pub fn new(table: &str, cluster_cidr: Ipv4Cidr, runner: Runner) -> Proxier {
-        Proxier { table: table.to_string(), cluster_cidr, runner, installed: BTreeMap::new(), synced: false }
+        Proxier { table: table.to_string(), cluster_cidr, runner, installed: BTreeMap::new(), shared: BTreeSet::new(), hairpin: BTreeMap::new(), synced: false }
     }
 
     pub fn table(&self) -> &str {
@@ -133,10 +138,18 @@ impl Proxier {
             let f = rules::fragment(&sp, self.cluster_cidr);
             next.entry((sp.namespace.clone(), sp.name.clone())).or_default().insert(sp.key(), f);
         }
-        let script = rules::full(&self.table, next.values().flat_map(|ports| ports.values()));
+        let (script, shared) = rules::full(&self.table, next.values().flat_map(|ports| ports.values()));
+        let mut hairpin: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
+        for f in next.values().flat_map(|ports| ports.values()) {
+            for ip in &f.hairpin {
+                *hairpin.entry(*ip).or_default() += 1;
+            }
+        }
         self.synced = false;
         let applied = self.send(&script).await.context("full sync of the service rules")?;
         self.installed = next;
+        self.shared = shared;
+        self.hairpin = hairpin;
         self.synced = true;
         Ok(applied)
     }
@@ -145,8 +158,10 @@ impl Proxier {
     /// Service) in one batch that touches nothing else.
     pub async fn update(&mut self, services: BTreeMap<ServiceKey, Vec<ServicePort>>) -> anyhow::Result<Applied> {
         anyhow::ensure!(self.synced, "the service rules need a full sync first");
-        let mut batch = Batch::new(&self.table);
+        let mut batch = Batch::with_shared(&self.table, self.shared.clone());
         let mut next = Vec::new();
+        // Address -> change in the number of service ports using it for hairpin.
+        let mut delta: BTreeMap<Ipv4Addr, isize> = BTreeMap::new();
         for (key, ports) in services {
             let new: BTreeMap<String, Fragment> =
                 ports.iter().map(|sp| (sp.key(), rules::fragment(sp, self.cluster_cidr))).collect();
@@ -160,8 +175,27 @@ impl Proxier {
                     batch.change(Some(f), None);
                 }
             }
+            for ip in old.values().flat_map(|f| &f.hairpin) {
+                *delta.entry(*ip).or_default() -= 1;
+            }
+            for ip in new.values().flat_map(|f| &f.hairpin) {
+                *delta.entry(*ip).or_default() += 1;
+            }
             next.push((key, new));
         }
+        delta.retain(|_, d| *d != 0);
+        let counts: Vec<(Ipv4Addr, usize, usize)> = delta
+            .iter()
+            .map(|(ip, d)| {
+                let before = self.hairpin.get(ip).copied().unwrap_or(0);
+                (*ip, before, before.saturating_add_signed(*d))
+            })
+            .collect();
+        batch.hairpin(
+            counts.iter().filter(|(_, b, a)| *b == 0 && *a > 0).map(|c| c.0),
+            counts.iter().filter(|(_, b, a)| *b > 0 && *a == 0).map(|c| c.0),
+        );
+        let shared = batch.shared_chains().clone();
         let applied = if batch.is_empty() { Applied::default() } else {
             let script = batch.finish();
             match self.send(&script).await {
@@ -173,6 +207,14 @@ impl Proxier {
                 }
             }
         };
+        self.shared = shared;
+        for (ip, _, after) in counts {
+            if after == 0 {
+                self.hairpin.remove(&ip);
+            } else {
+                self.hairpin.insert(ip, after);
+            }
+        }
         for (key, new) in next {
             if new.is_empty() {
                 self.installed.remove(&key);
@@ -192,6 +234,8 @@ impl Proxier {
     /// Deletes the table (missing is fine) and forgets what was installed.
     pub async fn remove(&mut self) -> anyhow::Result<()> {
         self.installed.clear();
+        self.shared.clear();
+        self.hairpin.clear();
         self.synced = false;
         remove_table_with(&self.runner, &self.table).await
     }

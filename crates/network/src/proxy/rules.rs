@@ -7,7 +7,7 @@
 //! Names are `<kind>-<12 hex digits of a hash>` so they are short and the
 //! same on every node and every run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::cidr::Ipv4Cidr;
@@ -27,8 +27,12 @@ pub struct Fragment {
     pub maps: BTreeMap<String, Vec<String>>,
     /// affinity set name -> timeout in seconds.
     pub sets: BTreeMap<String, u32>,
-    /// (shared map, key) -> verdict.
+    /// (shared map, key) -> verdict or value.
     pub elements: BTreeMap<(&'static str, String), String>,
+    /// Shared chains it jumps to (chain -> rules); created on first use, never deleted by a change.
+    pub shared: BTreeMap<String, Vec<String>>,
+    /// Endpoint addresses whose traffic to themselves is masqueraded (hairpin), via the shared set.
+    pub hairpin: Vec<std::net::Ipv4Addr>,
 }
 
 /// The shared verdict maps.
@@ -36,6 +40,13 @@ pub const SERVICE_IPS: &str = "service-ips";
 pub const SERVICE_NODEPORTS: &str = "service-nodeports";
 pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+/// The shared endpoint maps: (address . protocol . port . n) or (protocol . port . n) -> endpoint address . port.
+pub const SERVICE_ENDPOINTS: &str = "service-endpoints";
+pub const LOCAL_ENDPOINTS: &str = "local-endpoints";
+pub const NODEPORT_ENDPOINTS: &str = "nodeport-endpoints";
+pub const NODEPORT_LOCAL_ENDPOINTS: &str = "nodeport-local-endpoints";
+/// The shared set of (endpoint . endpoint) pairs: a packet from an endpoint to itself is hairpin.
+pub const HAIRPIN: &str = "hairpin";
 
 /// FNV-1a, 64 bits: stable across runs and Rust versions (std's hasher is not promised to be).
 fn hash(s: &str) -> String {
@@ -73,6 +84,7 @@ pub fn base(table: &str) -> String {
         format!("add map T {SERVICE_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}"),
         format!("add map T {NO_ENDPOINT_SERVICES} {{ type ipv4_addr . inet_proto . inet_service : verdict; }}"),
         format!("add map T {NO_ENDPOINT_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}"),
+        format!("add set T {HAIRPIN} {{ type ipv4_addr . ipv4_addr; }}"),
         "add rule T nat-prerouting jump services".to_string(),
         "add rule T nat-output jump services".to_string(),
         "add rule T nat-postrouting jump masquerading".to_string(),
@@ -84,6 +96,8 @@ pub fn base(table: &str) -> String {
         format!("add rule T services ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
         format!("add rule T services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
         format!("add rule T mark-for-masquerade meta mark set meta mark | {MASQUERADE_MARK:#x}"),
+        // Hairpin: a connection DNATed back to the client itself.
+        format!("add rule T masquerading ct status dnat ip saddr . ip daddr @{HAIRPIN} jump mark-for-masquerade"),
         format!("add rule T masquerading meta mark & {MASQUERADE_MARK:#x} == 0 return"),
         format!("add rule T masquerading meta mark set meta mark ^ {MASQUERADE_MARK:#x}"),
         "add rule T masquerading masquerade fully-random".to_string(),
@@ -93,11 +107,192 @@ pub fn base(table: &str) -> String {
     for l in lines {
         let _ = writeln!(s, "{}", l.replacen(" T ", &format!(" {t} "), 1));
     }
+    // One endpoint map per kind and protocol: nft 1.0.6 cannot add a rule
+    // using a map typed `... meta l4proto . th dport ...` once the map is in
+    // the kernel ("conflicting protocols"), so the protocol is in the name.
+    for p in PROTOCOLS {
+        for map in [SERVICE_ENDPOINTS, LOCAL_ENDPOINTS] {
+            let _ = writeln!(s, "add map {t} {map}-{p} {{ typeof ip daddr . {p} dport . numgen random mod 1 : ip daddr . {p} dport; }}");
+        }
+        for map in [NODEPORT_ENDPOINTS, NODEPORT_LOCAL_ENDPOINTS] {
+            let _ = writeln!(s, "add map {t} {map}-{p} {{ typeof {p} dport . numgen random mod 1 : ip daddr . {p} dport; }}");
+        }
+    }
     s
 }
 
-/// The objects and shared-map elements of one service port.
+const PROTOCOLS: [&str; 3] = ["tcp", "udp", "sctp"];
+
+/// The name of a shared endpoint map for one protocol.
+fn endpoint_map(kind: &str, proto: &str) -> &'static str {
+    let name = format!("{kind}-{proto}");
+    ENDPOINT_MAPS.iter().copied().find(|m| *m == name).unwrap_or_else(|| unreachable!("no endpoint map {name}"))
+}
+
+const ENDPOINT_MAPS: [&str; 12] = [
+    "service-endpoints-tcp",
+    "service-endpoints-udp",
+    "service-endpoints-sctp",
+    "local-endpoints-tcp",
+    "local-endpoints-udp",
+    "local-endpoints-sctp",
+    "nodeport-endpoints-tcp",
+    "nodeport-endpoints-udp",
+    "nodeport-endpoints-sctp",
+    "nodeport-local-endpoints-tcp",
+    "nodeport-local-endpoints-udp",
+    "nodeport-local-endpoints-sctp",
+];
+
+/// The objects and shared-map elements of one service port. Without
+/// ClientIP affinity a service port owns no chain, map or set: only elements
+/// in the shared maps, which send it through shared chains (one per endpoint
+/// count) that DNAT with `numgen random mod N` straight from the shared
+/// endpoint maps. With affinity it gets its own chains (`fragment_with_affinity`).
 pub fn fragment(sp: &ServicePort, cluster_cidr: Ipv4Cidr) -> Fragment {
+    if sp.affinity_timeout.is_some() {
+        return fragment_with_affinity(sp, cluster_cidr);
+    }
+    let proto = sp.protocol.nft();
+    let mut f = Fragment::default();
+    let cluster = sp.cluster_endpoints();
+    let local = sp.local_endpoints();
+    let mut hairpin: Vec<std::net::Ipv4Addr> = cluster.iter().chain(local.iter()).map(|e| e.ip).collect();
+    hairpin.sort();
+    hairpin.dedup();
+    f.hairpin = hairpin;
+    let eps = |f: &mut Fragment, kind: &str, key: &str, eps: &[&Endpoint]| {
+        let map = endpoint_map(kind, proto);
+        // The endpoint maps are per protocol: their keys leave it out.
+        let key = key.replacen(&format!(" {proto} . "), " ", 1);
+        let key = key.strip_prefix(&format!("{proto} . ")).unwrap_or(&key);
+        for (i, ep) in eps.iter().enumerate() {
+            f.elements.insert((map, format!("{key} . {i}")), format!("{} . {}", ep.ip, ep.port));
+        }
+    };
+    let shared = |f: &mut Fragment, chain: String| -> String {
+        for c in shared_deps(&chain).into_iter().chain([chain.clone()]) {
+            let rules = shared_chain(&c, cluster_cidr);
+            f.shared.insert(c, rules);
+        }
+        format!("goto {chain}")
+    };
+
+    // ClusterIP traffic: to the cluster-wide or (internalTrafficPolicy Local) the local endpoints.
+    let internal = if sp.internal_local { &local } else { &cluster };
+    for ip in &sp.cluster_ips {
+        let k = format!("{ip} . {proto} . {}", sp.port);
+        let v = match (internal.is_empty(), cluster.is_empty()) {
+            (false, _) => {
+                eps(&mut f, SERVICE_ENDPOINTS, &k, internal);
+                Ok(shared(&mut f, format!("pick-{}", internal.len())))
+            }
+            // Endpoints elsewhere only: internalTrafficPolicy Local drops, as upstream.
+            (true, false) => Err("drop"),
+            (true, true) => Err("goto reject-chain"),
+        };
+        insert_element(&mut f, v, SERVICE_IPS, NO_ENDPOINT_SERVICES, k);
+    }
+
+    // Traffic from outside (externalIPs, load balancer IPs, NodePorts).
+    let (n, m) = (cluster.len(), local.len());
+    for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
+        let k = format!("{ip} . {proto} . {}", sp.port);
+        let v = if cluster.is_empty() {
+            Err("goto reject-chain")
+        } else {
+            eps(&mut f, SERVICE_ENDPOINTS, &k, &cluster);
+            if sp.external_local {
+                eps(&mut f, LOCAL_ENDPOINTS, &k, &local);
+                Ok(shared(&mut f, format!("ext-local-{n}-{m}")))
+            } else {
+                Ok(shared(&mut f, format!("ext-{n}")))
+            }
+        };
+        insert_element(&mut f, v, SERVICE_IPS, NO_ENDPOINT_SERVICES, k);
+    }
+    if let Some(np) = sp.node_port {
+        let k = format!("{proto} . {np}");
+        let v = if cluster.is_empty() {
+            Err("goto reject-chain")
+        } else {
+            eps(&mut f, NODEPORT_ENDPOINTS, &k, &cluster);
+            if sp.external_local {
+                eps(&mut f, NODEPORT_LOCAL_ENDPOINTS, &k, &local);
+                Ok(shared(&mut f, format!("np-local-{n}-{m}")))
+            } else {
+                Ok(shared(&mut f, format!("np-{n}")))
+            }
+        };
+        insert_element(&mut f, v, SERVICE_NODEPORTS, NO_ENDPOINT_NODEPORTS, k);
+    }
+    f
+}
+
+/// The rules of a shared chain, from its name (`<kind>-<N>[-<M>]`). Every
+/// chain it jumps to is one of these too; they are created in one batch.
+fn shared_chain(name: &str, cluster_cidr: Ipv4Cidr) -> Vec<String> {
+    let (kind, n, m) = parse_shared(name);
+    // One rule per protocol (`tcp dport` implies `meta l4proto tcp`); DNAT ends the chain.
+    let dnat = |kind: &str, vip: bool, n: usize| -> Vec<String> {
+        PROTOCOLS
+            .iter()
+            .map(|p| {
+                let key = if vip { format!("ip daddr . {p} dport") } else { format!("{p} dport") };
+                format!("dnat ip to {key} . numgen random mod {n} map @{kind}-{p}")
+            })
+            .collect()
+    };
+    let with = |first: String, rest: Vec<String>| [vec![first], rest].concat();
+    match kind {
+        // ClusterIP (and the cluster-wide choice of every other path):
+        // traffic from outside the cluster CIDR (the node, hostNetwork pods) is masqueraded.
+        "pick" => with(format!("ip saddr != {cluster_cidr} jump mark-for-masquerade"), dnat(SERVICE_ENDPOINTS, true, n)),
+        "ext" => with("jump mark-for-masquerade".to_string(), dnat(SERVICE_ENDPOINTS, true, n)),
+        "np" => with("jump mark-for-masquerade".to_string(), dnat(NODEPORT_ENDPOINTS, false, n)),
+        "np-pick" => dnat(NODEPORT_ENDPOINTS, false, n),
+        "local-pick" => dnat(LOCAL_ENDPOINTS, true, n),
+        "np-local-pick" => dnat(NODEPORT_LOCAL_ENDPOINTS, false, n),
+        // externalTrafficPolicy Local: pods and the node itself may use every
+        // endpoint; clients from outside reach only this node's, with their address kept.
+        "ext-local" | "np-local" => {
+            let (all, loc) = if kind == "ext-local" { (format!("pick-{n}"), format!("local-pick-{m}")) } else { (format!("np-pick-{n}"), format!("np-local-pick-{m}")) };
+            vec![
+                format!("ip saddr {cluster_cidr} goto {all}"),
+                "fib saddr type local jump mark-for-masquerade".to_string(),
+                format!("fib saddr type local goto {all}"),
+                if m == 0 { "drop".to_string() } else { format!("goto {loc}") },
+            ]
+        }
+        _ => unreachable!("unknown shared chain {name}"),
+    }
+}
+
+/// `<kind>-<N>[-<M>]` -> (kind, N, M).
+fn parse_shared(name: &str) -> (&str, usize, usize) {
+    let i = name.find(|c: char| c.is_ascii_digit()).unwrap_or(name.len());
+    let mut nums = name[i..].split('-').filter_map(|x| x.parse::<usize>().ok());
+    (name[..i].trim_end_matches('-'), nums.next().unwrap_or(0), nums.next().unwrap_or(0))
+}
+
+/// The shared chains a shared chain jumps to (they must exist first).
+fn shared_deps(name: &str) -> Vec<String> {
+    let (kind, n, m) = parse_shared(name);
+    let prefix = match kind {
+        "ext-local" => "",
+        "np-local" => "np-",
+        _ => return Vec::new(),
+    };
+    let mut v = vec![format!("{prefix}pick-{n}")];
+    if m != 0 {
+        v.push(format!("{prefix}local-pick-{m}"));
+    }
+    v
+}
+
+/// A service port with ClientIP affinity: per-endpoint chains (they update
+/// the affinity sets), chosen at random through a per-service named map.
+fn fragment_with_affinity(sp: &ServicePort, cluster_cidr: Ipv4Cidr) -> Fragment {
     let key = sp.key();
     let id = hash(&key);
     let proto = sp.protocol.nft();
@@ -215,23 +410,33 @@ fn insert_element(f: &mut Fragment, verdict: Result<String, &str>, map: &'static
 /// One atomic batch that replaces the whole table: the table is created,
 /// deleted and created again, so it works whether or not it existed, and
 /// conntrack keeps established connections' NAT across it.
-pub fn full<'a>(table: &str, fragments: impl IntoIterator<Item = &'a Fragment>) -> String {
+/// Also returns the shared chains it creates.
+pub fn full<'a>(table: &str, fragments: impl IntoIterator<Item = &'a Fragment>) -> (String, BTreeSet<String>) {
     let mut s = format!("add table ip {table}\ndelete table ip {table}\nadd table ip {table}\n");
     s.push_str(&base(table));
     let mut b = Batch::new(table);
+    let mut hairpin = BTreeSet::new();
     for f in fragments {
         b.change(None, Some(f));
+        hairpin.extend(f.hairpin.iter().copied());
     }
+    b.hairpin(hairpin, []);
+    let shared = b.shared_chains().clone();
     s.push_str(&b.finish());
-    s
+    (s, shared)
 }
 
 /// Lines of an incremental batch, kept in phases so that every object
 /// exists before it is referenced and is deleted only after nothing points to it.
 pub struct Batch {
     t: String,
+    /// Shared chains that exist (installed, or declared by this batch).
+    shared: BTreeSet<String>,
     declare: String,
     unlink: String,
+    /// map -> keys to delete, and map -> elements to add; sent a few thousand to a line.
+    unlink_elements: BTreeMap<String, Vec<String>>,
+    link_elements: BTreeMap<String, Vec<String>>,
     flush: String,
     fill: String,
     link: String,
@@ -243,11 +448,19 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(table: &str) -> Batch {
+        Batch::with_shared(table, BTreeSet::new())
+    }
+
+    /// A batch for a table where the shared chains `shared` already exist.
+    pub fn with_shared(table: &str, shared: BTreeSet<String>) -> Batch {
         let e = String::new;
         Batch {
             t: format!("ip {table}"),
+            shared,
             declare: e(),
             unlink: e(),
+            unlink_elements: BTreeMap::new(),
+            link_elements: BTreeMap::new(),
             flush: e(),
             fill: e(),
             link: e(),
@@ -262,6 +475,23 @@ impl Batch {
         [&self.declare, &self.unlink, &self.flush, &self.fill, &self.link, &self.delete_chains, &self.delete_sets]
             .iter()
             .all(|s| s.is_empty())
+            && self.unlink_elements.is_empty()
+            && self.link_elements.is_empty()
+    }
+
+    /// The shared chains that exist once this batch is applied.
+    pub fn shared_chains(&self) -> &BTreeSet<String> {
+        &self.shared
+    }
+
+    /// Adds and removes hairpin pairs (the caller counts the service ports using each address).
+    pub fn hairpin(&mut self, add: impl IntoIterator<Item = std::net::Ipv4Addr>, delete: impl IntoIterator<Item = std::net::Ipv4Addr>) {
+        for ip in add {
+            self.link_elements.entry(HAIRPIN.to_string()).or_default().push(format!("{ip} . {ip}"));
+        }
+        for ip in delete {
+            self.unlink_elements.entry(HAIRPIN.to_string()).or_default().push(format!("{ip} . {ip}"));
+        }
     }
 
     /// Turns what is installed for one service port (`old`) into `new`,
@@ -270,6 +500,14 @@ impl Batch {
         let empty = Fragment::default();
         let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
         let t = &self.t;
+        for (chain, rules) in &new.shared {
+            if self.shared.insert(chain.clone()) {
+                let _ = writeln!(self.declare, "add chain {t} {chain}");
+                for r in rules {
+                    let _ = writeln!(self.fill, "add rule {t} {chain} {r}");
+                }
+            }
+        }
         for (set, timeout) in &new.sets {
             // Kept sets keep their entries: clients stay with their endpoint.
             if !old.sets.contains_key(set) {
@@ -307,16 +545,14 @@ impl Batch {
         for ((map, key), verdict) in &new.elements {
             match old.elements.get(&(*map, key.clone())) {
                 Some(v) if v == verdict => continue,
-                Some(_) => {
-                    let _ = writeln!(self.unlink, "delete element {t} {map} {{ {key} }}");
-                }
+                Some(_) => self.unlink_elements.entry(map.to_string()).or_default().push(key.clone()),
                 None => {}
             }
-            let _ = writeln!(self.link, "add element {t} {map} {{ {key} : {verdict} }}");
+            self.link_elements.entry(map.to_string()).or_default().push(format!("{key} : {verdict}"));
         }
         for (map, key) in old.elements.keys() {
             if !new.elements.contains_key(&(*map, key.clone())) {
-                let _ = writeln!(self.unlink, "delete element {t} {map} {{ {key} }}");
+                self.unlink_elements.entry(map.to_string()).or_default().push(key.clone());
             }
         }
         for map in old.maps.keys().filter(|m| !new.maps.contains_key(*m)) {
@@ -332,7 +568,18 @@ impl Batch {
         }
     }
 
-    pub fn finish(self) -> String {
+    pub fn finish(mut self) -> String {
+        let elements = |verb: &str, groups: &BTreeMap<String, Vec<String>>| {
+            let mut s = String::new();
+            for (map, items) in groups {
+                for chunk in items.chunks(2000) {
+                    let _ = writeln!(s, "{verb} element {} {map} {{ {} }}", self.t, chunk.join(", "));
+                }
+            }
+            s
+        };
+        self.unlink.push_str(&elements("delete", &self.unlink_elements));
+        self.link.push_str(&elements("add", &self.link_elements));
         [
             self.declare,
             self.unlink,
