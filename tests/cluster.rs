@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::{skiff_bin, Out, KUBECTL};
+use crate::{run_kubectl_command, skiff_bin, Out, KUBECTL};
 
 /// The busybox image (with curl) every host has in its store (imagePullPolicy: Never).
 pub const BUSYBOX: &str = "e2e.local/busybox:v1";
@@ -265,18 +265,9 @@ impl Cluster {
     }
 
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Out {
-        use std::io::Write;
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.hosts[0].netns)).arg("--").arg(KUBECTL);
-        cmd.arg("--kubeconfig").arg(self.kubeconfig()).args(args);
-        cmd.env("HOME", self.dir.path());
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("running kubectl");
-        if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        }
-        Out::from(child.wait_with_output().unwrap())
+        run_kubectl_command(cmd, &self.kubeconfig(), self.dir.path(), args, stdin)
     }
 
     /// kubectl that must succeed; returns stdout.

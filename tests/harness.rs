@@ -202,15 +202,7 @@ impl Server {
     fn run_kubectl(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Out {
         let mut cmd = Command::new(KUBECTL);
         cmd.envs(env.iter().copied());
-        cmd.arg("--kubeconfig").arg(self.kubeconfig()).args(args);
-        cmd.env("HOME", self.dir.path()); // kubectl's discovery cache lives under $HOME/.kube
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("running kubectl");
-        if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        }
-        Out::from(child.wait_with_output().unwrap())
+        run_kubectl_command(cmd, &self.kubeconfig(), self.dir.path(), args, stdin)
     }
 
     /// kubectl that must succeed; returns stdout.
@@ -351,6 +343,21 @@ impl Drop for Component {
 }
 
 /// Polls `f` until it returns Some, or panics after `secs`.
+/// Runs `cmd` (kubectl itself, or a command that runs it, such as nsenter …
+/// kubectl) against `kubeconfig` with `args`, feeding it `stdin`; `home` is
+/// its $HOME, where kubectl keeps its discovery cache.
+pub fn run_kubectl_command(mut cmd: Command, kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+    cmd.env("HOME", home);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("running kubectl");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    Out::from(child.wait_with_output().unwrap())
+}
+
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {

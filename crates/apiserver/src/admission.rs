@@ -170,42 +170,27 @@ impl Admission {
                 Err(_) => {} // validation reports malformed IPs
             }
         }
-        let mut taken_by_others = ports.clone();
+        // Node ports of other Services, and then this one's as they are claimed.
+        let mut taken = ports;
         if ty == "NodePort" || ty == "LoadBalancer" {
-            let (lo, hi) = self.node_ports;
-            let mut taken: HashSet<u64> = ports;
             let old_ports: HashSet<u64> = old
                 .map(|o| o["spec"]["ports"].as_array().into_iter().flatten().filter_map(|p| p["nodePort"].as_u64()).collect())
                 .unwrap_or_default();
             for (i, p) in svc["spec"]["ports"].as_array_mut().into_iter().flatten().enumerate() {
                 let field = format!("spec.ports[{i}].nodePort");
-                match p["nodePort"].as_u64() {
-                    Some(n) if old_ports.contains(&n) => {
-                        taken.insert(n);
-                    }
-                    Some(n) if n < lo as u64 || n > hi as u64 => errs.push(invalid(&field, json!(n), format!(
-                        "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
-                    ))),
-                    Some(n) if !taken.insert(n) => {
-                        errs.push(invalid(&field, json!(n), "provided port is already allocated".into()))
-                    }
-                    Some(_) => {}
-                    None => {
-                        let n = free_port(&taken, lo, hi)
-                            .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
-                        taken.insert(n);
-                        p["nodePort"] = json!(n);
-                    }
+                let requested = p["nodePort"].as_u64();
+                let kept = requested.is_some_and(|n| old_ports.contains(&n));
+                if let Some(n) = self.claim_node_port(requested, kept, &field, "nodePort", &mut taken, &mut errs)? {
+                    p["nodePort"] = json!(n);
                 }
             }
-            taken_by_others = taken;
         } else if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
             // Node ports are released when a service stops needing them.
             for p in ports {
                 p.as_object_mut().map(|m| m.remove("nodePort"));
             }
         }
-        self.allocate_health_check_port(svc, old, &ty, &mut taken_by_others, &mut errs)?;
+        self.allocate_health_check_port(svc, old, &ty, &mut taken, &mut errs)?;
         if errs.is_empty() {
             Ok(())
         } else {
@@ -232,10 +217,23 @@ impl Admission {
             }
             return Ok(());
         }
+        let requested = spec["healthCheckNodePort"].as_u64().filter(|n| *n != 0).or(old_port);
+        let kept = requested.is_some() && requested == old_port;
+        if let Some(n) = self.claim_node_port(requested, kept, field, "healthCheckNodePort", taken, errs)? {
+            spec["healthCheckNodePort"] = json!(n);
+        }
+        Ok(())
+    }
+
+    /// One node port of a Service (a `nodePort` or the `healthCheckNodePort`):
+    /// one the Service had before (`kept`) stays, a requested one must be in
+    /// the range and not `taken`, and without one a free one is allocated.
+    /// Each claimed port joins `taken`; returns the port the field holds.
+    fn claim_node_port(&self, requested: Option<u64>, kept: bool, field: &str, what: &str, taken: &mut HashSet<u64>, errs: &mut Vec<FieldError>) -> ApiResult<Option<u64>> {
         let (lo, hi) = self.node_ports;
-        match spec["healthCheckNodePort"].as_u64().filter(|n| *n != 0).or(old_port) {
-            Some(n) if Some(n) == old_port => {
-                spec["healthCheckNodePort"] = json!(n);
+        match requested {
+            Some(n) if kept => {
+                taken.insert(n);
             }
             Some(n) if n < lo as u64 || n > hi as u64 => errs.push(invalid(field, json!(n), format!(
                 "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
@@ -243,12 +241,12 @@ impl Admission {
             Some(n) if !taken.insert(n) => errs.push(invalid(field, json!(n), "provided port is already allocated".into())),
             Some(_) => {}
             None => {
-                let n = free_port(taken, lo, hi).ok_or_else(|| ApiError::internal("failed to allocate a healthCheckNodePort: range is full"))?;
+                let n = free_port(taken, lo, hi).ok_or_else(|| ApiError::internal(format!("failed to allocate a {what}: range is full")))?;
                 taken.insert(n);
-                spec["healthCheckNodePort"] = json!(n);
+                return Ok(Some(n));
             }
         }
-        Ok(())
+        Ok(requested)
     }
 
     fn free_ip(&self, used: &HashSet<String>) -> Option<String> {

@@ -288,36 +288,29 @@ fn endpoint(t: &Tables, ns: &str, name: &str, host: &str, qtype: u16, owner: Opt
     }
 }
 
+/// `a-b-c-d` as an address.
 fn parse_dashed(label: &str) -> Option<Ipv4Addr> {
-    let parts: Vec<&str> = label.split('-').collect();
-    if parts.len() != 4 {
-        return None;
-    }
+    octets(label.split('-'))
+}
+
+/// Exactly four decimal octets (1 to 3 digits each, no signs) as an address.
+fn octets<'a>(parts: impl Iterator<Item = &'a str>) -> Option<Ipv4Addr> {
     let mut o = [0u8; 4];
-    for (i, p) in parts.iter().enumerate() {
-        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+    let mut n = 0;
+    for p in parts {
+        if n == 4 || p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        o[i] = p.parse().ok()?;
+        o[n] = p.parse().ok()?;
+        n += 1;
     }
-    Some(Ipv4Addr::from(o))
+    (n == 4).then(|| Ipv4Addr::from(o))
 }
 
 /// `d.c.b.a.in-addr.arpa` PTR for a ClusterIP or a ready endpoint's
 /// address; None (forward) for anything else.
 fn reverse(ix: &Index, t: &Tables, rel: &str, qtype: u16) -> Option<Answer> {
-    let labels: Vec<&str> = rel.split('.').collect();
-    if labels.len() != 4 {
-        return None;
-    }
-    let mut o = [0u8; 4];
-    for (i, l) in labels.iter().rev().enumerate() {
-        if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        o[i] = l.parse().ok()?;
-    }
-    let ip = Ipv4Addr::from(o);
+    let ip = octets(rel.split('.').rev())?;
     let owners = t.reverse.get(&ip)?;
     let zone = ix.zone.as_str();
     let mut target = None;

@@ -64,11 +64,11 @@ impl Default for DnsConfig {
 impl DnsConfig {
     /// The upstream resolvers: the configured ones, else the resolv.conf's
     /// without our own addresses.
-    pub fn upstream_servers(&self) -> Vec<SocketAddr> {
+    pub async fn upstream_servers(&self) -> Vec<SocketAddr> {
         if let Some(u) = &self.upstreams {
             return u.clone();
         }
-        let text = std::fs::read_to_string(&self.resolv_conf).unwrap_or_else(|e| {
+        let text = tokio::fs::read_to_string(&self.resolv_conf).await.unwrap_or_else(|e| {
             tracing::warn!("cluster DNS: reading {}: {e}; names outside the cluster will not resolve", self.resolv_conf.display());
             String::new()
         });
@@ -91,7 +91,7 @@ pub async fn run(client: kube::Client, config: DnsConfig) -> anyhow::Result<()> 
 /// without one it is served as it is (tests, benchmarks).
 pub async fn serve_index(client: Option<kube::Client>, index: Arc<Index>, config: DnsConfig) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    let upstreams = forward::Upstreams { servers: config.upstream_servers(), timeout: config.upstream_timeout };
+    let upstreams = forward::Upstreams { servers: config.upstream_servers().await, timeout: config.upstream_timeout };
     tracing::info!(listen = ?config.listen, upstreams = ?upstreams.servers, zone = config.zone, "cluster DNS starting");
     let handler = Arc::new(serve::Handler { index: index.clone(), upstreams });
     for addr in &config.listen {
@@ -101,8 +101,7 @@ pub async fn serve_index(client: Option<kube::Client>, index: Arc<Index>, config
         tasks.spawn(serve::serve_tcp(tcp, handler.clone()));
     }
     if let Some(client) = client {
-        let (synced, _) = tokio::sync::watch::channel(false);
-        tasks.spawn(watch::run(client.clone(), index, synced));
+        tasks.spawn(watch::run(client.clone(), index));
         if let Some((node, address)) = config.publish.clone() {
             tasks.spawn(publish::keep(client, node, address));
         }

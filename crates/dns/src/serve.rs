@@ -44,7 +44,7 @@ impl Handler {
             Parsed::Drop => return Step::Drop,
         };
         let limit = if tcp { 65535 } else { q.udp_limit() };
-        if q.qclass != wire::CLASS_IN && q.qclass != wire::TYPE_ANY {
+        if q.qclass != wire::CLASS_IN && q.qclass != wire::CLASS_ANY {
             return Step::Reply(wire::error_reply(q.id, q.flags, wire::NOTIMP, Some((&q.qname_wire, q.qtype, q.qclass))));
         }
         match answer(&self.index, &q.name, q.qtype) {

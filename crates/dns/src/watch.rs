@@ -3,7 +3,6 @@
 //! A re-list (after the watch fell behind) drops what it no longer lists.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
@@ -16,42 +15,64 @@ use kube::ResourceExt;
 
 use crate::index::{self, Index};
 
-/// Runs both watches until the task is aborted; `synced` turns true once
-/// both initial lists are in the index.
-pub async fn run(client: kube::Client, index: Arc<Index>, synced: tokio::sync::watch::Sender<bool>) {
+/// Runs both watches until the task is aborted.
+pub async fn run(client: kube::Client, index: Arc<Index>) {
     let services = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default()).default_backoff();
     let slices = watcher::watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()).default_backoff();
-    let listed = AtomicUsize::new(0);
-    let on_listed = || {
-        if listed.fetch_add(1, Ordering::AcqRel) == 1 {
-            synced.send_replace(true);
-        }
-    };
-    let (ix1, ix2) = (index.clone(), index);
-    tokio::join!(
-        follow(services, "Service", move |e, seen| apply_service(&ix1, e, seen), &on_listed),
-        follow(slices, "EndpointSlice", move |e, seen| apply_slice(&ix2, e, seen), &on_listed),
-    );
+    tokio::join!(follow::<Service, _>(services, "Service", &index), follow::<EndpointSlice, _>(slices, "EndpointSlice", &index));
 }
 
-async fn follow<K, S>(stream: S, kind: &str, mut apply: impl FnMut(Event<K>, &mut Option<HashSet<String>>), on_listed: &impl Fn())
+/// How objects of one kind go into the index.
+trait Indexed: ResourceExt {
+    /// Adds or replaces the object's entry (or removes it when it has none).
+    fn set(ix: &Index, obj: &Self);
+    fn remove(ix: &Index, ns: &str, name: &str);
+    /// (namespace, name) of every object of this kind in the index.
+    fn keys(ix: &Index) -> Vec<(String, String)>;
+}
+
+impl Indexed for Service {
+    fn set(ix: &Index, s: &Service) {
+        ix.set_service(&s.namespace().unwrap_or_default(), &s.name_any(), index::service_entry(s));
+    }
+    fn remove(ix: &Index, ns: &str, name: &str) {
+        ix.set_service(ns, name, None);
+    }
+    fn keys(ix: &Index) -> Vec<(String, String)> {
+        ix.service_keys()
+    }
+}
+
+impl Indexed for EndpointSlice {
+    fn set(ix: &Index, s: &EndpointSlice) {
+        // Not one of ours (no Service label, IPv6) is forgotten wherever it was.
+        let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+        match index::slice_entry(s) {
+            Some((service, slice)) => ix.set_slice(&ns, &name, Some((&service, slice))),
+            None => ix.set_slice(&ns, &name, None),
+        }
+    }
+    fn remove(ix: &Index, ns: &str, name: &str) {
+        ix.set_slice(ns, name, None);
+    }
+    fn keys(ix: &Index) -> Vec<(String, String)> {
+        ix.slice_keys().into_iter().map(|(ns, name, _)| (ns, name)).collect()
+    }
+}
+
+async fn follow<K: Indexed, S>(stream: S, kind: &str, ix: &Index)
 where
     S: Stream<Item = Result<Event<K>, watcher::Error>>,
 {
     let mut stream = std::pin::pin!(stream);
     // Keys listed so far during a (re-)list; None between lists.
     let mut seen: Option<HashSet<String>> = None;
-    let mut first_list = true;
     let mut failing = false;
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(ev) => {
                 failing = false;
-                let done = matches!(ev, Event::InitDone);
-                apply(ev, &mut seen);
-                if done && std::mem::take(&mut first_list) {
-                    on_listed();
-                }
+                apply(ix, ev, &mut seen);
             }
             Err(e) if !failing => {
                 failing = true;
@@ -62,51 +83,25 @@ where
     }
 }
 
-fn key(o: &impl ResourceExt) -> String {
-    format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())
+fn key(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
 }
 
-fn apply_service(ix: &Index, ev: Event<Service>, seen: &mut Option<HashSet<String>>) {
+fn apply<K: Indexed>(ix: &Index, ev: Event<K>, seen: &mut Option<HashSet<String>>) {
     match ev {
         Event::Init => *seen = Some(HashSet::new()),
-        Event::InitApply(s) | Event::Apply(s) => {
+        Event::InitApply(o) | Event::Apply(o) => {
             if let Some(seen) = seen.as_mut() {
-                seen.insert(key(&s));
+                seen.insert(key(&o.namespace().unwrap_or_default(), &o.name_any()));
             }
-            ix.set_service(&s.namespace().unwrap_or_default(), &s.name_any(), index::service_entry(&s));
+            K::set(ix, &o);
         }
-        Event::Delete(s) => ix.set_service(&s.namespace().unwrap_or_default(), &s.name_any(), None),
+        Event::Delete(o) => K::remove(ix, &o.namespace().unwrap_or_default(), &o.name_any()),
         Event::InitDone => {
             let seen = seen.take().unwrap_or_default();
-            for (ns, name) in ix.service_keys() {
-                if !seen.contains(&format!("{ns}/{name}")) {
-                    ix.set_service(&ns, &name, None);
-                }
-            }
-        }
-    }
-}
-
-fn apply_slice(ix: &Index, ev: Event<EndpointSlice>, seen: &mut Option<HashSet<String>>) {
-    match ev {
-        Event::Init => *seen = Some(HashSet::new()),
-        Event::InitApply(s) | Event::Apply(s) => {
-            if let Some(seen) = seen.as_mut() {
-                seen.insert(key(&s));
-            }
-            let ns = s.namespace().unwrap_or_default();
-            // Not one of ours (no Service label, IPv6) is forgotten wherever it was.
-            match index::slice_entry(&s) {
-                Some((service, slice)) => ix.set_slice(&ns, &s.name_any(), Some((&service, slice))),
-                None => ix.set_slice(&ns, &s.name_any(), None),
-            }
-        }
-        Event::Delete(s) => ix.set_slice(&s.namespace().unwrap_or_default(), &s.name_any(), None),
-        Event::InitDone => {
-            let seen = seen.take().unwrap_or_default();
-            for (ns, name, _) in ix.slice_keys() {
-                if !seen.contains(&format!("{ns}/{name}")) {
-                    ix.set_slice(&ns, &name, None);
+            for (ns, name) in K::keys(ix) {
+                if !seen.contains(&key(&ns, &name)) {
+                    K::remove(ix, &ns, &name);
                 }
             }
         }

@@ -20,6 +20,7 @@ pub const TYPE_SRV: u16 = 33;
 pub const TYPE_OPT: u16 = 41;
 pub const TYPE_ANY: u16 = 255;
 pub const CLASS_IN: u16 = 1;
+pub const CLASS_ANY: u16 = 255;
 
 pub const NOERROR: u8 = 0;
 pub const FORMERR: u8 = 1;
@@ -177,7 +178,7 @@ pub fn parse_query(msg: &[u8]) -> Parsed {
         if at > msg.len() {
             return Parsed::Reply(error_reply(id, flags, FORMERR, Some(question)));
         }
-        if rtype == TYPE_OPT && i >= (counts[1] + counts[2]) as usize {
+        if rtype == TYPE_OPT && i >= counts[1] as usize + counts[2] as usize {
             if edns.is_some() {
                 return Parsed::Reply(error_reply(id, flags, FORMERR, Some(question)));
             }

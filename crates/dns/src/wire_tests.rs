@@ -53,6 +53,10 @@ fn malformed_packets_never_panic() {
         let _ = answer_records(&m);
     }
     assert!(matches!(parse_query(&[1, 2, 3]), Parsed::Drop));
+    // Answer and authority counts whose sum overflows a u16, an OPT record first.
+    let mut m = query("a.cluster.local", TYPE_A, Some(1232));
+    m[6..10].copy_from_slice(&[0x80, 0, 0x80, 0]);
+    assert!(matches!(parse_query(&m), Parsed::Reply(r) if rcode(&r) == FORMERR));
 }
 
 #[test]

@@ -110,14 +110,9 @@ impl PodNetwork {
         self.gateway
     }
 
-    pub fn bridge(&self) -> &str {
-        &self.bridge
-    }
-
     /// The multi-node side of this node's pod network (see `overlay`).
     pub fn overlay(&self, backend: overlay::Backend, node_name: &str, node_ip: Ipv4Addr) -> overlay::Overlay {
-        overlay::Overlay::new(backend, &self.bridge, node_name, node_ip, &self.pod_cidr.to_string())
-            .expect("the podCIDR was parsed already")
+        overlay::Overlay::new(backend, &self.bridge, node_name, node_ip, self.pod_cidr)
     }
 
     /// Bridge up with the gateway address, ip_forward on, nftables table with
@@ -231,12 +226,6 @@ impl PodNetwork {
             .lock()
             .map_err(|_| anyhow::anyhow!("IPAM lock poisoned by a panic"))
     }
-}
-
-/// Deletes an nftables table (family ip) if it exists; `skiff cleanup`
-/// removes the service proxy's table with it.
-pub async fn delete_nft_table(table: &str) -> anyhow::Result<()> {
-    Nft::new(table).delete_table().await
 }
 
 /// Validates the pod's port mappings and turns them into nftables form.

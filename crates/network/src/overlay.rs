@@ -104,9 +104,15 @@ pub fn uplink_mtu(node_ip: Ipv4Addr) -> u32 {
         .unwrap_or(1500)
 }
 
-/// The pod MTU a backend needs: for vxlan the VXLAN device's.
+/// The VXLAN device's MTU: the uplink's less what VXLAN adds.
+fn vxlan_mtu(node_ip: Ipv4Addr) -> u32 {
+    uplink_mtu(node_ip).saturating_sub(VXLAN_OVERHEAD)
+}
+
+/// The pod MTU a backend needs: for vxlan the VXLAN device's. Blocking
+/// (runs `ip` and reads sysfs).
 pub fn pod_mtu(backend: Backend, node_ip: Ipv4Addr) -> Option<u32> {
-    (backend == Backend::Vxlan).then(|| uplink_mtu(node_ip) - VXLAN_OVERHEAD)
+    (backend == Backend::Vxlan).then(|| vxlan_mtu(node_ip))
 }
 
 fn uplink(node_ip: Ipv4Addr) -> Option<String> {
@@ -134,14 +140,8 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    pub fn new(backend: Backend, bridge: &str, node_name: &str, node_ip: Ipv4Addr, pod_cidr: &str) -> anyhow::Result<Overlay> {
-        Ok(Overlay {
-            backend,
-            device: device_name(bridge),
-            node_ip,
-            pod_cidr: pod_cidr.parse().context("parsing the node's pod CIDR")?,
-            mac: vtep_mac(node_name),
-        })
+    pub fn new(backend: Backend, bridge: &str, node_name: &str, node_ip: Ipv4Addr, pod_cidr: Ipv4Cidr) -> Overlay {
+        Overlay { backend, device: device_name(bridge), node_ip, pod_cidr, mac: vtep_mac(node_name) }
     }
 
     /// The Node annotations that tell other nodes how to reach this one.
@@ -163,7 +163,8 @@ impl Overlay {
             return Ok(());
         }
         let dev = &self.device;
-        let mtu = uplink_mtu(self.node_ip) - VXLAN_OVERHEAD;
+        let node_ip = self.node_ip;
+        let mtu = tokio::task::spawn_blocking(move || vxlan_mtu(node_ip)).await.context("finding the uplink's MTU")?;
         if let Some(link) = ip_json(&["-d", "link", "show", "dev", dev]).await?.as_array().and_then(|a| a.first().cloned()) {
             let info = &link["linkinfo"];
             let data = &info["info_data"];
@@ -349,7 +350,7 @@ mod tests {
         assert_eq!("vxlan".parse::<Backend>(), Ok(Backend::Vxlan));
         assert_eq!("host-gw".parse::<Backend>(), Ok(Backend::HostGw));
         assert!("udp".parse::<Backend>().is_err());
-        let o = Overlay::new(Backend::Vxlan, "skiff0", "n1", Ipv4Addr::new(10, 0, 0, 1), "10.42.1.0/24").unwrap();
+        let o = Overlay::new(Backend::Vxlan, "skiff0", "n1", Ipv4Addr::new(10, 0, 0, 1), "10.42.1.0/24".parse().unwrap());
         let a = o.annotations();
         assert_eq!(a[ANNOTATION_BACKEND_TYPE], "vxlan");
         assert_eq!(a[ANNOTATION_PUBLIC_IP], "10.0.0.1");

@@ -202,8 +202,9 @@ async fn run_node(
     // adopts the pods it left running.
     loop {
         let (bridge, nft_table, state_dir, cluster_cidr) = (args.bridge.clone(), args.nft_table.clone(), root.join("network"), cluster_cidr.clone());
+        let backend = args.flannel_backend;
+        let mtu = tokio::task::spawn_blocking(move || network::overlay::pod_mtu(backend, node_ip)).await?;
         let network = move |pod_cidr: String| {
-            let mtu = network::overlay::pod_mtu(args.flannel_backend, node_ip);
             let net = network::NetConfig { bridge, pod_cidr, cluster_cidr, mtu, state_dir, nft_table };
             Ok(Arc::new(network::PodNetwork::new(net)?))
         };

@@ -47,10 +47,9 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(failures.is_empty(), "cleanup left something behind:\n{}", failures.join("\n"));
     eprintln!(
-        "node cleaned: pods stopped and removed; bridge {}, VXLAN device {}, {} routes and nftables tables {} and {}_proxy deleted",
+        "node cleaned: pods stopped and removed; bridge {}, VXLAN device {}, host-gw routes and nftables tables {} and {}_proxy deleted",
         args.bridge,
         network::overlay::device_name(&args.bridge),
-        args.flannel_backend,
         args.nft_table,
         args.nft_table
     );
@@ -63,14 +62,14 @@ async fn remove_pods(root: &std::path::Path) -> anyhow::Result<()> {
     let shim = ShimCommand { program: std::env::current_exe()?, args_prefix: vec![crate::agent::SHIM_SUBCOMMAND.into()] };
     let runtime = Runtime::open(root.to_path_buf(), images, shim).context("opening the container runtime")?;
     let mut failures = Vec::new();
-    for sandbox in runtime.list_pod_sandboxes().await.unwrap_or_default() {
+    for sandbox in runtime.list_pod_sandboxes().await.context("listing the sandboxes")? {
         let _ = runtime.stop_pod_sandbox(&sandbox.id).await;
         if let Err(e) = runtime.remove_pod_sandbox(&sandbox.id).await {
             failures.push(format!("removing sandbox {}: {e:#}", sandbox.id));
         }
     }
     // Containers whose sandbox was already gone.
-    for c in runtime.list_containers(None).await.unwrap_or_default() {
+    for c in runtime.list_containers(None).await.context("listing the containers")? {
         if let Err(e) = runtime.remove_container(&c.id).await {
             failures.push(format!("removing container {}: {e:#}", c.id));
         }
@@ -96,6 +95,6 @@ async fn remove_network(args: &CleanupArgs, root: &std::path::Path) -> anyhow::R
         net.detach(&sandbox).await?;
     }
     net.teardown_host().await?;
-    network::delete_nft_table(&format!("{}_proxy", args.nft_table)).await?;
+    network::proxy::remove_table(&args.nft_table).await?;
     network::overlay::teardown(&args.bridge).await
 }

@@ -103,8 +103,8 @@ fn is_own_unannotated(n: &Node, node_name: &str, wanted: &BTreeMap<String, Strin
     if n.metadata.name.as_deref() != Some(node_name) {
         return false;
     }
-    let have = n.metadata.annotations.clone().unwrap_or_default();
-    wanted.iter().any(|(k, v)| have.get(k) != Some(v))
+    let have = n.metadata.annotations.as_ref();
+    wanted.iter().any(|(k, v)| have.and_then(|a| a.get(k)) != Some(v))
 }
 
 /// Another node as a peer, once it has a podCIDR and its annotations.
@@ -115,10 +115,7 @@ fn peer(n: &Node, own: &str) -> Option<Peer> {
     }
     let pod_cidr = n.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok()?;
     let annotations = n.metadata.annotations.as_ref()?;
-    let node_ip: Ipv4Addr = match annotations.get(ANNOTATION_PUBLIC_IP) {
-        Some(ip) => ip.parse().ok()?,
-        None => return None,
-    };
+    let node_ip: Ipv4Addr = annotations.get(ANNOTATION_PUBLIC_IP)?.parse().ok()?;
     let vtep_mac = annotations
         .get(ANNOTATION_BACKEND_DATA)
         .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())

@@ -1,8 +1,13 @@
-//! From the model to nftables text, in the shape of upstream's nftables
-//! proxy: verdict maps keyed by (address . protocol . port) and
-//! (protocol . port) send a new connection to its service's chain, which
-//! picks an endpoint chain with `numgen random mod N`; endpoint chains DNAT.
-//! Pure; `apply` decides which of this text goes to the kernel.
+//! From the model to nftables text. Verdict maps keyed by
+//! (address . protocol . port) and (protocol . port) send a new connection
+//! to a chain shared by all service ports with the same endpoint count,
+//! which DNATs with `numgen random mod N` straight from a shared map of
+//! (address . port . i) -> endpoint; hairpin pairs are one shared set. So a
+//! Service is only map elements, and the table's chains and sets stay few
+//! (nft loads them all before every batch). Service ports with ClientIP
+//! affinity keep upstream's shape: their own chain picks an endpoint chain
+//! that updates the affinity set and DNATs. Pure; `apply` decides which of
+//! this text goes to the kernel.
 //!
 //! Names are `<kind>-<12 hex digits of a hash>` so they are short and the
 //! same on every node and every run.

@@ -57,6 +57,7 @@ struct Report {
 }
 
 pub async fn run(args: DnsArgs) -> Result<()> {
+    anyhow::ensure!(args.services > 0, "--services must be at least 1 (the queries ask for random Services)");
     let say = |s: String| if args.json { eprintln!("{s}") } else { println!("{s}") };
     let mut api = LocalServer::start(&["--disable-agent", "--disable-controllers", "--disable-scheduler"])?;
     let (_, http) = api.wait_ready().await?;
