@@ -228,10 +228,15 @@ fn services_and_dns_across_three_hosts() {
     });
     c.ok(&["patch", "svc", "web", "-p", r#"{"spec":{"sessionAffinity":"None"}}"#]);
 
-    // externalTrafficPolicy Local: only the node's own pod answers, and it sees the client's address.
+    // externalTrafficPolicy Local: only the node's own pod answers, and it
+    // sees the client's address; the health check port counts local endpoints.
     c.apply(r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-local"},
-  "spec": {"type": "NodePort", "externalTrafficPolicy": "Local", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#);
+  "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"app": "web"}, "ports": [{"port": 8082, "targetPort": 8080}]}}"#);
     let local_port = c.ok(&["get", "svc", "web-local", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
+    let health_port = c.ok(&["get", "svc", "web-local", "-o", "jsonpath={.spec.healthCheckNodePort}"]);
+    let health_url = format!("http://{}:{health_port}/", hosts[2].1);
+    let health = eventually(30, "the healthCheckNodePort answering", || curl_on_host(&c, 1, &health_url).ok());
+    assert_eq!(health, r#"{"service":{"namespace":"default","name":"web-local"},"localEndpoints":1,"serviceProxyHealthy":true}"#);
     let on_host2 = json(&c, &["get", "pods", "-l", "app=web", "--field-selector", &format!("spec.nodeName={}", hosts[2].0)]);
     let pod_on_host2 = on_host2["items"][0]["metadata"]["name"].as_str().unwrap().to_string();
     for _ in 0..5 {
