@@ -135,7 +135,9 @@ fn pods_serve_log_exec_port_forward_and_copy() {
     assert_eq!(fetched, "hello-skiff");
     assert_eq!(s.ok(&["exec", "client", "--", "hostname"]), "client");
     let resolv = s.ok(&["exec", "client", "--", "cat", "/etc/resolv.conf"]);
-    assert!(resolv.contains("nameserver 10.43.0.10") && resolv.contains("default.svc.cluster.local"), "{resolv}");
+    // The cluster DNS address is the kube-dns Service's (the 10th of --service-cidr).
+    let dns_ip = s.ok(&["get", "svc", "kube-dns", "-n", "kube-system", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(resolv.contains(&format!("nameserver {dns_ip}\n")) && resolv.contains("default.svc.cluster.local"), "{resolv}");
 
     // Logs, and following them.
     assert!(s.ok(&["logs", "web"]).contains("started"));

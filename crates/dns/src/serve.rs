@@ -20,6 +20,8 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 const MAX_TCP: usize = 256;
 /// UDP receive loops per socket.
 const UDP_LOOPS: usize = 4;
+/// Queries for outside names each receive loop forwards at once.
+const MAX_UDP_FORWARDS: usize = 256;
 
 pub struct Handler {
     pub index: Arc<Index>,
@@ -120,6 +122,7 @@ pub async fn serve_udp(sock: UdpSocket, handler: Arc<Handler>) {
 
 async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
     let mut buf = vec![0u8; 65535];
+    let forwarding = Arc::new(tokio::sync::Semaphore::new(MAX_UDP_FORWARDS));
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
             Ok(r) => r,
@@ -133,10 +136,18 @@ async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
             Step::Reply(r) => send(&sock, &r, peer).await,
             Step::Drop => {}
             Step::Upstream(q, partial) => {
+                // A flood of outside names must not take every socket and
+                // buffer: past the limit a query is dropped and the
+                // client's resolver asks again, as after a lost packet.
+                let Ok(permit) = forwarding.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "dns: {MAX_UDP_FORWARDS} forwarded queries in flight; dropping one");
+                    continue;
+                };
                 let (sock, handler, msg) = (sock.clone(), handler.clone(), buf[..n].to_vec());
                 tokio::spawn(async move {
                     let r = handler.upstream(&msg, q, partial, false).await;
                     send(&sock, &r, peer).await;
+                    drop(permit);
                 });
             }
         }
