@@ -175,9 +175,8 @@ impl AgentParts {
         let runtime: Arc<dyn RuntimeService> = self.runtime.clone();
         let (client, config, store) = (self.client.clone(), self.config.clone(), self.store.clone());
         tokio::spawn(async move {
-            if let Err(e) = kubelet::agent::run(client, config, runtime, store, factory).await {
-                eprintln!("agent stopped: {e:#}");
-            }
+            let Err(e) = kubelet::agent::run(client, config, runtime, store, factory).await;
+            eprintln!("agent stopped: {e:#}");
         })
     }
 }

@@ -26,15 +26,8 @@ pub struct AgentArgs {
     /// Address other nodes and the API server reach this node at [default: the default route's address].
     #[arg(long)]
     pub node_ip: Option<Ipv4Addr>,
-    /// Linux bridge the pods' veths are attached to.
-    #[arg(long, default_value = "skiff0")]
-    pub bridge: String,
-    /// nftables table holding masquerade and hostPort rules.
-    #[arg(long, default_value = "skiff")]
-    pub nft_table: String,
-    /// How pods reach other nodes' pods: vxlan (an overlay, as flannel's default) or host-gw (direct routes; nodes on one L2 segment).
-    #[arg(long, default_value = "vxlan")]
-    pub flannel_backend: network::overlay::Backend,
+    #[command(flatten)]
+    pub net: NodeNetworkArgs,
     /// Registry host[:port] pulled from over plain HTTP (localhost and 127.0.0.1 always are). Repeatable.
     #[arg(long)]
     pub insecure_registry: Vec<String>,
@@ -57,6 +50,20 @@ pub struct AgentArgs {
     /// Log files kept per container, the live one included (at least 2).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
     pub container_log_max_files: u16,
+}
+
+/// What names the node's pod network on the host; `skiff cleanup` takes the same.
+#[derive(clap::Args, Clone)]
+pub struct NodeNetworkArgs {
+    /// Linux bridge the pods' veths are attached to.
+    #[arg(long, default_value = "skiff0")]
+    pub bridge: String,
+    /// nftables table holding masquerade and hostPort rules (the service proxy's is `<table>_proxy`).
+    #[arg(long, default_value = "skiff")]
+    pub nft_table: String,
+    /// How pods reach other nodes' pods: vxlan (an overlay, as flannel's default) or host-gw (direct routes; nodes on one L2 segment).
+    #[arg(long, default_value = "vxlan")]
+    pub flannel_backend: network::overlay::Backend,
 }
 
 fn parse_log_size(s: &str) -> Result<u64, String> {
@@ -182,12 +189,12 @@ async fn run_node(
         pod_manifest_path: args.pod_manifest_path,
         pod_max_pids: (args.pod_max_pids >= 0).then_some(args.pod_max_pids),
         node_ip: Some(node_ip),
-        flannel_backend: args.flannel_backend,
+        flannel_backend: args.net.flannel_backend,
         ..defaults
     };
     // The service proxy (kube-proxy's job) runs beside the agent and, like
     // it, starts over after an error.
-    let proxy = network::proxy::ProxyConfig::new(&config.node_name, vec![node_ip], &cluster_cidr, &args.nft_table);
+    let proxy = network::proxy::ProxyConfig::new(&config.node_name, vec![node_ip], &cluster_cidr, &args.net.nft_table);
     let proxy_client = client.clone();
     tokio::spawn(async move {
         loop {
@@ -201,8 +208,8 @@ async fn run_node(
     // API server gone for long, the pod network failing) starts over; it
     // adopts the pods it left running.
     loop {
-        let (bridge, nft_table, state_dir, cluster_cidr) = (args.bridge.clone(), args.nft_table.clone(), root.join("network"), cluster_cidr.clone());
-        let backend = args.flannel_backend;
+        let (bridge, nft_table, state_dir, cluster_cidr) = (args.net.bridge.clone(), args.net.nft_table.clone(), root.join("network"), cluster_cidr.clone());
+        let backend = args.net.flannel_backend;
         let mtu = tokio::task::spawn_blocking(move || network::overlay::pod_mtu(backend, node_ip)).await?;
         let network = move |pod_cidr: String| {
             let net = network::NetConfig { bridge, pod_cidr, cluster_cidr, mtu, state_dir, nft_table };

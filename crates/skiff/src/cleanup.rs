@@ -23,15 +23,9 @@ pub struct CleanupArgs {
     /// The node's data directory, as given to `skiff server` or `skiff agent`.
     #[arg(long, default_value = "/var/lib/skiff")]
     pub data_dir: PathBuf,
-    /// The node's pod bridge.
-    #[arg(long, default_value = "skiff0")]
-    pub bridge: String,
-    /// The node's nftables table (the service proxy's is `<table>_proxy`).
-    #[arg(long, default_value = "skiff")]
-    pub nft_table: String,
-    /// Accepted for symmetry with server/agent; both backends' leftovers are removed.
-    #[arg(long, default_value = "vxlan")]
-    pub flannel_backend: network::overlay::Backend,
+    /// The node's network names, as given to the server or agent (both backends' leftovers are removed).
+    #[command(flatten)]
+    pub net: crate::agent::NodeNetworkArgs,
 }
 
 pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
@@ -48,10 +42,10 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
     anyhow::ensure!(failures.is_empty(), "cleanup left something behind:\n{}", failures.join("\n"));
     eprintln!(
         "node cleaned: pods stopped and removed; bridge {}, VXLAN device {}, host-gw routes and nftables tables {} and {}_proxy deleted",
-        args.bridge,
-        network::overlay::device_name(&args.bridge),
-        args.nft_table,
-        args.nft_table
+        args.net.bridge,
+        network::overlay::device_name(&args.net.bridge),
+        args.net.nft_table,
+        args.net.nft_table
     );
     Ok(())
 }
@@ -83,18 +77,18 @@ async fn remove_network(args: &CleanupArgs, root: &std::path::Path) -> anyhow::R
     // the bridge and table are found by name.
     let pod_cidr = std::fs::read_to_string(root.join("pod-cidr")).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).unwrap_or_else(|| "10.42.0.0/24".into());
     let config = network::NetConfig {
-        bridge: args.bridge.clone(),
+        bridge: args.net.bridge.clone(),
         cluster_cidr: pod_cidr.clone(),
         pod_cidr,
         mtu: Some(1500),
         state_dir: root.join("network"),
-        nft_table: args.nft_table.clone(),
+        nft_table: args.net.nft_table.clone(),
     };
     let net = network::PodNetwork::new(config).context("reading the pod network's state")?;
     for (sandbox, _) in net.allocations() {
         net.detach(&sandbox).await?;
     }
     net.teardown_host().await?;
-    network::proxy::remove_table(&args.nft_table).await?;
-    network::overlay::teardown(&args.bridge).await
+    network::proxy::remove_table(&args.net.nft_table).await?;
+    network::overlay::teardown(&args.net.bridge).await
 }
