@@ -132,6 +132,8 @@ async fn run_scenario() -> anyhow::Result<()> {
         pod_cidr_fallback: format!("10.199.{}.0/24", pid % 250),
         pod_cidr_wait: Duration::from_millis(500),
         node_ip: Some(Ipv4Addr::LOCALHOST),
+        // One node, no peers: no VXLAN device (one per network namespace) to leave behind.
+        flannel_backend: network::overlay::Backend::HostGw,
         ..Default::default()
     };
     let agent = AgentParts { client: client.clone(), config, runtime: rt.clone(), store, net_state: root.join("net"), net: Arc::default() };

@@ -56,6 +56,8 @@ impl HostNames {
             ("--cluster-cidr", self.cluster_cidr.clone()),
             ("--service-cidr", self.service_cidr.clone()),
             ("--cluster-dns", self.cluster_dns.clone()),
+            // One node: no VXLAN device, which would collide with an installed node's.
+            ("--flannel-backend", "host-gw".to_string()),
         ]
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_string(), value])
