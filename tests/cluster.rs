@@ -94,10 +94,7 @@ impl Host {
 
     /// SIGKILL to the skiff process (its pods keep running, as after a crash).
     pub fn kill9(&self) {
-        if let Some(mut c) = self.child.lock().unwrap().take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        crate::kill9(&self.child);
     }
 
     pub fn restart(&self) {

@@ -45,6 +45,14 @@ pub fn skiff_bin() -> &'static Path {
     })
 }
 
+/// SIGKILLs and reaps the process in `child`, if any; it is gone afterwards.
+pub fn kill9(child: &std::sync::Mutex<Option<Child>>) {
+    if let Some(mut c) = child.lock().unwrap().take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -176,10 +184,7 @@ impl Server {
 
     /// SIGKILL, no chance to flush anything.
     pub fn kill9(&self) {
-        if let Some(mut c) = self.child.lock().unwrap().take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill9(&self.child);
     }
 
     pub fn restart(&self) {

@@ -68,6 +68,21 @@ fn answer(from: &Pod, to: SocketAddrV4) -> String {
     ask(&mut c).unwrap()
 }
 
+/// Pods `a` and `b` answering their names on 8080, and a client pod `c`.
+fn servers_and_client(bed: &mut Testbed) -> (Pod, Pod, Pod) {
+    let (a, b, client) = (bed.add_pod("a").unwrap(), bed.add_pod("b").unwrap(), bed.add_pod("c").unwrap());
+    a.serve(8080).unwrap();
+    b.serve(8080).unwrap();
+    (a, b, client)
+}
+
+/// A proxier programming the testbed node's table.
+async fn proxier(bed: &Testbed) -> Proxier {
+    let runner = bed.runner();
+    runner.ensure_bridge_nf_call().await.unwrap();
+    Proxier::new(TABLE, bed.cluster_cidr().parse().unwrap(), runner)
+}
+
 fn answers(from: &Pod, to: SocketAddrV4, n: usize) -> BTreeSet<String> {
     (0..n).map(|_| answer(from, to)).collect()
 }
@@ -79,12 +94,8 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 #[tokio::test]
 async fn cluster_ip_reaches_every_endpoint_and_survives_a_resync() {
     let mut bed = bed(1);
-    let (a, b, client) = (bed.add_pod("a").unwrap(), bed.add_pod("b").unwrap(), bed.add_pod("c").unwrap());
-    a.serve(8080).unwrap();
-    b.serve(8080).unwrap();
-    let runner = bed.runner();
-    runner.ensure_bridge_nf_call().await.unwrap();
-    let mut proxier = Proxier::new(TABLE, bed.cluster_cidr().parse().unwrap(), runner);
+    let (a, b, client) = servers_and_client(&mut bed);
+    let mut proxier = proxier(&bed).await;
 
     let web = service("web", vip(&bed, 10), json!({}));
     let web_slice = slice("web", &[&a, &b]);
@@ -121,12 +132,8 @@ async fn cluster_ip_reaches_every_endpoint_and_survives_a_resync() {
 #[tokio::test]
 async fn no_endpoints_refuse_affinity_sticks_and_hairpin_works() {
     let mut bed = bed(2);
-    let (a, b, client) = (bed.add_pod("a").unwrap(), bed.add_pod("b").unwrap(), bed.add_pod("c").unwrap());
-    a.serve(8080).unwrap();
-    b.serve(8080).unwrap();
-    let runner = bed.runner();
-    runner.ensure_bridge_nf_call().await.unwrap();
-    let mut proxier = Proxier::new(TABLE, bed.cluster_cidr().parse().unwrap(), runner);
+    let (a, b, client) = servers_and_client(&mut bed);
+    let mut proxier = proxier(&bed).await;
 
     let empty = service("empty", vip(&bed, 20), json!({}));
     let sticky = service("sticky", vip(&bed, 21), json!({"sessionAffinity": "ClientIP",
@@ -160,12 +167,8 @@ async fn no_endpoints_refuse_affinity_sticks_and_hairpin_works() {
 #[tokio::test]
 async fn node_port_answers_on_the_node_address() {
     let mut bed = bed(3);
-    let (a, b, client) = (bed.add_pod("a").unwrap(), bed.add_pod("b").unwrap(), bed.add_pod("c").unwrap());
-    a.serve(8080).unwrap();
-    b.serve(8080).unwrap();
-    let runner = bed.runner();
-    runner.ensure_bridge_nf_call().await.unwrap();
-    let mut proxier = Proxier::new(TABLE, bed.cluster_cidr().parse().unwrap(), runner);
+    let (a, b, client) = servers_and_client(&mut bed);
+    let mut proxier = proxier(&bed).await;
 
     let np = service("np", vip(&bed, 30), json!({"type": "NodePort",
         "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080}]}));
@@ -200,9 +203,7 @@ async fn external_traffic_policy_local_keeps_the_client_address() {
         p.serve(8080).unwrap();
         p.serve_peer_address(8081).unwrap();
     }
-    let runner = bed.runner();
-    runner.ensure_bridge_nf_call().await.unwrap();
-    let mut proxier = Proxier::new(TABLE, bed.cluster_cidr().parse().unwrap(), runner);
+    let mut proxier = proxier(&bed).await;
 
     // Endpoint a is on this node, b (as far as the API says) on another one.
     let endpoints = |port: u16, svc: &str| -> EndpointSlice {

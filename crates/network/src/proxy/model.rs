@@ -77,6 +77,27 @@ pub struct ServicePort {
 }
 
 impl ServicePort {
+    /// A TCP ClusterIP service port named `http`, with nothing else set
+    /// (for tests and the bench, which vary the rest field by field).
+    pub fn tcp(namespace: &str, name: &str, cluster_ip: Ipv4Addr, port: u16, endpoints: Vec<Endpoint>) -> ServicePort {
+        ServicePort {
+            namespace: namespace.into(),
+            name: name.into(),
+            port_name: "http".into(),
+            protocol: Protocol::Tcp,
+            port,
+            cluster_ips: vec![cluster_ip],
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            node_port: None,
+            affinity_timeout: None,
+            external_local: false,
+            internal_local: false,
+            health_check_node_port: None,
+            endpoints,
+        }
+    }
+
     /// `ns/name/port-name/protocol`: unique per service port, the seed of its chain names.
     pub fn key(&self) -> String {
         format!("{}/{}/{}/{}", self.namespace, self.name, self.port_name, self.protocol.nft())

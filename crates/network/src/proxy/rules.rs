@@ -199,37 +199,31 @@ pub fn fragment(sp: &ServicePort, cluster_cidr: Ipv4Cidr) -> Fragment {
         insert_element(&mut f, v, SERVICE_IPS, NO_ENDPOINT_SERVICES, k);
     }
 
-    // Traffic from outside (externalIPs, load balancer IPs, NodePorts).
+    // Traffic from outside (externalIPs, load balancer IPs, NodePorts): every
+    // endpoint, or under externalTrafficPolicy Local the node's own, through
+    // the shared chain `<chain>-N` or `<chain>-local-N-M`.
     let (n, m) = (cluster.len(), local.len());
-    for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
-        let k = format!("{ip} . {proto} . {}", sp.port);
+    let external = |f: &mut Fragment, key: String, (all_eps, local_eps): (&str, &str), chain: &str, (map, no_ep_map): (&'static str, &'static str)| {
         let v = if cluster.is_empty() {
             Err("goto reject-chain")
         } else {
-            eps(&mut f, SERVICE_ENDPOINTS, &k, &cluster);
+            eps(f, all_eps, &key, &cluster);
             if sp.external_local {
-                eps(&mut f, LOCAL_ENDPOINTS, &k, &local);
-                Ok(shared(&mut f, format!("ext-local-{n}-{m}")))
+                eps(f, local_eps, &key, &local);
+                Ok(shared(f, format!("{chain}-local-{n}-{m}")))
             } else {
-                Ok(shared(&mut f, format!("ext-{n}")))
+                Ok(shared(f, format!("{chain}-{n}")))
             }
         };
-        insert_element(&mut f, v, SERVICE_IPS, NO_ENDPOINT_SERVICES, k);
+        insert_element(f, v, map, no_ep_map, key);
+    };
+    for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
+        let key = format!("{ip} . {proto} . {}", sp.port);
+        external(&mut f, key, (SERVICE_ENDPOINTS, LOCAL_ENDPOINTS), "ext", (SERVICE_IPS, NO_ENDPOINT_SERVICES));
     }
     if let Some(np) = sp.node_port {
-        let k = format!("{proto} . {np}");
-        let v = if cluster.is_empty() {
-            Err("goto reject-chain")
-        } else {
-            eps(&mut f, NODEPORT_ENDPOINTS, &k, &cluster);
-            if sp.external_local {
-                eps(&mut f, NODEPORT_LOCAL_ENDPOINTS, &k, &local);
-                Ok(shared(&mut f, format!("np-local-{n}-{m}")))
-            } else {
-                Ok(shared(&mut f, format!("np-{n}")))
-            }
-        };
-        insert_element(&mut f, v, SERVICE_NODEPORTS, NO_ENDPOINT_NODEPORTS, k);
+        let key = format!("{proto} . {np}");
+        external(&mut f, key, (NODEPORT_ENDPOINTS, NODEPORT_LOCAL_ENDPOINTS), "np", (SERVICE_NODEPORTS, NO_ENDPOINT_NODEPORTS));
     }
     f
 }

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::proxy::model::{Endpoint, Protocol, ServicePort};
+use crate::proxy::model::{Endpoint, ServicePort};
 
 fn cidr() -> Ipv4Cidr {
     "10.42.0.0/16".parse().unwrap()
@@ -13,22 +13,7 @@ fn ep(last: u8, local: bool) -> Endpoint {
 }
 
 fn port(endpoints: Vec<Endpoint>) -> ServicePort {
-    ServicePort {
-        namespace: "ns".into(),
-        name: "web".into(),
-        port_name: "http".into(),
-        protocol: Protocol::Tcp,
-        port: 80,
-        cluster_ips: vec![Ipv4Addr::new(10, 43, 0, 5)],
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        node_port: None,
-        affinity_timeout: None,
-        external_local: false,
-        internal_local: false,
-        health_check_node_port: None,
-        endpoints,
-    }
+    ServicePort::tcp("ns", "web", Ipv4Addr::new(10, 43, 0, 5), 80, endpoints)
 }
 
 /// The fragment as text with the hashes replaced by readable names.

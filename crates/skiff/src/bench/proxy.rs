@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use network::proxy::testbed::{ask, Testbed};
-use network::proxy::{Endpoint, Protocol, Proxier, ServicePort};
+use network::proxy::{Endpoint, Proxier, ServicePort};
 use serde::Serialize;
 
 use super::stats::Latency;
@@ -155,24 +155,11 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
 }
 
 fn service(i: usize, endpoints: usize) -> ServicePort {
-    ServicePort {
-        namespace: "bench".into(),
-        name: format!("svc-{i}"),
-        port_name: "http".into(),
-        protocol: Protocol::Tcp,
-        port: 80,
-        cluster_ips: vec![Ipv4Addr::new(10, OCTET + 1, (i / 250) as u8, (i % 250) as u8 + 1)],
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        node_port: None,
-        affinity_timeout: None,
-        external_local: false,
-        internal_local: false,
-        health_check_node_port: None,
-        endpoints: (0..endpoints)
-            .map(|e| endpoint(Ipv4Addr::new(10, OCTET, 2 + ((i * endpoints + e) / 250 % 250) as u8, ((i * endpoints + e) % 250) as u8 + 1)))
-            .collect(),
-    }
+    let vip = Ipv4Addr::new(10, OCTET + 1, (i / 250) as u8, (i % 250) as u8 + 1);
+    let endpoints = (0..endpoints)
+        .map(|e| endpoint(Ipv4Addr::new(10, OCTET, 2 + ((i * endpoints + e) / 250 % 250) as u8, ((i * endpoints + e) % 250) as u8 + 1)))
+        .collect();
+    ServicePort::tcp("bench", &format!("svc-{i}"), vip, 80, endpoints)
 }
 
 fn endpoint(ip: Ipv4Addr) -> Endpoint {
