@@ -109,18 +109,43 @@ pub fn decode_value(kv: &KeyValue) -> ApiResult<Value> {
     Ok(obj)
 }
 
-/// `json` with `"resourceVersion":"<rev>"` first in its top-level
-/// `metadata` object; None when it has none.
+/// `json` with `"resourceVersion":"<rev>"` in its top-level `metadata`
+/// object: just after the uid, where Go's ObjectMeta has it, or first when
+/// there is no uid; None when there is no metadata object.
 fn with_resource_version(json: &[u8], rev: Revision) -> Option<Bytes> {
-    let at = metadata_object_start(json)?;
+    let start = metadata_object_start(json)?;
+    let field = format!("\"resourceVersion\":\"{rev}\"");
     let mut out = Vec::with_capacity(json.len() + 32);
-    out.extend_from_slice(&json[..at]);
-    out.extend_from_slice(format!("\"resourceVersion\":\"{rev}\"").as_bytes());
-    if json[at..].iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'}') {
-        out.push(b',');
+    match uid_value_end(json, start) {
+        Some(at) => {
+            out.extend_from_slice(&json[..at]);
+            out.push(b',');
+            out.extend_from_slice(field.as_bytes());
+            out.extend_from_slice(&json[at..]);
+        }
+        None => {
+            out.extend_from_slice(&json[..start]);
+            out.extend_from_slice(field.as_bytes());
+            if json[start..].iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'}') {
+                out.push(b',');
+            }
+            out.extend_from_slice(&json[start..]);
+        }
     }
-    out.extend_from_slice(&json[at..]);
     Some(Bytes::from(out))
+}
+
+/// The offset just past the uid's value in a metadata object starting at
+/// `start`. The uid follows name, generateName, namespace and selfLink,
+/// strings that cannot hold a quote or a brace, so it is looked for only
+/// before the first nested value (labels and the like come after it).
+fn uid_value_end(json: &[u8], start: usize) -> Option<usize> {
+    const KEY: &[u8] = b"\"uid\":\"";
+    let head = &json[start..];
+    let stop = head.iter().position(|b| matches!(b, b'{' | b'[' | b'}')).unwrap_or(head.len());
+    let at = head[..stop].windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = head[at..stop].iter().position(|&b| b == b'"')?;
+    Some(start + at + len + 1)
 }
 
 /// The offset just past the `{` of the top-level `"metadata"` object of a
@@ -172,7 +197,7 @@ fn selectable(key: &str) -> &'static Selectable {
         let mut paths: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
         for info in resources::catalog::CATALOG {
             let list = paths.entry(info.storage).or_default();
-            for p in ["metadata.name", "metadata.namespace"].into_iter().chain(info.fields.iter().map(|(_, p)| *p)) {
+            for p in ["metadata.name", "metadata.namespace"].into_iter().chain(info.fields.iter().map(|(_, p, _)| *p)) {
                 if !list.contains(&p) {
                     list.push(p);
                 }
@@ -192,7 +217,14 @@ impl Selectable {
 
 pub fn set_resource_version(obj: &mut Value, rev: Revision) {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+        let v = Value::String(rev.to_string());
+        if let Some(slot) = meta.get_mut("resourceVersion") {
+            *slot = v;
+        } else {
+            // Where Go's ObjectMeta has it: after the uid.
+            let at = meta.keys().position(|k| k == "uid").map_or(0, |i| i + 1);
+            meta.shift_insert(at, "resourceVersion".into(), v);
+        }
     }
 }
 
@@ -444,6 +476,8 @@ mod tests {
         for (stored, want) in [
             (r#"{"kind":"Pod","metadata":{"name":"a"},"spec":{}}"#, r#"{"kind":"Pod","metadata":{"resourceVersion":"9","name":"a"},"spec":{}}"#),
             (r#"{"metadata":{}}"#, r#"{"metadata":{"resourceVersion":"9"}}"#),
+            (r#"{"metadata":{"name":"a","uid":"u-1","labels":{"uid":"x"}}}"#, r#"{"metadata":{"name":"a","uid":"u-1","resourceVersion":"9","labels":{"uid":"x"}}}"#),
+            (r#"{"metadata":{"labels":{"a":"b"},"uid":"u-1"}}"#, r#"{"metadata":{"resourceVersion":"9","labels":{"a":"b"},"uid":"u-1"}}"#),
             // Keys and strings that only look like the top-level metadata.
             (r#"{"x":"\"metadata\":{","spec":{"metadata":{"n":1}},"metadata" : {"a":"}"}}"#, r#"{"x":"\"metadata\":{","spec":{"metadata":{"n":1}},"metadata" : {"resourceVersion":"9","a":"}"}}"#),
         ] {

@@ -25,7 +25,7 @@ pub struct Filter {
     pub info: &'static ResourceInfo,
     pub prefix: String,
     labels: Option<LabelSelector>,
-    fields: Vec<(&'static str, resources::selectors::FieldRequirement)>,
+    fields: Vec<(&'static str, &'static str, resources::selectors::FieldRequirement)>,
 }
 
 impl Filter {
@@ -40,10 +40,10 @@ impl Filter {
         if !fs.is_empty() {
             let sel = FieldSelector::parse(&fs).map_err(ApiError::bad_request)?;
             for r in sel.requirements() {
-                let path = info
+                let (path, unset) = info
                     .field_path(&r.field)
                     .ok_or_else(|| ApiError::bad_request(format!("field label not supported: {}", r.field)))?;
-                fields.push((path, r.clone()));
+                fields.push((path, unset, r.clone()));
             }
         }
         Ok(Filter { info, prefix: collection_prefix(info, ns), labels, fields })
@@ -58,8 +58,9 @@ impl Filter {
                 return false;
             }
         }
-        self.fields.iter().all(|(path, r)| {
+        self.fields.iter().all(|(path, unset, r)| {
             let v = c.field(path);
+            let v = if v.is_empty() { unset } else { v.as_str() };
             match r.op {
                 resources::selectors::FieldOp::Eq => v == r.value,
                 resources::selectors::FieldOp::NotEq => v != r.value,

@@ -136,6 +136,7 @@ impl ApiError {
     }
 
     pub fn status_body(&self) -> Value {
+        // metav1.Status's field order.
         let mut s = json!({
             "kind": "Status",
             "apiVersion": "v1",
@@ -143,11 +144,11 @@ impl ApiError {
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         });
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
+        s["code"] = json!(self.code);
         s
     }
 }
@@ -169,7 +170,7 @@ impl From<store::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self.status_body()).unwrap_or_default();
+        let body = crate::respond::json_line(&self.status_body());
         (code, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }

@@ -133,7 +133,7 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
         Verb::Delete => {
             let options = delete_options(&body, &headers, &q)?;
             let (obj, gone) = reg.delete(stored, ns, &name, &options, None, &opts).await?;
-            if gone {
+            if gone && !info.returns_deleted_object() {
                 respond::object(fmt, info, &q, &respond::deleted_status(info, &obj), 200, &[])
             } else {
                 respond::object(fmt, info, &q, &out(obj), 200, &[])

@@ -8,6 +8,7 @@ mod collection;
 mod decode;
 mod discovery;
 mod errors;
+mod go_form;
 mod handlers;
 pub mod join;
 mod lifecycle;
@@ -174,7 +175,7 @@ fn advertise_address(bind: IpAddr) -> IpAddr {
 }
 
 fn json_ok(v: &Value) -> Response {
-    respond::json_response(200, Bytes::from(serde_json::to_vec(v).unwrap()), &[])
+    respond::json_response(200, respond::json_line(v), &[])
 }
 
 fn text(code: StatusCode, body: String) -> Response {
@@ -232,7 +233,7 @@ async fn route(
     let nonresource = |r: Result<Response, ApiError>| ("GET", String::new(), r);
     match path {
         "/healthz" | "/livez" | "/readyz" | "/healthz/ping" | "/livez/ping" | "/readyz/ping" if get => {
-            return nonresource(Ok(health(q)));
+            return nonresource(Ok(health(path, q)));
         }
         "/version" | "/version/" if get => {
             return nonresource(Ok(json_ok(&version())));
@@ -305,11 +306,14 @@ fn openapi_response(rest: &str, headers: &http::HeaderMap) -> Result<Response, A
     }
 }
 
-fn health(q: &Query) -> Response {
+/// `/healthz`, `/livez` and `/readyz`; `?verbose` lists the checks and
+/// names the endpoint in its last line, as upstream does.
+fn health(path: &str, q: &Query) -> Response {
     if q.0.contains_key("verbose") {
         let checks = ["ping", "log", "etcd", "poststarthook/start-apiextensions-controllers", "poststarthook/bootstrap-controller"];
         let mut out: String = checks.iter().map(|c| format!("[+]{c} ok\n")).collect();
-        out.push_str("healthz check passed\n");
+        let endpoint = path.trim_start_matches('/').split('/').next().unwrap_or("healthz");
+        out.push_str(&format!("{endpoint} check passed\n"));
         return text(StatusCode::OK, out);
     }
     text(StatusCode::OK, "ok".into())

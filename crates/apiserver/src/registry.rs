@@ -72,7 +72,7 @@ fn set_type(info: &ResourceInfo, obj: &mut Value) {
 
 fn encode(obj: &Value) -> Bytes {
     let mut obj = obj.clone();
-    meta(&mut obj).remove("resourceVersion");
+    meta(&mut obj).shift_remove("resourceVersion");
     Bytes::from(serde_json::to_vec(&obj).unwrap_or_default())
 }
 
@@ -149,6 +149,7 @@ impl Registry {
         let name = name_of(&obj).to_string();
         let _allocating = self.service_lock(info).await;
         self.admission.admit_create(self, info, ns, &mut obj).await?;
+        crate::go_form::shape(&mut obj);
         if opts.dry_run {
             return Ok(obj);
         }
@@ -216,6 +217,7 @@ impl Registry {
             check_invalid(info, &new, errs)?;
             let _allocating = self.service_lock(info).await;
             self.admission.admit_update(self, info, &mut new, &old).await?;
+            crate::go_form::shape(&mut new);
             // Finalizers gone from an object being deleted: the delete completes.
             let finalizers_done = should_delete_during_update(&new);
             if finalizers_done && !opts.dry_run {
@@ -334,6 +336,7 @@ impl Registry {
             let mut marked = obj.clone();
             gc_finalizers(&mut marked, options);
             if self.keeps_for_now(info, &mut marked, grace) {
+                crate::go_form::shape(&mut marked);
                 if marked == obj || opts.dry_run {
                     return Ok((obj, false));
                 }

@@ -15,6 +15,13 @@ use crate::cache::Cached;
 use crate::errors::{ApiError, ApiResult};
 use crate::request::{Format, Query};
 
+/// `v` as upstream's encoder writes it: JSON and a newline.
+pub fn json_line(v: &Value) -> Bytes {
+    let mut out = serde_json::to_vec(v).unwrap_or_default();
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
 pub fn json_response(code: u16, body: Bytes, warnings: &[String]) -> Response {
     let mut b = Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
@@ -89,12 +96,12 @@ pub fn table(info: &ResourceInfo, objs: &[&Value], include: IncludeObject, heade
 /// One object in the negotiated format.
 pub fn object(fmt: Format, info: &ResourceInfo, q: &Query, obj: &Value, code: u16, warnings: &[String]) -> ApiResult<Response> {
     match fmt {
-        Format::Json => Ok(json_response(code, Bytes::from(serde_json::to_vec(obj).map_err(ApiError::internal)?), warnings)),
+        Format::Json => Ok(json_response(code, json_line(obj), warnings)),
         Format::Yaml => yaml_response(code, obj),
-        Format::Metadata => Ok(json_response(code, Bytes::from(serde_json::to_vec(&partial_metadata(obj)).unwrap()), warnings)),
+        Format::Metadata => Ok(json_response(code, json_line(&partial_metadata(obj)), warnings)),
         Format::Table => {
             let t = table(info, &[obj], IncludeObject::from_query(q)?, true, json!({"resourceVersion": obj["metadata"]["resourceVersion"]}));
-            Ok(json_response(code, Bytes::from(serde_json::to_vec(&t).unwrap()), warnings))
+            Ok(json_response(code, json_line(&t), warnings))
         }
     }
 }
@@ -114,12 +121,12 @@ pub fn list(fmt: Format, info: &ResourceInfo, q: &Query, items: &[Arc<Cached>], 
             let objs: Vec<Value> = items.iter().map(|c| c.obj()).collect();
             let objs: Vec<&Value> = objs.iter().collect();
             let t = table(info, &objs, IncludeObject::from_query(q)?, true, list_meta);
-            Ok(json_response(200, Bytes::from(serde_json::to_vec(&t).unwrap()), &[]))
+            Ok(json_response(200, json_line(&t), &[]))
         }
         Format::Metadata => {
             let items: Vec<Value> = items.iter().map(|c| partial_metadata(&c.obj())).collect();
             let v = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items});
-            Ok(json_response(200, Bytes::from(serde_json::to_vec(&v).unwrap()), &[]))
+            Ok(json_response(200, json_line(&v), &[]))
         }
         Format::Yaml => {
             let items: Vec<Value> = items.iter().map(|c| c.obj()).collect();
@@ -141,7 +148,7 @@ pub fn list(fmt: Format, info: &ResourceInfo, q: &Query, items: &[Arc<Cached>], 
                 }
                 buf.put_slice(c.json());
             }
-            buf.put_slice(b"]}");
+            buf.put_slice(b"]}\n");
             Ok(json_response(200, buf.freeze(), &[]))
         }
     }
@@ -149,8 +156,10 @@ pub fn list(fmt: Format, info: &ResourceInfo, q: &Query, items: &[Arc<Cached>], 
 
 /// The Status upstream answers for a delete that removed the object at once.
 pub fn deleted_status(info: &ResourceInfo, obj: &Value) -> Value {
-    json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-        "details": {"name": obj["metadata"]["name"], "group": info.group, "kind": info.plural, "uid": obj["metadata"]["uid"]}
-    })
+    let mut details = json!({"name": obj["metadata"]["name"], "group": info.group, "kind": info.plural, "uid": obj["metadata"]["uid"]});
+    if info.group.is_empty() {
+        // Go's omitempty: core kinds carry no group.
+        details.as_object_mut().map(|d| d.shift_remove("group"));
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }

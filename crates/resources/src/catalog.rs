@@ -14,9 +14,11 @@ pub struct ScaleSpec {
     pub selector_is_map: bool,
 }
 
-/// A selectable field: the name clients use in `fieldSelector` and the JSON
-/// path it reads (they differ for e.g. events' `source`).
-pub type SelectableField = (&'static str, &'static str);
+/// A selectable field: the name clients use in `fieldSelector`, the JSON
+/// path it reads (they differ for e.g. events' `source`), and the text an
+/// unset field compares as: upstream reads Go values, so an unset bool is
+/// "false" and an unset count "0".
+pub type SelectableField = (&'static str, &'static str, &'static str);
 
 pub struct ResourceInfo {
     pub group: &'static str,
@@ -58,12 +60,25 @@ impl ResourceInfo {
         }
     }
 
-    /// The path of a selectable field, or None when the kind does not support it.
-    pub fn field_path(&self, name: &str) -> Option<&'static str> {
+    /// A DELETE that removes the object answers with the object instead of
+    /// a Success Status: upstream's `ReturnDeletedObject` stores.
+    pub fn returns_deleted_object(&self) -> bool {
+        const KINDS: &[(&str, &str)] = &[
+            ("", "pods"), ("", "podtemplates"), ("", "services"), ("", "serviceaccounts"),
+            ("", "persistentvolumes"), ("", "persistentvolumeclaims"), ("", "resourcequotas"), ("", "namespaces"),
+            ("storage.k8s.io", "storageclasses"), ("storage.k8s.io", "volumeattachments"),
+            ("storage.k8s.io", "csinodes"), ("storage.k8s.io", "csidrivers"), ("storage.k8s.io", "volumeattributesclasses"),
+        ];
+        KINDS.contains(&(self.group, self.plural))
+    }
+
+    /// The path of a selectable field and the text it has when unset, or
+    /// None when the kind does not support it.
+    pub fn field_path(&self, name: &str) -> Option<(&'static str, &'static str)> {
         match name {
-            "metadata.name" => Some("metadata.name"),
-            "metadata.namespace" if self.namespaced => Some("metadata.namespace"),
-            _ => self.fields.iter().find(|(n, _)| *n == name).map(|(_, p)| *p),
+            "metadata.name" => Some(("metadata.name", "")),
+            "metadata.namespace" if self.namespaced => Some(("metadata.namespace", "")),
+            _ => self.fields.iter().find(|(n, _, _)| *n == name).map(|(_, p, unset)| (*p, *unset)),
         }
     }
 }
@@ -85,27 +100,27 @@ const NONE: &[&str] = &[];
 const SCALE_SEL: Option<ScaleSpec> = Some(ScaleSpec { selector_is_map: false });
 
 const POD_FIELDS: &[SelectableField] = &[
-    ("spec.nodeName", "spec.nodeName"),
-    ("spec.restartPolicy", "spec.restartPolicy"),
-    ("spec.schedulerName", "spec.schedulerName"),
-    ("spec.serviceAccountName", "spec.serviceAccountName"),
-    ("spec.hostNetwork", "spec.hostNetwork"),
-    ("status.phase", "status.phase"),
-    ("status.podIP", "status.podIP"),
-    ("status.nominatedNodeName", "status.nominatedNodeName"),
+    ("spec.nodeName", "spec.nodeName", ""),
+    ("spec.restartPolicy", "spec.restartPolicy", ""),
+    ("spec.schedulerName", "spec.schedulerName", ""),
+    ("spec.serviceAccountName", "spec.serviceAccountName", ""),
+    ("spec.hostNetwork", "spec.hostNetwork", "false"),
+    ("status.phase", "status.phase", ""),
+    ("status.podIP", "status.podIP", ""),
+    ("status.nominatedNodeName", "status.nominatedNodeName", ""),
 ];
 const EVENT_FIELDS: &[SelectableField] = &[
-    ("involvedObject.kind", "involvedObject.kind"),
-    ("involvedObject.namespace", "involvedObject.namespace"),
-    ("involvedObject.name", "involvedObject.name"),
-    ("involvedObject.uid", "involvedObject.uid"),
-    ("involvedObject.apiVersion", "involvedObject.apiVersion"),
-    ("involvedObject.resourceVersion", "involvedObject.resourceVersion"),
-    ("involvedObject.fieldPath", "involvedObject.fieldPath"),
-    ("reason", "reason"),
-    ("reportingComponent", "reportingComponent"),
-    ("source", "source.component"),
-    ("type", "type"),
+    ("involvedObject.kind", "involvedObject.kind", ""),
+    ("involvedObject.namespace", "involvedObject.namespace", ""),
+    ("involvedObject.name", "involvedObject.name", ""),
+    ("involvedObject.uid", "involvedObject.uid", ""),
+    ("involvedObject.apiVersion", "involvedObject.apiVersion", ""),
+    ("involvedObject.resourceVersion", "involvedObject.resourceVersion", ""),
+    ("involvedObject.fieldPath", "involvedObject.fieldPath", ""),
+    ("reason", "reason", ""),
+    ("reportingComponent", "reportingComponent", ""),
+    ("source", "source.component", ""),
+    ("type", "type", ""),
 ];
 
 macro_rules! entry {
@@ -156,28 +171,28 @@ macro_rules! const_lower {
 pub static CATALOG: &[ResourceInfo] = &[
     // core/v1
     entry!("", "v1", "Pod", "pods", k::core::v1::Pod, ns=true, short=&["po"], cat=ALL, status=true, scale=None, gen=false, fields=POD_FIELDS, storage="pods"),
-    entry!("", "v1", "Service", "services", k::core::v1::Service, ns=true, short=&["svc"], cat=ALL, status=true, scale=None, gen=false, fields=&[], storage="services"),
+    entry!("", "v1", "Service", "services", k::core::v1::Service, ns=true, short=&["svc"], cat=ALL, status=true, scale=None, gen=false, fields=&[("spec.clusterIP", "spec.clusterIP", ""), ("spec.type", "spec.type", "")], storage="services"),
     entry!("", "v1", "Endpoints", "endpoints", k::core::v1::Endpoints, ns=true, short=&["ep"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="endpoints"),
     entry!("", "v1", "ConfigMap", "configmaps", k::core::v1::ConfigMap, ns=true, short=&["cm"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="configmaps"),
-    entry!("", "v1", "Secret", "secrets", k::core::v1::Secret, ns=true, short=NONE, cat=NONE, status=false, scale=None, gen=false, fields=&[("type", "type")], storage="secrets"),
+    entry!("", "v1", "Secret", "secrets", k::core::v1::Secret, ns=true, short=NONE, cat=NONE, status=false, scale=None, gen=false, fields=&[("type", "type", "")], storage="secrets"),
     entry!("", "v1", "ServiceAccount", "serviceaccounts", k::core::v1::ServiceAccount, ns=true, short=&["sa"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="serviceaccounts"),
-    entry!("", "v1", "Node", "nodes", k::core::v1::Node, ns=false, short=&["no"], cat=NONE, status=true, scale=None, gen=false, fields=&[("spec.unschedulable", "spec.unschedulable")], storage="minions"),
+    entry!("", "v1", "Node", "nodes", k::core::v1::Node, ns=false, short=&["no"], cat=NONE, status=true, scale=None, gen=false, fields=&[("spec.unschedulable", "spec.unschedulable", "false")], storage="minions"),
     entry!("", "v1", "Event", "events", k::core::v1::Event, ns=true, short=&["ev"], cat=NONE, status=false, scale=None, gen=false, fields=EVENT_FIELDS, storage="events"),
-    entry!("", "v1", "Namespace", "namespaces", k::core::v1::Namespace, ns=false, short=&["ns"], cat=NONE, status=true, scale=None, gen=false, fields=&[("status.phase", "status.phase")], storage="namespaces"),
+    entry!("", "v1", "Namespace", "namespaces", k::core::v1::Namespace, ns=false, short=&["ns"], cat=NONE, status=true, scale=None, gen=false, fields=&[("status.phase", "status.phase", "")], storage="namespaces"),
     entry!("", "v1", "PersistentVolume", "persistentvolumes", k::core::v1::PersistentVolume, ns=false, short=&["pv"], cat=NONE, status=true, scale=None, gen=false, fields=&[], storage="persistentvolumes"),
     entry!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", k::core::v1::PersistentVolumeClaim, ns=true, short=&["pvc"], cat=NONE, status=true, scale=None, gen=false, fields=&[], storage="persistentvolumeclaims"),
-    entry!("", "v1", "ReplicationController", "replicationcontrollers", k::core::v1::ReplicationController, ns=true, short=&["rc"], cat=ALL, status=true, scale=Some(ScaleSpec { selector_is_map: true }), gen=true, fields=&[("status.replicas", "status.replicas")], storage="controllers"),
+    entry!("", "v1", "ReplicationController", "replicationcontrollers", k::core::v1::ReplicationController, ns=true, short=&["rc"], cat=ALL, status=true, scale=Some(ScaleSpec { selector_is_map: true }), gen=true, fields=&[("status.replicas", "status.replicas", "0")], storage="controllers"),
     entry!("", "v1", "LimitRange", "limitranges", k::core::v1::LimitRange, ns=true, short=&["limits"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="limitranges"),
     entry!("", "v1", "ResourceQuota", "resourcequotas", k::core::v1::ResourceQuota, ns=true, short=&["quota"], cat=NONE, status=true, scale=None, gen=false, fields=&[], storage="resourcequotas"),
     entry!("", "v1", "PodTemplate", "podtemplates", k::core::v1::PodTemplate, ns=true, short=NONE, cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="podtemplates"),
     // apps/v1
     entry!("apps", "v1", "Deployment", "deployments", k::apps::v1::Deployment, ns=true, short=&["deploy"], cat=ALL, status=true, scale=SCALE_SEL, gen=true, fields=&[], storage="deployments"),
-    entry!("apps", "v1", "ReplicaSet", "replicasets", k::apps::v1::ReplicaSet, ns=true, short=&["rs"], cat=ALL, status=true, scale=SCALE_SEL, gen=true, fields=&[("status.replicas", "status.replicas")], storage="replicasets"),
+    entry!("apps", "v1", "ReplicaSet", "replicasets", k::apps::v1::ReplicaSet, ns=true, short=&["rs"], cat=ALL, status=true, scale=SCALE_SEL, gen=true, fields=&[], storage="replicasets"),
     entry!("apps", "v1", "StatefulSet", "statefulsets", k::apps::v1::StatefulSet, ns=true, short=&["sts"], cat=ALL, status=true, scale=SCALE_SEL, gen=true, fields=&[], storage="statefulsets"),
     entry!("apps", "v1", "DaemonSet", "daemonsets", k::apps::v1::DaemonSet, ns=true, short=&["ds"], cat=ALL, status=true, scale=None, gen=true, fields=&[], storage="daemonsets"),
     entry!("apps", "v1", "ControllerRevision", "controllerrevisions", k::apps::v1::ControllerRevision, ns=true, short=NONE, cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="controllerrevisions"),
     // batch/v1
-    entry!("batch", "v1", "Job", "jobs", k::batch::v1::Job, ns=true, short=NONE, cat=ALL, status=true, scale=None, gen=true, fields=&[("status.successful", "status.succeeded")], storage="jobs"),
+    entry!("batch", "v1", "Job", "jobs", k::batch::v1::Job, ns=true, short=NONE, cat=ALL, status=true, scale=None, gen=true, fields=&[("status.successful", "status.succeeded", "0")], storage="jobs"),
     entry!("batch", "v1", "CronJob", "cronjobs", k::batch::v1::CronJob, ns=true, short=&["cj"], cat=ALL, status=true, scale=None, gen=true, fields=&[], storage="cronjobs"),
     // autoscaling: v2 is the storage form; v1 is converted (see conversion.rs).
     entry!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", k::autoscaling::v2::HorizontalPodAutoscaler, ns=true, short=&["hpa"], cat=ALL, status=true, scale=None, gen=true, fields=&[], storage="horizontalpodautoscalers"),

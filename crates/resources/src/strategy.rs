@@ -17,7 +17,7 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     let status = match (info.group, info.kind) {
         ("", "Pod") => json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])}),
         ("", "Namespace") => json!({"phase": "Active"}),
-        ("", "Service") => json!({"loadBalancer": {}}),
+        ("", "Service") | ("networking.k8s.io", "Ingress") => json!({"loadBalancer": {}}),
         ("", "PersistentVolume") | ("", "PersistentVolumeClaim") => json!({"phase": "Pending"}),
         ("", "Node") | ("", "ResourceQuota") => return, // creators (agents, quota) set these
         _ => json!({}),

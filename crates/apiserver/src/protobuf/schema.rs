@@ -36,7 +36,7 @@ pub type Field = (u32, &'static str, Kind, u8);
 
 pub struct Message {
     pub name: &'static str,
-    /// Sorted by tag.
+    /// In Go struct order (what Go's JSON writes), not tag order.
     pub fields: &'static [Field],
 }
 
@@ -48,6 +48,18 @@ pub fn message(name: &str) -> Option<&'static Message> {
 
 impl Message {
     pub fn field(&self, tag: u32) -> Option<&'static Field> {
-        self.fields.binary_search_by_key(&tag, |f| f.0).ok().map(|i| &self.fields[i])
+        // A few dozen fields at most: a scan is as fast as a search.
+        self.fields.iter().find(|f| f.0 == tag)
     }
+}
+
+/// Messages whose JSON is not an object of their proto fields: times,
+/// durations, quantities, int-or-strings, raw extensions, managed field
+/// sets and string lists.
+pub fn has_own_json_form(name: &str) -> bool {
+    const OWN: &[&str] = &[
+        ".Time", ".MicroTime", ".Duration", ".FieldsV1", ".Quantity", ".IntOrString",
+        ".RawExtension", ".Unknown", ".TypeMeta", ".ExtraValue", ".Verbs",
+    ];
+    OWN.iter().any(|s| name.ends_with(s))
 }
