@@ -30,6 +30,9 @@ fn node_ready(s: &Server) {
         let out = s.kubectl(&["get", "node", &name, "--no-headers"]);
         (out.ok() && out.stdout.contains(" Ready ")).then_some(())
     });
+    // The server's own node shows its role, as a kubeadm control plane does.
+    let row = s.ok(&["get", "node", &name, "--no-headers"]);
+    assert!(row.contains(" control-plane "), "{row}");
 }
 
 fn json(s: &Server, args: &[&str]) -> Value {

@@ -138,6 +138,15 @@ fn services_and_dns_across_three_hosts() {
     for name in ["web.default", "web.default.svc.cluster.local"] {
         answers_from_all(&c, &clients[1], &format!("http://{name}/"), &web);
     }
+    // Through the API server's proxy subresources (what `kubectl proxy` URLs reach):
+    // a Service's ready endpoint, one pod by name and port, a node's agent.
+    let via_service = c.ok(&["get", "--raw", "/api/v1/namespaces/default/services/web:80/proxy/"]);
+    assert!(web.contains(via_service.trim()), "services/proxy answered {via_service:?}");
+    for pod in &web {
+        let via_pod = c.ok(&["get", "--raw", &format!("/api/v1/namespaces/default/pods/{pod}:8080/proxy/index.html")]);
+        assert_eq!(via_pod.trim(), pod, "pods/proxy");
+    }
+    assert_eq!(c.ok(&["get", "--raw", &format!("/api/v1/nodes/{}/proxy/healthz", hosts[2].0)]).trim(), "ok", "nodes/proxy");
     let resolv = c.ok(&["exec", &clients[0], "--", "cat", "/etc/resolv.conf"]);
     assert!(resolv.contains(&format!("nameserver {dns_ip}")), "{resolv}");
     assert!(resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{resolv}");

@@ -25,31 +25,42 @@ fn resources_of<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'
     CATALOG.iter().filter(move |r| r.group == group && r.version == version)
 }
 
-fn subresources(r: &ResourceInfo) -> Vec<(&'static str, Value)> {
+/// Subresources served beyond status, scale and finalize: (group, plural,
+/// subresource, (group, version, kind) answered, verbs), as upstream lists them.
+const SUBRESOURCES: &[(&str, &str, &str, (&str, &str, &str), &[&str])] = &[
+    ("", "pods", "attach", ("", "v1", "PodAttachOptions"), &["create", "get"]),
+    // kubectl drain looks for pods/eviction (policy/v1 Eviction) before it evicts rather than deletes.
+    ("", "pods", "binding", ("", "v1", "Binding"), &["create"]),
+    ("", "pods", "eviction", ("policy", "v1", "Eviction"), &["create"]),
+    ("", "pods", "exec", ("", "v1", "PodExecOptions"), &["create", "get"]),
+    ("", "pods", "log", ("", "v1", "Pod"), &["get"]),
+    ("", "pods", "portforward", ("", "v1", "PodPortForwardOptions"), &["create", "get"]),
+    ("", "pods", "proxy", ("", "v1", "PodProxyOptions"), PROXY_VERBS),
+    ("", "services", "proxy", ("", "v1", "ServiceProxyOptions"), PROXY_VERBS),
+    ("", "nodes", "proxy", ("", "v1", "NodeProxyOptions"), PROXY_VERBS),
+];
+const PROXY_VERBS: &[&str] = &["create", "delete", "get", "patch", "update"];
+
+/// A kind's subresources in name order: (name, response kind, verbs).
+fn subresources(r: &ResourceInfo) -> Vec<(&'static str, Value, Value)> {
     let mut out = Vec::new();
+    let kind = |g: &str, v: &str, k: &str| json!({"group": g, "version": v, "kind": k});
     if r.status {
-        out.push(("status", json!({"group": r.group, "version": r.version, "kind": r.kind})));
+        out.push(("status", kind(r.group, r.version, r.kind), json!(["get", "patch", "update"])));
     }
     if r.scale.is_some() {
-        out.push(("scale", json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})));
+        out.push(("scale", kind("autoscaling", "v1", "Scale"), json!(["get", "patch", "update"])));
     }
     if r.kind == "Namespace" {
-        out.push(("finalize", json!({"group": "", "version": "v1", "kind": "Namespace"})));
+        out.push(("finalize", kind("", "v1", "Namespace"), json!(["update"])));
     }
-    if r.kind == "Pod" && r.group.is_empty() {
-        // kubectl drain looks for pods/eviction (policy/v1 Eviction) before it evicts rather than deletes.
-        out.push(("binding", json!({"group": "", "version": "v1", "kind": "Binding"})));
-        out.push(("eviction", json!({"group": "policy", "version": "v1", "kind": "Eviction"})));
+    for (group, plural, sub, (g, v, k), verbs) in SUBRESOURCES {
+        if *group == r.group && *plural == r.plural {
+            out.push((sub, kind(g, v, k), json!(verbs)));
+        }
     }
+    out.sort_by_key(|(name, _, _)| *name);
     out
-}
-
-fn subresource_verbs(sub: &str) -> Value {
-    match sub {
-        "finalize" => json!(["update"]),
-        "binding" | "eviction" => json!(["create"]),
-        _ => json!(["get", "patch", "update"]),
-    }
 }
 
 /// `/api/v1` or `/apis/GROUP/VERSION`.
@@ -67,9 +78,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             e["categories"] = json!(r.categories);
         }
         items.push(e);
-        for (sub, kind) in subresources(r) {
+        for (sub, kind, verbs) in subresources(r) {
             let mut s = json!({"name": format!("{}/{}", r.plural, sub), "singularName": "", "namespaced": r.namespaced,
-                "kind": kind["kind"], "verbs": subresource_verbs(sub)});
+                "kind": kind["kind"], "verbs": verbs});
             if kind["group"] != r.group {
                 s["group"] = kind["group"].clone();
                 s["version"] = kind["version"].clone();
@@ -133,9 +144,7 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
                     }
                     let subs: Vec<Value> = subresources(r)
                         .into_iter()
-                        .map(|(s, kind)| {
-                            json!({"subresource": s, "responseKind": kind, "verbs": subresource_verbs(s)})
-                        })
+                        .map(|(s, kind, verbs)| json!({"subresource": s, "responseKind": kind, "verbs": verbs}))
                         .collect();
                     if !subs.is_empty() {
                         e["subresources"] = json!(subs);

@@ -174,3 +174,25 @@ impl IntoResponse for ApiError {
         (code, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_bodies_keep_metav1_status_field_order_and_end_with_a_newline() {
+        let info = resources::catalog::lookup("", "v1", "configmaps").unwrap();
+        let body = ApiError::not_found(info, "x").status_body();
+        let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["kind", "apiVersion", "metadata", "status", "message", "reason", "details", "code"]);
+        let resp = ApiError::bad_request("no").into_response();
+        assert_eq!(resp.status(), 400);
+        let bytes = futures_body(resp);
+        assert!(bytes.ends_with(b"}\n"), "{}", String::from_utf8_lossy(&bytes));
+    }
+
+    fn futures_body(resp: Response) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async { axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec() })
+    }
+}

@@ -5,6 +5,7 @@ mod admission;
 mod apply;
 mod cache;
 mod collection;
+mod components;
 mod decode;
 mod discovery;
 mod errors;
@@ -203,6 +204,13 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
             return e.into_response();
         }
     }
+    // HTTP to a pod, a Service's endpoint or a node's agent, streamed both ways.
+    if let Some(target) = proxy::forward::target(&path) {
+        let (verb, resource) = (parts.method.to_string(), target.resource());
+        let response = proxy::forward::handle(&app, target, Request::from_parts(parts, body)).await;
+        app.metrics.observe(&verb, resource, response.status().as_u16(), start.elapsed());
+        return response;
+    }
     // Streamed from the pod's node agent: the body (and any upgrade) goes through untouched.
     if let Some(target) = proxy::target(&path) {
         let verb = target.verb();
@@ -274,6 +282,9 @@ async fn route(
         Ok(Some(ApiPath::GroupVersion { group, version })) => nonresource(
             discovery::resource_list(&group, &version).map(|v| json_ok(&v)).ok_or_else(ApiError::path_not_found),
         ),
+        Ok(Some(ApiPath::Resource(r))) if r.info.kind == "ComponentStatus" => {
+            (r.verb.metric_label(), r.info.plural.to_string(), components::handle(&app.registry, &r, q, headers).await)
+        }
         Ok(Some(ApiPath::Resource(r))) => {
             let verb = r.verb.metric_label();
             let resource = r.info.plural.to_string();

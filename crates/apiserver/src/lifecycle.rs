@@ -35,6 +35,10 @@ pub async fn bootstrap(reg: &Registry, service_ip: &str, advertise_ip: &str, por
     for ns in SYSTEM_NAMESPACES {
         ensure(reg, "", "namespaces", None, json!({"metadata": {"name": ns}})).await?;
     }
+    if let Err(e) = ensure_api_services(reg).await {
+        // Only discovery helpers read these; the API serves without them.
+        tracing::warn!("registering the built-in APIServices: {e:#}");
+    }
     for (name, value, what) in [
         ("system-node-critical", 2000001000, "Used for system critical pods that must not be moved from their current node."),
         ("system-cluster-critical", 2000000000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
@@ -65,6 +69,53 @@ pub async fn bootstrap(reg: &Registry, service_ip: &str, advertise_ip: &str, por
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     }))
     .await
+}
+
+/// An APIService per served group version (`v1.`, `v1.apps`, ...), as
+/// upstream's autoregistration keeps them, so clients that read
+/// apiregistration.k8s.io see which APIs are local and available.
+async fn ensure_api_services(reg: &Registry) -> anyhow::Result<()> {
+    for (group, versions) in resources::catalog::group_versions() {
+        if group == "apiregistration.k8s.io" {
+            continue; // upstream registers no APIService for the registry itself
+        }
+        let (group_min, version_priority) = api_service_priority(group);
+        for (i, version) in versions.iter().enumerate() {
+            // The preferred (first) version ranks highest: autoscaling v2 30, v1 15.
+            let version_priority = version_priority * (versions.len() - i) as i64;
+            ensure(reg, "apiregistration.k8s.io", "apiservices", None, json!({
+                "metadata": {"name": format!("{version}.{group}"), "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
+                "spec": {"group": group, "version": version, "groupPriorityMinimum": group_min, "versionPriority": version_priority},
+            }))
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Upstream's group priorities (groupPriorityMinimum, versionPriority).
+fn api_service_priority(group: &str) -> (i64, i64) {
+    match group {
+        "" => (18000, 1),
+        "apps" => (17800, 15),
+        "events.k8s.io" => (17750, 15),
+        "authentication.k8s.io" => (17700, 15),
+        "authorization.k8s.io" => (17600, 15),
+        "autoscaling" => (17500, 15),
+        "batch" => (17400, 15),
+        "certificates.k8s.io" => (17300, 15),
+        "networking.k8s.io" => (17200, 15),
+        "policy" => (17100, 15),
+        "rbac.authorization.k8s.io" => (17000, 15),
+        "storage.k8s.io" => (16800, 15),
+        "admissionregistration.k8s.io" | "apiextensions.k8s.io" => (16700, 15),
+        "scheduling.k8s.io" => (16600, 15),
+        "coordination.k8s.io" => (16500, 15),
+        "node.k8s.io" => (16300, 15),
+        "discovery.k8s.io" => (16200, 15),
+        "flowcontrol.apiserver.k8s.io" => (16100, 21),
+        _ => (15000, 15),
+    }
 }
 
 /// The Service pods reach cluster DNS through: selector-less, since each

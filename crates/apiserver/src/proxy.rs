@@ -4,6 +4,7 @@
 //! with upstream's messages; the agent does the rest.
 
 mod agent;
+pub mod forward;
 
 use std::sync::Arc;
 

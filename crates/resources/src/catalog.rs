@@ -55,6 +55,8 @@ impl ResourceInfo {
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.kind == "Namespace" {
             &["create", "delete", "get", "list", "patch", "update", "watch"]
+        } else if self.kind == "ComponentStatus" {
+            &["get", "list"]
         } else {
             &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
         }
@@ -164,7 +166,8 @@ macro_rules! const_lower {
     ("EndpointSlice") => { "endpointslice" }; ("Lease") => { "lease" }; ("Role") => { "role" };
     ("RoleBinding") => { "rolebinding" }; ("ClusterRole") => { "clusterrole" };
     ("ClusterRoleBinding") => { "clusterrolebinding" }; ("StorageClass") => { "storageclass" };
-    ("PriorityClass") => { "priorityclass" };
+    ("PriorityClass") => { "priorityclass" }; ("ComponentStatus") => { "componentstatus" };
+    ("APIService") => { "apiservice" };
 }
 
 /// Every served kind, in the order discovery lists them.
@@ -184,6 +187,8 @@ pub static CATALOG: &[ResourceInfo] = &[
     entry!("", "v1", "ReplicationController", "replicationcontrollers", k::core::v1::ReplicationController, ns=true, short=&["rc"], cat=ALL, status=true, scale=Some(ScaleSpec { selector_is_map: true }), gen=true, fields=&[("status.replicas", "status.replicas", "0")], storage="controllers"),
     entry!("", "v1", "LimitRange", "limitranges", k::core::v1::LimitRange, ns=true, short=&["limits"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="limitranges"),
     entry!("", "v1", "ResourceQuota", "resourcequotas", k::core::v1::ResourceQuota, ns=true, short=&["quota"], cat=NONE, status=true, scale=None, gen=false, fields=&[], storage="resourcequotas"),
+    // Answered live, never stored (see the API server's components module).
+    entry!("", "v1", "ComponentStatus", "componentstatuses", k::core::v1::ComponentStatus, ns=false, short=&["cs"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="componentstatuses"),
     entry!("", "v1", "PodTemplate", "podtemplates", k::core::v1::PodTemplate, ns=true, short=NONE, cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="podtemplates"),
     // apps/v1
     entry!("apps", "v1", "Deployment", "deployments", k::apps::v1::Deployment, ns=true, short=&["deploy"], cat=ALL, status=true, scale=SCALE_SEL, gen=true, fields=&[], storage="deployments"),
@@ -218,6 +223,8 @@ pub static CATALOG: &[ResourceInfo] = &[
     entry!("storage.k8s.io", "v1", "StorageClass", "storageclasses", k::storage::v1::StorageClass, ns=false, short=&["sc"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="storageclasses"),
     // scheduling.k8s.io/v1
     entry!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", k::scheduling::v1::PriorityClass, ns=false, short=&["pc"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="priorityclasses"),
+    // apiregistration.k8s.io/v1: the API server registers its own group versions.
+    entry!("apiregistration.k8s.io", "v1", "APIService", "apiservices", k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService, ns=false, short=NONE, cat=&["api-extensions"], status=true, scale=None, gen=false, fields=&[], storage="apiservices"),
 ];
 
 /// The group/versions served, in discovery order (preferred version first).

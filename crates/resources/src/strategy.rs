@@ -20,6 +20,11 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
         ("", "Service") | ("networking.k8s.io", "Ingress") => json!({"loadBalancer": {}}),
         ("", "PersistentVolume") | ("", "PersistentVolumeClaim") => json!({"phase": "Pending"}),
         ("", "Node") | ("", "ResourceQuota") => return, // creators (agents, quota) set these
+        // An APIService served by this server itself is available at once.
+        ("apiregistration.k8s.io", "APIService") if obj["spec"]["service"].is_null() => json!({"conditions": [{
+            "type": "Available", "status": "True", "lastTransitionTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "reason": "Local", "message": "Local APIServices are always available",
+        }]}),
         _ => json!({}),
     };
     obj["status"] = status;

@@ -130,7 +130,9 @@ pub async fn run_local(
 ) -> anyhow::Result<()> {
     let (cert_pem, key_pem) = pki.issue_node_serving_cert(&args.node_name(), &serving_ips(args.node_ip()))?;
     let tls = StreamingTls { ca_pem, cert_pem, key_pem };
-    run_node(client, tls, data_dir, cluster_cidr, None, args).await
+    // kubeadm's role label: `kubectl get nodes` shows the server's node as the control plane.
+    let labels = [("node-role.kubernetes.io/control-plane".to_string(), String::new())].into();
+    run_node(client, tls, data_dir, cluster_cidr, None, labels, args).await
 }
 
 /// `skiff agent`: joins `args.server` (or reuses an earlier join) and runs the agent against it.
@@ -149,7 +151,7 @@ pub async fn run_joined(args: JoinArgs) -> anyhow::Result<()> {
     // The server may be down (an agent restarting): static pods run regardless.
     let client = client::kubeconfig::from_kubeconfig_lazy(&joined.kubeconfig)?;
     let tls = StreamingTls { ca_pem: joined.ca_pem, cert_pem: joined.serving_cert_pem, key_pem: joined.serving_key_pem };
-    run_node(client, tls, args.data_dir, joined.cluster_cidr, Some(JOINED_POD_CIDR_WAIT), args.agent).await
+    run_node(client, tls, args.data_dir, joined.cluster_cidr, Some(JOINED_POD_CIDR_WAIT), Default::default(), args.agent).await
 }
 
 /// The node agent: image store, runc runtime, streaming server and pod network around `kubelet::agent::run`.
@@ -159,6 +161,7 @@ async fn run_node(
     data_dir: PathBuf,
     cluster_cidr: String,
     pod_cidr_wait: Option<Duration>,
+    node_labels: std::collections::BTreeMap<String, String>,
     args: AgentArgs,
 ) -> anyhow::Result<()> {
     let root = data_dir.join("agent");
@@ -190,6 +193,7 @@ async fn run_node(
         pod_max_pids: (args.pod_max_pids >= 0).then_some(args.pod_max_pids),
         node_ip: Some(node_ip),
         flannel_backend: args.net.flannel_backend,
+        node_labels,
         ..defaults
     };
     // The service proxy (kube-proxy's job) runs beside the agent and, like

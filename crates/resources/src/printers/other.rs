@@ -18,6 +18,8 @@ pub(super) fn lookup(group: &str, kind: &str) -> Option<Printer> {
         }
         ("storage.k8s.io", "StorageClass") => p(storageclass_columns, storageclass_cells),
         ("scheduling.k8s.io", "PriorityClass") => p(priorityclass_columns, priorityclass_cells),
+        ("", "ComponentStatus") => p(componentstatus_columns, componentstatus_cells),
+        ("apiregistration.k8s.io", "APIService") => p(apiservice_columns, apiservice_cells),
         // No upstream printer: the default table convertor.
         ("rbac.authorization.k8s.io", "Role" | "ClusterRole")
         | ("apiextensions.k8s.io", "CustomResourceDefinition") => {
@@ -245,6 +247,58 @@ fn lease_cells(lease: &Value, now: DateTime<Utc>) -> Vec<Value> {
         s(str_at(lease, "spec.holderIdentity")),
         s(obj_age(lease, now)),
     ]
+}
+
+// --- ComponentStatus ----------------------------------------------------------
+
+fn componentstatus_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col("Status", "string", "Status of the component conditions"),
+        col("Message", "string", "Message of the component conditions"),
+        col("Error", "string", "Error of the component conditions"),
+    ]
+}
+
+/// The Healthy condition's verdict, message and error, as upstream prints them.
+fn componentstatus_cells(cs: &Value, _now: DateTime<Utc>) -> Vec<Value> {
+    let healthy = arr_at(cs, "conditions").iter().find(|c| str_at(c, "type") == "Healthy");
+    let (status, message, error) = match healthy {
+        Some(c) => {
+            let verdict = match str_at(c, "status") {
+                "True" => "Healthy",
+                "False" => "Unhealthy",
+                _ => "Unknown",
+            };
+            (verdict, str_at(c, "message"), str_at(c, "error"))
+        }
+        None => ("Unknown", "", ""),
+    };
+    vec![name_cell(cs), s(status), s(message), s(error)]
+}
+
+// --- APIService ---------------------------------------------------------------
+
+fn apiservice_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col("Service", "string", "The reference to the service that hosts this API endpoint."),
+        col("Available", "string", "Whether this service is available."),
+        age_col(),
+    ]
+}
+
+fn apiservice_cells(svc: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let service = match at(svc, "spec.service") {
+        Value::Null => "Local".to_string(),
+        r => format!("{}/{}", str_at(r, "namespace"), str_at(r, "name")),
+    };
+    let available = match arr_at(svc, "status.conditions").iter().find(|c| str_at(c, "type") == "Available") {
+        Some(c) if str_at(c, "status") == "True" => "True".to_string(),
+        Some(c) => format!("{} ({})", str_at(c, "status"), str_at(c, "reason")),
+        None => "Unknown".to_string(),
+    };
+    vec![name_cell(svc), s(service), s(available), s(obj_age(svc, now))]
 }
 
 // --- RoleBinding & ClusterRoleBinding ----------------------------------------------

@@ -417,3 +417,27 @@ pub(crate) fn validate_priority_class(errs: &mut Errs, obj: &Value, old: Option<
         );
     }
 }
+
+/// APIService: upstream names it by what it serves, `VERSION.GROUP` (`v1.`
+/// for the core group), so only that name is allowed.
+pub(crate) fn validate_api_service(errs: &mut Errs, obj: &Value, old: Option<&Value>) {
+    meta_for(errs, obj, old, false, |_, _| Vec::new());
+    let null = Value::Null;
+    let spec = get(obj, "spec").unwrap_or(&null);
+    let (group, version) = (s(spec, "group"), s(spec, "version"));
+    if version.is_empty() {
+        errs.push(FieldError::required("spec.version", ""));
+    }
+    let name = s(get(obj, "metadata").unwrap_or(&null), "name");
+    let want = format!("{version}.{group}");
+    if !name.is_empty() && name != want {
+        errs.push(FieldError::invalid("metadata.name", name, &format!("must be `spec.version+\".\"+spec.group`: {want:?}")));
+    }
+    for (field, min, max) in [("groupPriorityMinimum", 1, 20000), ("versionPriority", 1, 1000)] {
+        match int(spec, field) {
+            Some(v) if (min..=max).contains(&v) => {}
+            Some(v) => errs.push(FieldError::invalid(format!("spec.{field}"), v, &format!("must be positive and less than {}", max + 1))),
+            None => errs.push(FieldError::required(format!("spec.{field}"), "")),
+        }
+    }
+}

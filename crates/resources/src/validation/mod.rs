@@ -122,6 +122,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value, old: Option<&Value>) -> Ve
         ("autoscaling", "HorizontalPodAutoscaler") => cluster::validate_hpa(e, obj, old),
         ("coordination.k8s.io", "Lease") => cluster::validate_lease(e, obj, old),
         ("scheduling.k8s.io", "PriorityClass") => cluster::validate_priority_class(e, obj, old),
+        ("apiregistration.k8s.io", "APIService") => cluster::validate_api_service(e, obj, old),
         _ => generic(e, kind, obj, old),
     }
     errs
