@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use network::proxy::testbed::{ask, Pod, Testbed};
-use network::proxy::{service_ports, Proxier, ServicePort};
+use network::proxy::{service_ports, Proxier, Runner, ServicePort};
 use serde_json::json;
 
 const NODE: &str = "node-a";
@@ -76,11 +76,14 @@ fn servers_and_client(bed: &mut Testbed) -> (Pod, Pod, Pod) {
     (a, b, client)
 }
 
-/// A proxier programming the testbed node's table.
+/// A proxier programming the testbed node's table (through libnftables when it loads).
 async fn proxier(bed: &Testbed) -> Proxier {
-    let runner = bed.runner();
+    proxier_with(bed, bed.runner()).await
+}
+
+async fn proxier_with(bed: &Testbed, runner: Runner) -> Proxier {
     runner.ensure_bridge_nf_call().await.unwrap();
-    Proxier::new(TABLE, bed.cluster_cidr().parse().unwrap(), runner)
+    Proxier::new(TABLE, bed.cluster_cidr().parse().unwrap(), runner).with_node_ips(vec![bed.node_ip]).with_pod_cidr(Some(bed.pod_cidr()))
 }
 
 fn answers(from: &Pod, to: SocketAddrV4, n: usize) -> BTreeSet<String> {
@@ -96,22 +99,37 @@ async fn cluster_ip_reaches_every_endpoint_and_survives_a_resync() {
     let mut bed = bed(1);
     let (a, b, client) = servers_and_client(&mut bed);
     let mut proxier = proxier(&bed).await;
+    assert_eq!(proxier.backend(), "libnftables", "libnftables1 comes with the nftables package");
 
     let web = service("web", vip(&bed, 10), json!({}));
     let web_slice = slice("web", &[&a, &b]);
     let started = Instant::now();
-    proxier.sync_all(ports(&web, Some(&web_slice))).await.unwrap();
+    let applied = proxier.sync_all(ports(&web, Some(&web_slice))).await.unwrap();
     println!("full sync of one service took {:?}", started.elapsed());
+    assert!(applied.elements > 0, "the shared maps' elements went over netlink");
+    assert_eq!(tables(&bed), [TABLE]);
     let web_addr = SocketAddrV4::new(vip(&bed, 10), 80);
     assert_eq!(answers(&client, web_addr, 30), set(&["a", "b"]), "both endpoints answer");
 
-    // An established connection keeps working across a full re-sync
-    // (delete + re-create of the table in one batch; conntrack keeps its NAT).
+    // An established connection keeps working across a full re-sync (the
+    // next table is built beside the live one and swapped in by one batch;
+    // conntrack keeps its NAT).
     let mut kept = client.connect(web_addr, TIMEOUT).unwrap();
     let first = ask(&mut kept).unwrap();
     proxier.sync_all(ports(&web, Some(&web_slice))).await.unwrap();
     assert_eq!(ask(&mut kept).unwrap(), first, "same connection, same endpoint");
-    assert_eq!(answers(&client, web_addr, 10).len() > 0, true);
+    assert_eq!(answers(&client, web_addr, 20), set(&["a", "b"]));
+    let next = format!("{TABLE}_b");
+    assert_eq!((proxier.table(), tables(&bed)), (next.as_str(), vec![next.clone()]));
+
+    // A restarted proxy does not know which table is live; it builds the
+    // other one all the same. The old proxier's picture is stale from here.
+    drop(proxier);
+    let mut proxier = self::proxier(&bed).await;
+    proxier.sync_all(ports(&web, Some(&web_slice))).await.unwrap();
+    assert_eq!((proxier.table(), tables(&bed)), (TABLE, vec![TABLE.to_string()]));
+    assert_eq!(ask(&mut kept).unwrap(), first);
+    assert_eq!(answers(&client, web_addr, 20), set(&["a", "b"]));
 
     // Incremental: endpoint a leaves, then the Service goes.
     let started = Instant::now();
@@ -124,7 +142,7 @@ async fn cluster_ip_reaches_every_endpoint_and_survives_a_resync() {
 
     let gone = std::collections::BTreeMap::from([(("default".to_string(), "web".to_string()), Vec::new())]);
     proxier.update(gone).await.unwrap();
-    let listing = nft_list(&bed);
+    let listing = nft_list(&bed, proxier.table());
     assert!(!listing.contains("svc-") && !listing.contains("ep-"), "the Service's chains are gone:\n{listing}");
     assert!(client.connect(web_addr, Duration::from_millis(500)).is_err());
 }
@@ -168,7 +186,9 @@ async fn no_endpoints_refuse_affinity_sticks_and_hairpin_works() {
 async fn node_port_answers_on_the_node_address() {
     let mut bed = bed(3);
     let (a, b, client) = servers_and_client(&mut bed);
-    let mut proxier = proxier(&bed).await;
+    // The fallback: a new nft process for every batch.
+    let mut proxier = proxier_with(&bed, bed.runner().spawning()).await;
+    assert_eq!(proxier.backend(), "nft");
 
     let np = service("np", vip(&bed, 30), json!({"type": "NodePort",
         "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080}]}));
@@ -234,11 +254,94 @@ async fn external_traffic_policy_local_keeps_the_client_address() {
     assert_eq!(answers(&a, SocketAddrV4::new(bed.node_ip, 30090), 30), set(&["a", "b"]));
 }
 
-fn nft_list(bed: &Testbed) -> String {
+/// The proxy tables in the node namespace.
+fn tables(bed: &Testbed) -> Vec<String> {
+    let out = std::process::Command::new("ip").args(["netns", "exec", &bed.node_ns, "/usr/sbin/nft", "list", "tables", "ip"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().filter_map(|l| l.strip_prefix("table ip ")).filter(|t| t.starts_with(TABLE)).map(str::to_string).collect()
+}
+
+fn nft_list(bed: &Testbed, table: &str) -> String {
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &bed.node_ns, "/usr/sbin/nft", "list", "table", "ip", TABLE])
+        .args(["netns", "exec", &bed.node_ns, "/usr/sbin/nft", "list", "table", "ip", table])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn load_balancer_source_ranges_drop_other_clients_of_the_load_balancer_ip_only() {
+    let mut bed = bed(5);
+    let (a, client) = (bed.add_pod("a").unwrap(), bed.add_pod("c").unwrap());
+    let (outside, _) = bed.add_outside_client().unwrap();
+    a.serve(8080).unwrap();
+    let mut proxier = proxier(&bed).await;
+
+    let (cluster_ip, lb_ip) = (vip(&bed, 60), vip(&bed, 61));
+    let lb = |ranges: &[String]| -> Service {
+        let mut s = service("lb", cluster_ip, json!({"type": "LoadBalancer", "loadBalancerSourceRanges": ranges,
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30060}]}));
+        s.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": lb_ip.to_string()}]}})).unwrap();
+        s
+    };
+    let lb_slice = slice("lb", &[&a]);
+    let (to_lb, to_node_port, to_cluster_ip) =
+        (SocketAddrV4::new(lb_ip, 80), SocketAddrV4::new(bed.node_ip, 30060), SocketAddrV4::new(cluster_ip, 80));
+    let key = ("default".to_string(), "lb".to_string());
+
+    // Only the outside client may use the load balancer IP.
+    proxier.sync_all(ports(&lb(&[format!("{}/32", outside.ip)]), Some(&lb_slice))).await.unwrap();
+    assert_eq!(answer(&outside, to_lb), "a");
+    assert_dropped(&client, to_lb);
+    assert_eq!(answer(&client, to_node_port), "a", "NodePorts are not filtered");
+    assert_eq!(answer(&client, to_cluster_ip), "a", "nor ClusterIPs");
+
+    // The pods' range instead (an incremental change): the other way round.
+    let pods = vec![bed.pod_cidr().to_string()];
+    proxier.update(std::collections::BTreeMap::from([(key.clone(), ports(&lb(&pods), Some(&lb_slice)))])).await.unwrap();
+    assert_eq!(answer(&client, to_lb), "a");
+    assert_dropped(&outside, to_lb);
+
+    // No ranges: everyone, and the firewall chain is gone.
+    proxier.update(std::collections::BTreeMap::from([(key, ports(&lb(&[]), Some(&lb_slice)))])).await.unwrap();
+    assert_eq!(answer(&outside, to_lb), "a");
+    assert_eq!(answer(&client, to_lb), "a");
+    let listing = nft_list(&bed, proxier.table());
+    assert!(!listing.contains("fw-"), "{listing}");
+}
+
+/// A connection from `from` to `to` gets no answer at all (dropped, not refused).
+fn assert_dropped(from: &Pod, to: SocketAddrV4) {
+    let err = from.connect(to, Duration::from_millis(700)).map(|_| ()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{} -> {to}: {err}", from.name);
+}
+
+#[tokio::test]
+async fn a_shared_map_about_to_outgrow_its_size_is_resized_by_a_full_sync() {
+    let bed = bed(6);
+    let mut proxier = proxier(&bed).await;
+    // Endpoints at addresses nobody uses: only the map sizes matter here.
+    let many = |name: &str, last: u8, n: u32| -> ServicePort {
+        let endpoints = (0..n)
+            .map(|i| network::proxy::Endpoint { ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, bed.octet, 4 + last, 0)) + i), port: 8080, ready: true, serving: true, terminating: false, local: false })
+            .collect();
+        ServicePort::tcp("default", name, vip(&bed, last), 80, endpoints)
+    };
+    proxier.sync_all([many("a", 1, 600)]).await.unwrap();
+    let size = |p: &Proxier| {
+        let listing = nft_list(&bed, p.table());
+        let map = &listing[listing.find("map service-endpoints-tcp {").unwrap()..];
+        map[map.find("size ").unwrap() + 5..].split_whitespace().next().unwrap().to_string()
+    };
+    assert_eq!(size(&proxier), "2048", "room for twice the 600 elements");
+    let first = proxier.table().to_string();
+
+    // 600 + 1,500 elements do not fit in 2,048: the change becomes a full sync.
+    let change = std::collections::BTreeMap::from([(("default".to_string(), "b".to_string()), vec![many("b", 2, 1500)])]);
+    proxier.update(change).await.unwrap();
+    assert_ne!(proxier.table(), first, "a new table");
+    assert_eq!(size(&proxier), "8192");
+    let listing = nft_list(&bed, proxier.table());
+    assert_eq!(listing.matches(" : 10.").count(), 2100, "every endpoint of both Services");
 }

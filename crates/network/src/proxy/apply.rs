@@ -1,111 +1,42 @@
 //! Getting rules into the kernel: what is installed is kept in memory, a
-//! change sends only the difference, a (re)sync replaces the table in one
-//! atomic batch. `nft` runs in the host's network namespace or, for tests
-//! and the benchmark, in another one.
+//! change sends only the difference, a (re)sync replaces the table
+//! (`replace`); `runner` says where batches go.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use tokio::io::AsyncWriteExt;
+use anyhow::Context;
 
 use crate::cidr::Ipv4Cidr;
 
 use super::model::ServicePort;
-use super::rules::{self, Batch, Fragment};
+use super::replace::{self, alternate};
+use super::rules::{self, Batch, Fragment, NodeInfo, Sizes, HAIRPIN};
+use super::runner::Runner;
 
-/// Runs `nft -f -` batches, in the host's network namespace or in `netns`.
-#[derive(Clone, Debug, Default)]
-pub struct Runner {
-    netns: Option<PathBuf>,
-}
-
-impl Runner {
-    pub fn host() -> Runner {
-        Runner { netns: None }
-    }
-
-    /// `path` is a namespace file such as /run/netns/NAME.
-    pub fn in_netns(path: impl Into<PathBuf>) -> Runner {
-        Runner { netns: Some(path.into()) }
-    }
-
-    pub async fn run(&self, script: &str) -> anyhow::Result<()> {
-        let mut cmd = tokio::process::Command::new(nft_binary());
-        cmd.args(["-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
-        if let Some(path) = &self.netns {
-            let ns = File::open(path).with_context(|| format!("opening netns {}", path.display()))?;
-            // SAFETY: only setns(2), which is async-signal-safe, runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd.spawn().context("running nft (is the nftables package installed?)")?;
-        let mut stdin = child.stdin.take().context("nft stdin")?;
-        stdin.write_all(script.as_bytes()).await.context("writing to nft")?;
-        drop(stdin);
-        let out = child.wait_with_output().await.context("waiting for nft")?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            // nft repeats the offending line; a few are enough.
-            let short: Vec<&str> = err.lines().take(6).collect();
-            bail!("nft failed: {}", short.join("\n"));
-        }
-        Ok(())
-    }
-
-    /// Bridged pod-to-service traffic needs br_netfilter's call into the IP
-    /// hooks (so replies from a pod on the same bridge are un-NATed). Turns
-    /// it on when it is off; loads nothing.
-    pub async fn ensure_bridge_nf_call(&self) -> anyhow::Result<()> {
-        const KEY: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
-        let check = || -> anyhow::Result<()> {
-            match std::fs::read_to_string(KEY) {
-                Err(_) => {
-                    tracing::warn!("{KEY} is missing (br_netfilter not loaded): pods on one bridge may not reach each other through Services");
-                }
-                Ok(v) if v.trim() == "0" => {
-                    tracing::info!("setting {KEY} to 1 so bridged pod traffic passes the service rules");
-                    std::fs::write(KEY, "1").with_context(|| format!("writing {KEY}"))?;
-                }
-                Ok(_) => {}
-            }
-            Ok(())
-        };
-        match &self.netns {
-            None => check(),
-            Some(path) => crate::in_netns(path, check)?,
-        }
-    }
-}
-
-pub(crate) fn nft_binary() -> &'static str {
-    ["/usr/sbin/nft", "/sbin/nft"].into_iter().find(|p| std::path::Path::new(p).exists()).unwrap_or("nft")
-}
+/// The least size a shared map is declared with.
+const MIN_SIZE: usize = 1024;
 
 /// A Service: namespace and name.
 pub type ServiceKey = (String, String);
 
 /// Installs service rules into one table and remembers what it installed.
 pub struct Proxier {
+    /// The table's name; a full sync may move it to `alternate(table)` and back.
     table: String,
-    cluster_cidr: Ipv4Cidr,
+    /// Which of the two is in the kernel, once known.
+    live: Option<String>,
+    node: NodeInfo,
     runner: Runner,
     installed: BTreeMap<ServiceKey, BTreeMap<String, Fragment>>,
     /// The shared chains in the table.
     shared: BTreeSet<String>,
     /// Endpoint address -> how many installed service ports put it in the hairpin set.
     hairpin: BTreeMap<Ipv4Addr, usize>,
+    /// Shared map or set -> elements in it, and the size it was declared with.
+    counts: Sizes,
+    sizes: Sizes,
     /// False until a full sync succeeded, and again after a failed change.
     synced: bool,
 }
@@ -113,17 +44,58 @@ pub struct Proxier {
 /// What one apply did.
 #[derive(Clone, Debug, Default)]
 pub struct Applied {
+    /// Lines of nft text.
     pub lines: usize,
+    /// Elements sent over netlink.
+    pub elements: usize,
     pub elapsed: Duration,
 }
 
 impl Proxier {
     pub fn new(table: &str, cluster_cidr: Ipv4Cidr, runner: Runner) -> Proxier {
-        Proxier { table: table.to_string(), cluster_cidr, runner, installed: BTreeMap::new(), shared: BTreeSet::new(), hairpin: BTreeMap::new(), synced: false }
+        let node = NodeInfo::new(cluster_cidr);
+        Proxier {
+            table: table.to_string(),
+            live: None,
+            node,
+            runner,
+            installed: BTreeMap::new(),
+            shared: BTreeSet::new(),
+            hairpin: BTreeMap::new(),
+            counts: Sizes::new(),
+            sizes: Sizes::new(),
+            synced: false,
+        }
     }
 
+    /// The node's addresses (see `NodeInfo::node_ips`).
+    pub fn with_node_ips(mut self, ips: Vec<Ipv4Addr>) -> Proxier {
+        self.node.node_ips = ips;
+        self
+    }
+
+    /// This node's pod range (see `NodeInfo::pod_cidr`).
+    pub fn with_pod_cidr(mut self, pod_cidr: Option<Ipv4Cidr>) -> Proxier {
+        self.set_pod_cidr(pod_cidr);
+        self
+    }
+
+    /// A new pod range changes which endpoints can hairpin: the next sync is a full one.
+    pub fn set_pod_cidr(&mut self, pod_cidr: Option<Ipv4Cidr>) {
+        if self.node.pod_cidr != pod_cidr {
+            self.node.pod_cidr = pod_cidr;
+            self.synced = false;
+        }
+    }
+
+    /// "libnftables" or "nft": what batches go through.
+    pub fn backend(&self) -> &'static str {
+        self.runner.backend()
+    }
+
+    /// The table in the kernel: the name given or its alternate.
     pub fn table(&self) -> &str {
-        &self.table
+        self.live.as_deref().unwrap_or(&self.table)
     }
 
     /// Whether incremental changes can be applied (else a full sync is due).
@@ -131,40 +103,53 @@ impl Proxier {
         self.synced
     }
 
-    /// Replaces the whole table with these service ports, atomically.
+    /// Replaces the whole table with these service ports, atomically (as
+    /// the kernel sees it).
     pub async fn sync_all(&mut self, ports: impl IntoIterator<Item = ServicePort>) -> anyhow::Result<Applied> {
         let mut next: BTreeMap<ServiceKey, BTreeMap<String, Fragment>> = BTreeMap::new();
         for sp in ports {
-            let f = rules::fragment(&sp, self.cluster_cidr);
+            let f = rules::fragment(&sp, &self.node);
             next.entry((sp.namespace.clone(), sp.name.clone())).or_default().insert(sp.key(), f);
         }
-        let (script, shared) = rules::full(&self.table, next.values().flat_map(|ports| ports.values()));
+        self.replace(next).await
+    }
+
+    async fn replace(&mut self, next: BTreeMap<ServiceKey, BTreeMap<String, Fragment>>) -> anyhow::Result<Applied> {
+        let fragments: Vec<&Fragment> = next.values().flat_map(|ports| ports.values()).collect();
         let mut hairpin: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
-        for f in next.values().flat_map(|ports| ports.values()) {
-            for ip in &f.hairpin {
-                *hairpin.entry(*ip).or_default() += 1;
-            }
+        for ip in fragments.iter().flat_map(|f| &f.hairpin) {
+            *hairpin.entry(*ip).or_default() += 1;
         }
+        let mut counts = Sizes::new();
+        for (map, _) in fragments.iter().flat_map(|f| f.elements.keys()) {
+            *counts.entry(map.to_string()).or_default() += 1;
+        }
+        counts.insert(HAIRPIN.to_string(), hairpin.len());
+        // Room to double before the next full sync.
+        let sizes: Sizes = rules::sized_maps().map(|m| (m.to_string(), (2 * counts.get(m).copied().unwrap_or(0)).next_power_of_two().max(MIN_SIZE))).collect();
         self.synced = false;
-        let applied = self.send(&script).await.context("full sync of the service rules")?;
+        let done = replace::replace(&self.runner, &self.table, self.live.as_deref(), &sizes, &fragments).await.context("full sync of the service rules")?;
+        self.live = Some(done.live);
         self.installed = next;
-        self.shared = shared;
+        self.shared = done.shared;
         self.hairpin = hairpin;
+        self.counts = counts;
+        self.sizes = sizes;
         self.synced = true;
-        Ok(applied)
+        Ok(done.applied)
     }
 
     /// Replaces the rules of the given Services (an empty list removes a
     /// Service) in one batch that touches nothing else.
     pub async fn update(&mut self, services: BTreeMap<ServiceKey, Vec<ServicePort>>) -> anyhow::Result<Applied> {
         anyhow::ensure!(self.synced, "the service rules need a full sync first");
-        let mut batch = Batch::with_shared(&self.table, self.shared.clone());
+        let mut batch = Batch::with_shared(self.table(), self.shared.clone());
         let mut next = Vec::new();
         // Address -> change in the number of service ports using it for hairpin.
         let mut delta: BTreeMap<Ipv4Addr, isize> = BTreeMap::new();
         for (key, ports) in services {
             let new: BTreeMap<String, Fragment> =
-                ports.iter().map(|sp| (sp.key(), rules::fragment(sp, self.cluster_cidr))).collect();
+                ports.iter().map(|sp| (sp.key(), rules::fragment(sp, &self.node))).collect();
             let empty = BTreeMap::new();
             let old = self.installed.get(&key).unwrap_or(&empty);
             for (port, f) in &new {
@@ -195,6 +180,32 @@ impl Proxier {
             counts.iter().filter(|(_, b, a)| *b == 0 && *a > 0).map(|c| c.0),
             counts.iter().filter(|(_, b, a)| *b > 0 && *a == 0).map(|c| c.0),
         );
+        // A shared map about to outgrow its declared size: a full sync, with larger sizes.
+        let mut elements = self.counts.clone();
+        for (key, new) in &next {
+            for (map, _) in self.installed.get(key).into_iter().flat_map(|old| old.values()).flat_map(|f| f.elements.keys()) {
+                let n = elements.entry(map.to_string()).or_default();
+                *n = n.saturating_sub(1);
+            }
+            for (map, _) in new.values().flat_map(|f| f.elements.keys()) {
+                *elements.entry(map.to_string()).or_default() += 1;
+            }
+        }
+        let (gained, lost) = (counts.iter().filter(|(_, b, a)| *b == 0 && *a > 0).count(), counts.iter().filter(|(_, b, a)| *b > 0 && *a == 0).count());
+        let hairpin_after = (self.hairpin.len() + gained).saturating_sub(lost);
+        elements.insert(HAIRPIN.to_string(), hairpin_after);
+        if elements.iter().any(|(map, n)| self.sizes.get(map).is_some_and(|size| n > size)) {
+            let mut all = std::mem::take(&mut self.installed);
+            for (key, new) in next {
+                if new.is_empty() {
+                    all.remove(&key);
+                } else {
+                    all.insert(key, new);
+                }
+            }
+            tracing::info!("service proxy: a shared map outgrew its size; syncing in full");
+            return self.replace(all).await;
+        }
         let shared = batch.shared_chains().clone();
         let applied = if batch.is_empty() { Applied::default() } else {
             let script = batch.finish();
@@ -208,6 +219,7 @@ impl Proxier {
             }
         };
         self.shared = shared;
+        self.counts = elements;
         for (ip, _, after) in counts {
             if after == 0 {
                 self.hairpin.remove(&ip);
@@ -228,7 +240,7 @@ impl Proxier {
     async fn send(&self, script: &str) -> anyhow::Result<Applied> {
         let started = Instant::now();
         self.runner.run(script).await?;
-        Ok(Applied { lines: script.lines().count(), elapsed: started.elapsed() })
+        Ok(Applied { lines: script.lines().count(), elements: 0, elapsed: started.elapsed() })
     }
 
     /// Deletes the table (missing is fine) and forgets what was installed.
@@ -236,14 +248,16 @@ impl Proxier {
         self.installed.clear();
         self.shared.clear();
         self.hairpin.clear();
+        self.counts.clear();
+        self.sizes.clear();
         self.synced = false;
+        self.live = None;
         remove_table_with(&self.runner, &self.table).await
     }
 }
 
+/// Deletes `table` and its alternate, whichever exist.
 pub(crate) async fn remove_table_with(runner: &Runner, table: &str) -> anyhow::Result<()> {
-    match runner.run(&format!("delete table ip {table}\n")).await {
-        Err(e) if format!("{e:#}").contains("No such file or directory") => Ok(()),
-        r => r.with_context(|| format!("deleting nftables table ip {table}")),
-    }
+    let script: String = [table.to_string(), alternate(table)].iter().map(|t| format!("add table ip {t}\ndelete table ip {t}\n")).collect();
+    runner.run(&script).await.with_context(|| format!("deleting nftables tables ip {table} and {}", alternate(table)))
 }

@@ -3,15 +3,24 @@
 //! EndpointSlices and keeps one table, `<nft-table>_proxy`, in step:
 //!
 //! - `model`: Service + EndpointSlices -> one `ServicePort` each (pure);
-//! - `rules`: `ServicePort` -> nftables text (pure);
-//! - `apply`: what is installed, full and incremental batches, `nft` runs;
+//! - `rules`: `ServicePort` -> nftables text (pure), `batch` orders it;
+//! - `apply`: what is installed, full and incremental batches;
+//! - `replace`, `netlink`: a full sync (the next table built beside the
+//!   live one, its bulk elements over netlink, then one atomic switch);
+//! - `runner`, `nftlib`: batches into the kernel (libnftables, else `nft`);
 //! - `health`: the healthCheckNodePort HTTP servers;
-//! - this file: the watch loop.
+//! - this file: the watch loop (Services, EndpointSlices and our own Node,
+//!   whose podCIDR says which endpoints can hairpin).
 
 pub mod apply;
+mod batch;
 pub mod health;
 pub mod model;
+mod netlink;
+mod nftlib;
+mod replace;
 pub mod rules;
+pub mod runner;
 pub mod testbed;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,13 +30,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use tokio::sync::mpsc;
 
-pub use apply::{Applied, Proxier, Runner, ServiceKey};
+pub use apply::{Applied, Proxier, ServiceKey};
+pub use runner::Runner;
 pub use health::{HealthServers, HealthStatus};
 pub use model::{service_ports, Endpoint, Protocol, ServicePort};
 
@@ -40,7 +50,8 @@ pub struct ProxyConfig {
     pub node_ips: Vec<Ipv4Addr>,
     /// e.g. "10.42.0.0/16": traffic to a ClusterIP from outside it is masqueraded.
     pub cluster_cidr: String,
-    /// The node agent's `--nft-table`; the proxy's table is `<it>_proxy`.
+    /// The node agent's `--nft-table`; the proxy's table is `<it>_proxy`
+    /// (or `<it>_proxy_b`: a full sync builds the next table beside the live one).
     pub nft_table: String,
     /// Address the healthCheckNodePort servers listen on.
     pub health_bind: IpAddr,
@@ -73,8 +84,8 @@ pub fn table_name(nft_table: &str) -> String {
     format!("{nft_table}_proxy")
 }
 
-/// Removes the proxy's table of the node whose `--nft-table` is `nft_table`
-/// from the host (`skiff cleanup`). A missing table is fine.
+/// Removes the proxy's table (both names) of the node whose `--nft-table`
+/// is `nft_table` from the host (`skiff cleanup`). A missing table is fine.
 pub async fn remove_table(nft_table: &str) -> anyhow::Result<()> {
     apply::remove_table_with(&Runner::host(), &table_name(nft_table)).await
 }
@@ -82,6 +93,8 @@ pub async fn remove_table(nft_table: &str) -> anyhow::Result<()> {
 enum Change {
     Service(watcher::Event<Service>),
     Slice(watcher::Event<EndpointSlice>),
+    /// Boxed: a Node is much larger than the others.
+    Node(Box<watcher::Event<Node>>),
 }
 
 /// Pause before retrying a failed sync.
@@ -95,15 +108,18 @@ pub async fn run(client: kube::Client, config: ProxyConfig) -> anyhow::Result<()
     runner.ensure_bridge_nf_call().await?;
     let table = table_name(&config.nft_table);
     tracing::info!(node = %config.node_name, node_ips = ?config.node_ips, %table, "service proxy starting");
-    let mut proxier = Proxier::new(&table, cluster_cidr, runner);
+    let mut proxier = Proxier::new(&table, cluster_cidr, runner).with_node_ips(config.node_ips.clone());
     let mut health = HealthServers::new(config.health_bind);
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default()).default_backoff();
-    let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()).default_backoff();
+    let slices = watcher(Api::<EndpointSlice>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let own_node = watcher::Config::default().fields(&format!("metadata.name={}", config.node_name));
+    let nodes = watcher(Api::<Node>::all(client), own_node).default_backoff();
     let tasks = [
         tokio::spawn(forward(services, tx.clone(), Change::Service)),
-        tokio::spawn(forward(slices, tx, Change::Slice)),
+        tokio::spawn(forward(slices, tx.clone(), Change::Slice)),
+        tokio::spawn(forward(nodes, tx, |e| Change::Node(Box::new(e)))),
     ];
     let _abort = AbortOnDrop(tasks.iter().map(|t| t.abort_handle()).collect());
 
@@ -121,7 +137,7 @@ pub async fn run(client: kube::Client, config: ProxyConfig) -> anyhow::Result<()
         };
         tokio::select! {
             change = rx.recv() => {
-                let Some(change) = change else { anyhow::bail!("the Service and EndpointSlice watches ended") };
+                let Some(change) = change else { anyhow::bail!("the Service, EndpointSlice and Node watches ended") };
                 full |= cache.apply(change, &mut dirty);
             }
             _ = retry => {}
@@ -133,6 +149,7 @@ pub async fn run(client: kube::Client, config: ProxyConfig) -> anyhow::Result<()
         if !cache.listed() {
             continue;
         }
+        proxier.set_pod_cidr(cache.pod_cidr);
         let result = if full || !proxier.is_synced() {
             let ports: Vec<ServicePort> = cache.services.keys().flat_map(|k| cache.ports(k, &config.node_name)).collect();
             let n = ports.len();
@@ -205,6 +222,16 @@ struct Cache {
     listing_slices: Option<Vec<EndpointSlice>>,
     services_listed: bool,
     slices_listed: bool,
+    /// Our Node's podCIDR (None: unknown or unassigned), and its (re)list.
+    pod_cidr: Option<Ipv4Cidr>,
+    listing_node: Option<Option<Ipv4Cidr>>,
+    node_listed: bool,
+}
+
+/// The node's IPv4 pod range (`podCIDRs`, else `podCIDR`).
+fn pod_cidr_of(node: &Node) -> Option<Ipv4Cidr> {
+    let spec = node.spec.as_ref()?;
+    spec.pod_cidrs.iter().flatten().chain(spec.pod_cidr.as_ref()).find_map(|c| c.parse().ok())
 }
 
 fn key_of<K: ResourceExt>(o: &K) -> (String, String) {
@@ -218,7 +245,7 @@ fn service_of(slice: &EndpointSlice) -> Option<ServiceKey> {
 
 impl Cache {
     fn listed(&self) -> bool {
-        self.services_listed && self.slices_listed
+        self.services_listed && self.slices_listed && self.node_listed
     }
 
     /// Records a change; marks the Services it touches dirty. True when a
@@ -268,6 +295,17 @@ impl Cache {
                     }
                     self.slices_listed = true;
                     return true;
+                }
+            },
+            // A new podCIDR reaches the proxier, which then syncs in full.
+            Change::Node(event) => match *event {
+                watcher::Event::Apply(n) => self.pod_cidr = pod_cidr_of(&n),
+                watcher::Event::Delete(_) => self.pod_cidr = None,
+                watcher::Event::Init => self.listing_node = Some(None),
+                watcher::Event::InitApply(n) => self.listing_node = Some(pod_cidr_of(&n)),
+                watcher::Event::InitDone => {
+                    self.pod_cidr = self.listing_node.take().flatten();
+                    self.node_listed = true;
                 }
             },
         }
@@ -348,7 +386,14 @@ mod tests {
         assert!(cache.apply(Change::Service(watcher::Event::InitDone), &mut dirty));
         assert!(!cache.listed(), "slices not listed yet");
         assert!(cache.apply(Change::Slice(watcher::Event::InitDone), &mut dirty));
+        assert!(!cache.listed(), "our Node not listed yet");
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "me"}, "spec": {"podCIDR": "10.42.3.0/24", "podCIDRs": ["fd00::/64", "10.42.3.0/24"]}})).unwrap();
+        cache.apply(Change::Node(Box::new(watcher::Event::Init)), &mut dirty);
+        cache.apply(Change::Node(Box::new(watcher::Event::InitApply(node))), &mut dirty);
+        let done = Change::Node(Box::new(watcher::Event::InitDone));
+        assert!(!cache.apply(done, &mut dirty), "the proxier decides whether a new podCIDR needs a full sync");
         assert!(cache.listed());
+        assert_eq!(cache.pod_cidr, Some("10.42.3.0/24".parse().unwrap()));
         assert!(dirty.is_empty());
 
         let web = ("ns".to_string(), "web".to_string());

@@ -8,10 +8,15 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::cidr::Ipv4Cidr;
+
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Upstream's default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+/// The older form of `spec.loadBalancerSourceRanges`: comma-separated CIDRs,
+/// used when the field is empty (as cloud providers read it).
+pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
@@ -64,6 +69,9 @@ pub struct ServicePort {
     pub cluster_ips: Vec<Ipv4Addr>,
     pub external_ips: Vec<Ipv4Addr>,
     pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// `loadBalancerSourceRanges` (IPv4 ones): when set, only these sources
+    /// may connect to the load balancer IPs.
+    pub source_ranges: Vec<Ipv4Cidr>,
     pub node_port: Option<u16>,
     /// `sessionAffinity: ClientIP`: its timeout in seconds.
     pub affinity_timeout: Option<u32>,
@@ -89,6 +97,7 @@ impl ServicePort {
             cluster_ips: vec![cluster_ip],
             external_ips: vec![],
             load_balancer_ips: vec![],
+            source_ranges: vec![],
             node_port: None,
             affinity_timeout: None,
             external_local: false,
@@ -152,6 +161,7 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node_name: &str) 
     } else {
         Vec::new()
     };
+    let source_ranges = if svc_type == "LoadBalancer" { source_ranges(svc) } else { Vec::new() };
     let externally_reachable = matches!(svc_type, "NodePort" | "LoadBalancer");
     let external_local = externally_reachable && spec.external_traffic_policy.as_deref() == Some("Local");
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
@@ -185,6 +195,7 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node_name: &str) 
             cluster_ips: cluster_ips.clone(),
             external_ips: external_ips.clone(),
             load_balancer_ips: load_balancer_ips.clone(),
+            source_ranges: source_ranges.clone(),
             node_port: if externally_reachable { p.node_port.and_then(port_u16) } else { None },
             affinity_timeout,
             external_local,
@@ -231,6 +242,20 @@ fn endpoints_for(slices: &[&EndpointSlice], port_name: &str, protocol: Protocol,
         }
     }
     by_addr.into_values().collect()
+}
+
+/// The field, else the annotation; blanks trimmed (validation lets padding
+/// through). IPv6 ranges are an IPv6 proxy's business and are left out.
+fn source_ranges(svc: &Service) -> Vec<Ipv4Cidr> {
+    let field = svc.spec.as_ref().and_then(|s| s.load_balancer_source_ranges.as_ref()).filter(|v| !v.is_empty());
+    let raw: Vec<&str> = match field {
+        Some(v) => v.iter().map(String::as_str).collect(),
+        None => svc.metadata.annotations.as_ref().and_then(|a| a.get(SOURCE_RANGES_ANNOTATION)).map(|s| s.split(',').collect()).unwrap_or_default(),
+    };
+    let mut out: Vec<Ipv4Cidr> = raw.iter().filter_map(|r| r.trim().parse().ok()).collect();
+    out.sort_by_key(|c| (u32::from(c.network()), c.prefix()));
+    out.dedup();
+    out
 }
 
 fn ipv4s<'a>(it: impl Iterator<Item = &'a str>) -> Vec<Ipv4Addr> {
@@ -367,5 +392,28 @@ pub(crate) mod tests {
         let p = &service_ports(&svc, &[&a, &b, &v6], "me")[0];
         assert_eq!(p.endpoints.len(), 1);
         assert!(p.endpoints[0].ready);
+    }
+
+    #[test]
+    fn source_ranges_come_from_the_field_else_the_annotation() {
+        let lb = |spec: serde_json::Value, annotation: Option<&str>| {
+            let mut v = json!({"metadata": {"namespace": "a", "name": "lb"},
+                "spec": {"type": "LoadBalancer", "clusterIP": "10.43.0.9", "ports": [{"port": 80, "nodePort": 30001}]},
+                "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}});
+            for (k, x) in spec.as_object().unwrap() {
+                v["spec"][k] = x.clone();
+            }
+            if let Some(a) = annotation {
+                v["metadata"]["annotations"] = json!({SOURCE_RANGES_ANNOTATION: a});
+            }
+            let ranges: Vec<String> = service_ports(&service(v), &[], "me")[0].source_ranges.iter().map(|c| c.to_string()).collect();
+            ranges
+        };
+        // Padded, unsorted, repeated, with an IPv6 range for the IPv6 proxy.
+        let field = json!({"loadBalancerSourceRanges": [" 203.0.113.0/24", "198.51.100.9/24 ", "fd00::/8", "203.0.113.0/24"]});
+        assert_eq!(lb(field.clone(), Some("10.0.0.0/8")), ["198.51.100.0/24", "203.0.113.0/24"], "the field wins");
+        assert_eq!(lb(json!({}), Some(" 10.0.0.0/8, 192.168.0.0/16 ,")), ["10.0.0.0/8", "192.168.0.0/16"]);
+        assert!(lb(json!({}), None).is_empty());
+        assert!(lb(json!({"type": "NodePort"}), Some("10.0.0.0/8")).is_empty(), "only LoadBalancer Services have them");
     }
 }

@@ -7,13 +7,16 @@
 //! (nft loads them all before every batch). Service ports with ClientIP
 //! affinity keep upstream's shape: their own chain picks an endpoint chain
 //! that updates the affinity set and DNATs. Pure; `apply` decides which of
-//! this text goes to the kernel.
+//! this text goes to the kernel. A service port with
+//! loadBalancerSourceRanges also owns a firewall chain (upstream's shape),
+//! reached before DNAT through the shared `firewall-ips` map.
 //!
 //! Names are `<kind>-<12 hex digits of a hash>` so they are short and the
 //! same on every node and every run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 
 use crate::cidr::Ipv4Cidr;
 
@@ -21,6 +24,26 @@ use super::model::{Endpoint, ServicePort};
 
 /// The mark bit set on connections to masquerade (upstream's 0x4000).
 pub const MASQUERADE_MARK: u32 = 0x4000;
+
+/// What the rules need to know about the node they run on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Traffic to a ClusterIP from outside it is masqueraded.
+    pub cluster_cidr: Ipv4Cidr,
+    /// This node's pod range. Only an endpoint inside it can be the client
+    /// of its own connection (hairpin), so only those go in the hairpin
+    /// set; None puts every endpoint there.
+    pub pod_cidr: Option<Ipv4Cidr>,
+    /// The node's addresses: a source range holding one lets the node
+    /// itself through to the load balancer IPs (as upstream).
+    pub node_ips: Vec<Ipv4Addr>,
+}
+
+impl NodeInfo {
+    pub fn new(cluster_cidr: Ipv4Cidr) -> NodeInfo {
+        NodeInfo { cluster_cidr, pod_cidr: None, node_ips: Vec::new() }
+    }
+}
 
 /// Everything one service port owns in the table: its own chains, maps and
 /// sets, and its elements in the shared maps.
@@ -52,6 +75,8 @@ pub const NODEPORT_ENDPOINTS: &str = "nodeport-endpoints";
 pub const NODEPORT_LOCAL_ENDPOINTS: &str = "nodeport-local-endpoints";
 /// The shared set of (endpoint . endpoint) pairs: a packet from an endpoint to itself is hairpin.
 pub const HAIRPIN: &str = "hairpin";
+/// (load balancer IP . protocol . port) -> goto the service port's firewall chain.
+pub const FIREWALL_IPS: &str = "firewall-ips";
 
 /// FNV-1a, 64 bits: stable across runs and Rust versions (std's hasher is not promised to be).
 fn hash(s: &str) -> String {
@@ -67,8 +92,40 @@ fn endpoint_id(sp_key: &str, ep: &Endpoint) -> String {
     hash(&format!("{sp_key}/{}:{}", ep.ip, ep.port))
 }
 
+/// The chains hooked into the kernel: while a table has none of them it
+/// sees no packet (a full sync builds the next table that way).
+pub const HOOK_CHAINS: [&str; 5] = ["nat-prerouting", "nat-output", "nat-postrouting", "filter-prerouting", "filter-output"];
+
+/// Shared map or set -> the number of elements it is declared to hold
+/// (`size`): the kernel then picks a hash table of that size instead of one
+/// that grows, which halves the cost of a full sync's inserts. The size is
+/// also a limit; `apply` re-syncs with larger sizes before reaching it.
+pub type Sizes = BTreeMap<String, usize>;
+
+/// The shared maps and sets declared with a size.
+pub fn sized_maps() -> impl Iterator<Item = &'static str> {
+    [SERVICE_IPS, SERVICE_NODEPORTS, NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS, FIREWALL_IPS, HAIRPIN].into_iter().chain(ENDPOINT_MAPS)
+}
+
 /// The fixed part of the table: hooks, shared maps, masquerade and reject.
-pub fn base(table: &str) -> String {
+pub fn base(table: &str, sizes: &Sizes) -> String {
+    let mut s = String::new();
+    for line in base_unsized(table).lines() {
+        let name = line.split_whitespace().nth(4).unwrap_or("");
+        let declares = line.starts_with("add map ") || line.starts_with("add set ");
+        match sizes.get(name) {
+            Some(n) if declares => {
+                let _ = writeln!(s, "{} size {n}; }}", line.trim_end_matches('}').trim_end());
+            }
+            _ => {
+                let _ = writeln!(s, "{line}");
+            }
+        }
+    }
+    s
+}
+
+fn base_unsized(table: &str) -> String {
     let t = format!("ip {table}");
     let mut s = String::new();
     let lines = [
@@ -81,6 +138,7 @@ pub fn base(table: &str) -> String {
         "add chain T filter-prerouting { type filter hook prerouting priority -110; policy accept; }".to_string(),
         "add chain T filter-output { type filter hook output priority -110; policy accept; }".to_string(),
         "add chain T services".to_string(),
+        "add chain T firewall-check".to_string(),
         "add chain T no-endpoints".to_string(),
         "add chain T mark-for-masquerade".to_string(),
         "add chain T masquerading".to_string(),
@@ -89,12 +147,17 @@ pub fn base(table: &str) -> String {
         format!("add map T {SERVICE_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}"),
         format!("add map T {NO_ENDPOINT_SERVICES} {{ type ipv4_addr . inet_proto . inet_service : verdict; }}"),
         format!("add map T {NO_ENDPOINT_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}"),
+        format!("add map T {FIREWALL_IPS} {{ type ipv4_addr . inet_proto . inet_service : verdict; }}"),
         format!("add set T {HAIRPIN} {{ type ipv4_addr . ipv4_addr; }}"),
         "add rule T nat-prerouting jump services".to_string(),
         "add rule T nat-output jump services".to_string(),
         "add rule T nat-postrouting jump masquerading".to_string(),
+        // Source ranges first: a client that may not connect is dropped, not refused.
+        "add rule T filter-prerouting ct state new jump firewall-check".to_string(),
+        "add rule T filter-output ct state new jump firewall-check".to_string(),
         "add rule T filter-prerouting ct state new jump no-endpoints".to_string(),
         "add rule T filter-output ct state new jump no-endpoints".to_string(),
+        format!("add rule T firewall-check ip daddr . meta l4proto . th dport vmap @{FIREWALL_IPS}"),
         format!("add rule T no-endpoints ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}"),
         // NodePorts answer on every local address but loopback (as upstream's nftables mode).
         format!("add rule T no-endpoints fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"),
@@ -154,15 +217,21 @@ const ENDPOINT_MAPS: [&str; 12] = [
 /// in the shared maps, which send it through shared chains (one per endpoint
 /// count) that DNAT with `numgen random mod N` straight from the shared
 /// endpoint maps. With affinity it gets its own chains (`fragment_with_affinity`).
-pub fn fragment(sp: &ServicePort, cluster_cidr: Ipv4Cidr) -> Fragment {
-    if sp.affinity_timeout.is_some() {
-        return fragment_with_affinity(sp, cluster_cidr);
-    }
+/// Either way loadBalancerSourceRanges add a firewall chain of its own.
+pub fn fragment(sp: &ServicePort, node: &NodeInfo) -> Fragment {
+    let mut f = if sp.affinity_timeout.is_some() { fragment_with_affinity(sp, node.cluster_cidr) } else { fragment_shared(sp, node) };
+    firewall(&mut f, sp, node);
+    f
+}
+
+fn fragment_shared(sp: &ServicePort, node: &NodeInfo) -> Fragment {
+    let cluster_cidr = node.cluster_cidr;
     let proto = sp.protocol.nft();
     let mut f = Fragment::default();
     let cluster = sp.cluster_endpoints();
     let local = sp.local_endpoints();
-    let mut hairpin: Vec<std::net::Ipv4Addr> = cluster.iter().chain(local.iter()).map(|e| e.ip).collect();
+    let mut hairpin: Vec<Ipv4Addr> = cluster.iter().chain(local.iter()).map(|e| e.ip).collect();
+    hairpin.retain(|ip| node.pod_cidr.is_none_or(|c| c.contains(*ip)));
     hairpin.sort();
     hairpin.dedup();
     f.hairpin = hairpin;
@@ -399,6 +468,26 @@ fn fragment_with_affinity(sp: &ServicePort, cluster_cidr: Ipv4Cidr) -> Fragment 
     f
 }
 
+/// loadBalancerSourceRanges: a new connection to a load balancer IP from
+/// outside the ranges is dropped, before DNAT. NodePorts and ClusterIPs
+/// are not filtered (as upstream).
+fn firewall(f: &mut Fragment, sp: &ServicePort, node: &NodeInfo) {
+    if sp.load_balancer_ips.is_empty() || sp.source_ranges.is_empty() {
+        return;
+    }
+    let chain = format!("fw-{}", hash(&sp.key()));
+    let mut allowed: Vec<String> = sp.source_ranges.iter().map(|c| c.to_string()).collect();
+    // The node reaching a load balancer IP that is local to it sends from
+    // that IP; upstream lets it through when a range holds the node's address.
+    if sp.source_ranges.iter().any(|r| node.node_ips.iter().any(|ip| r.contains(*ip))) {
+        allowed.extend(sp.load_balancer_ips.iter().map(|ip| ip.to_string()));
+    }
+    f.chains.insert(chain.clone(), vec![format!("ip saddr != {{ {} }} drop", allowed.join(", "))]);
+    for ip in &sp.load_balancer_ips {
+        f.elements.insert((FIREWALL_IPS, format!("{ip} . {} . {}", sp.protocol.nft(), sp.port)), format!("goto {chain}"));
+    }
+}
+
 fn insert_element(f: &mut Fragment, verdict: Result<String, &str>, map: &'static str, no_ep_map: &'static str, key: String) {
     match verdict {
         Ok(v) => f.elements.insert((map, key), v),
@@ -406,193 +495,7 @@ fn insert_element(f: &mut Fragment, verdict: Result<String, &str>, map: &'static
     };
 }
 
-/// One atomic batch that replaces the whole table: the table is created,
-/// deleted and created again, so it works whether or not it existed, and
-/// conntrack keeps established connections' NAT across it.
-/// Also returns the shared chains it creates.
-pub fn full<'a>(table: &str, fragments: impl IntoIterator<Item = &'a Fragment>) -> (String, BTreeSet<String>) {
-    let mut s = format!("add table ip {table}\ndelete table ip {table}\nadd table ip {table}\n");
-    s.push_str(&base(table));
-    let mut b = Batch::new(table);
-    let mut hairpin = BTreeSet::new();
-    for f in fragments {
-        b.change(None, Some(f));
-        hairpin.extend(f.hairpin.iter().copied());
-    }
-    b.hairpin(hairpin, []);
-    let shared = b.shared_chains().clone();
-    s.push_str(&b.finish());
-    (s, shared)
-}
-
-/// Lines of an incremental batch, kept in phases so that every object
-/// exists before it is referenced and is deleted only after nothing points to it.
-pub struct Batch {
-    t: String,
-    /// Shared chains that exist (installed, or declared by this batch).
-    shared: BTreeSet<String>,
-    declare: String,
-    unlink: String,
-    /// map -> keys to delete, and map -> elements to add; sent a few thousand to a line.
-    unlink_elements: BTreeMap<String, Vec<String>>,
-    link_elements: BTreeMap<String, Vec<String>>,
-    flush: String,
-    fill: String,
-    link: String,
-    empty_old: String,
-    delete_maps: String,
-    delete_chains: String,
-    delete_sets: String,
-}
-
-impl Batch {
-    pub fn new(table: &str) -> Batch {
-        Batch::with_shared(table, BTreeSet::new())
-    }
-
-    /// A batch for a table where the shared chains `shared` already exist.
-    pub fn with_shared(table: &str, shared: BTreeSet<String>) -> Batch {
-        let e = String::new;
-        Batch {
-            t: format!("ip {table}"),
-            shared,
-            declare: e(),
-            unlink: e(),
-            unlink_elements: BTreeMap::new(),
-            link_elements: BTreeMap::new(),
-            flush: e(),
-            fill: e(),
-            link: e(),
-            empty_old: e(),
-            delete_maps: e(),
-            delete_chains: e(),
-            delete_sets: e(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        [&self.declare, &self.unlink, &self.flush, &self.fill, &self.link, &self.delete_chains, &self.delete_sets]
-            .iter()
-            .all(|s| s.is_empty())
-            && self.unlink_elements.is_empty()
-            && self.link_elements.is_empty()
-    }
-
-    /// The shared chains that exist once this batch is applied.
-    pub fn shared_chains(&self) -> &BTreeSet<String> {
-        &self.shared
-    }
-
-    /// Adds and removes hairpin pairs (the caller counts the service ports using each address).
-    pub fn hairpin(&mut self, add: impl IntoIterator<Item = std::net::Ipv4Addr>, delete: impl IntoIterator<Item = std::net::Ipv4Addr>) {
-        for ip in add {
-            self.link_elements.entry(HAIRPIN.to_string()).or_default().push(format!("{ip} . {ip}"));
-        }
-        for ip in delete {
-            self.unlink_elements.entry(HAIRPIN.to_string()).or_default().push(format!("{ip} . {ip}"));
-        }
-    }
-
-    /// Turns what is installed for one service port (`old`) into `new`,
-    /// touching only what differs.
-    pub fn change(&mut self, old: Option<&Fragment>, new: Option<&Fragment>) {
-        let empty = Fragment::default();
-        let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
-        let t = &self.t;
-        for (chain, rules) in &new.shared {
-            if self.shared.insert(chain.clone()) {
-                let _ = writeln!(self.declare, "add chain {t} {chain}");
-                for r in rules {
-                    let _ = writeln!(self.fill, "add rule {t} {chain} {r}");
-                }
-            }
-        }
-        for (set, timeout) in &new.sets {
-            // Kept sets keep their entries: clients stay with their endpoint.
-            if !old.sets.contains_key(set) {
-                let _ = writeln!(self.declare, "add set {t} {set} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}");
-            }
-        }
-        for (chain, rules) in &new.chains {
-            match old.chains.get(chain) {
-                Some(old_rules) if old_rules == rules => continue,
-                Some(_) => {
-                    let _ = writeln!(self.flush, "flush chain {t} {chain}");
-                }
-                None => {
-                    let _ = writeln!(self.declare, "add chain {t} {chain}");
-                }
-            }
-            for r in rules {
-                let _ = writeln!(self.fill, "add rule {t} {chain} {r}");
-            }
-        }
-        for (map, elements) in &new.maps {
-            match old.maps.get(map) {
-                Some(old_elements) if old_elements == elements => continue,
-                Some(_) => {
-                    let _ = writeln!(self.flush, "flush map {t} {map}");
-                }
-                None => {
-                    let _ = writeln!(self.declare, "add map {t} {map} {{ typeof numgen random mod 1 : verdict; }}");
-                }
-            }
-            if !elements.is_empty() {
-                let _ = writeln!(self.fill, "add element {t} {map} {{ {} }}", elements.join(", "));
-            }
-        }
-        for ((map, key), verdict) in &new.elements {
-            match old.elements.get(&(*map, key.clone())) {
-                Some(v) if v == verdict => continue,
-                Some(_) => self.unlink_elements.entry(map.to_string()).or_default().push(key.clone()),
-                None => {}
-            }
-            self.link_elements.entry(map.to_string()).or_default().push(format!("{key} : {verdict}"));
-        }
-        for (map, key) in old.elements.keys() {
-            if !new.elements.contains_key(&(*map, key.clone())) {
-                self.unlink_elements.entry(map.to_string()).or_default().push(key.clone());
-            }
-        }
-        for map in old.maps.keys().filter(|m| !new.maps.contains_key(*m)) {
-            let _ = writeln!(self.delete_maps, "delete map {t} {map}");
-        }
-        for chain in old.chains.keys().filter(|c| !new.chains.contains_key(*c)) {
-            // Emptied first: removed chains may jump to each other.
-            let _ = writeln!(self.empty_old, "flush chain {t} {chain}");
-            let _ = writeln!(self.delete_chains, "delete chain {t} {chain}");
-        }
-        for set in old.sets.keys().filter(|s| !new.sets.contains_key(*s)) {
-            let _ = writeln!(self.delete_sets, "delete set {t} {set}");
-        }
-    }
-
-    pub fn finish(mut self) -> String {
-        let elements = |verb: &str, groups: &BTreeMap<String, Vec<String>>| {
-            let mut s = String::new();
-            for (map, items) in groups {
-                for chunk in items.chunks(2000) {
-                    let _ = writeln!(s, "{verb} element {} {map} {{ {} }}", self.t, chunk.join(", "));
-                }
-            }
-            s
-        };
-        self.unlink.push_str(&elements("delete", &self.unlink_elements));
-        self.link.push_str(&elements("add", &self.link_elements));
-        [
-            self.declare,
-            self.unlink,
-            self.flush,
-            self.fill,
-            self.link,
-            self.empty_old,
-            self.delete_maps,
-            self.delete_chains,
-            self.delete_sets,
-        ]
-        .concat()
-    }
-}
+pub use super::batch::{full, staged, Batch, Elements, Staged};
 
 #[cfg(test)]
 #[path = "rules_tests.rs"]

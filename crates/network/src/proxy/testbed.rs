@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::apply::Runner;
+use super::runner::Runner;
 
 pub struct Testbed {
     pub tag: String,
@@ -62,6 +62,11 @@ impl Testbed {
 
     pub fn cluster_cidr(&self) -> String {
         format!("10.{}.0.0/16", self.octet)
+    }
+
+    /// The node's pod range, 10.<octet>.1.0/24 (its pods' addresses).
+    pub fn pod_cidr(&self) -> crate::cidr::Ipv4Cidr {
+        crate::cidr::Ipv4Cidr::new(Ipv4Addr::new(10, self.octet, 1, 0), 24).expect("a /24 is valid")
     }
 
     /// Runs nft inside the node namespace.

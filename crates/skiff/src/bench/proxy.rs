@@ -33,14 +33,28 @@ pub struct ProxyArgs {
     /// Print a JSON summary on stdout (the readable report then goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Run `nft -f -` for every batch instead of libnftables in process (the fallback).
+    #[arg(long)]
+    spawn_nft: bool,
+    /// Send a full sync's elements as nft text too, not over netlink.
+    #[arg(long)]
+    text_full_sync: bool,
+    /// Do not tell the proxy the node's pod range, so every endpoint goes in the hairpin set.
+    #[arg(long)]
+    hairpin_all: bool,
 }
 
 #[derive(Serialize)]
 struct Report {
     services: usize,
     endpoints_per_service: usize,
+    backend: &'static str,
     full_sync_seconds: f64,
+    /// CPU time of this process and its children during the full sync.
+    full_sync_cpu_seconds: f64,
     full_sync_lines: usize,
+    /// Elements a full sync sent over netlink (not as nft text).
+    full_sync_netlink_elements: usize,
     endpoint_change: Latency,
     service_change: Latency,
     resync_seconds: f64,
@@ -61,18 +75,26 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
     let (a, b, client) = (bed.add_pod("a")?, bed.add_pod("b")?, bed.add_pod("c")?);
     a.serve(8080)?;
     b.serve(8080)?;
-    let runner = bed.runner();
+    let runner = match (args.spawn_nft, args.text_full_sync) {
+        (true, _) => bed.runner().spawning(),
+        (false, true) => bed.runner().without_netlink(),
+        (false, false) => bed.runner(),
+    };
     runner.ensure_bridge_nf_call().await?;
-    let mut proxier = Proxier::new("bench_proxy", bed.cluster_cidr().parse()?, runner);
+    let pod_cidr = (!args.hairpin_all).then(|| bed.pod_cidr());
+    let mut proxier = Proxier::new("bench_proxy", bed.cluster_cidr().parse()?, runner).with_node_ips(vec![bed.node_ip]).with_pod_cidr(pod_cidr);
+    let backend = proxier.backend();
 
     // Service 0 is real (pods a and b); the others point at addresses nobody uses.
     let mut ports: Vec<ServicePort> = (0..args.services).map(|i| service(i, args.endpoints)).collect();
     ports[0].endpoints = [a.ip, b.ip].iter().map(|ip| endpoint(*ip)).collect();
     let probe = SocketAddrV4::new(ports[0].cluster_ips[0], 80);
 
-    say(format!("skiff bench proxy: {} services x {} endpoints, in netns {}", args.services, args.endpoints, bed.node_ns));
+    say(format!("skiff bench proxy: {} services x {} endpoints, in netns {}, through {backend}", args.services, args.endpoints, bed.node_ns));
+    let cpu_before = cpu_seconds();
     let full = proxier.sync_all(ports.clone()).await.context("full sync")?;
-    say(format!("full sync         {:>9.3} s  ({} lines)", full.elapsed.as_secs_f64(), full.lines));
+    let full_cpu = cpu_seconds() - cpu_before;
+    say(format!("full sync         {:>9.3} s  ({} lines + {} elements over netlink, {full_cpu:.3} s CPU)", full.elapsed.as_secs_f64(), full.lines, full.elements));
     let mut check = client.connect(probe, Duration::from_secs(3)).context("connecting to the probe Service")?;
     let first = ask(&mut check)?;
 
@@ -140,8 +162,11 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
         let report = Report {
             services: args.services,
             endpoints_per_service: args.endpoints,
+            backend,
             full_sync_seconds: full.elapsed.as_secs_f64(),
+            full_sync_cpu_seconds: full_cpu,
             full_sync_lines: full.lines,
+            full_sync_netlink_elements: full.elements,
             endpoint_change,
             service_change,
             resync_seconds: resync.elapsed.as_secs_f64(),
@@ -160,6 +185,18 @@ fn service(i: usize, endpoints: usize) -> ServicePort {
         .map(|e| endpoint(Ipv4Addr::new(10, OCTET, 2 + ((i * endpoints + e) / 250 % 250) as u8, ((i * endpoints + e) % 250) as u8 + 1)))
         .collect();
     ServicePort::tcp("bench", &format!("svc-{i}"), vip, 80, endpoints)
+}
+
+/// User + system time of this process and its waited-for children.
+fn cpu_seconds() -> f64 {
+    let secs = |who| {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut u) };
+        let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+        t(u.ru_utime) + t(u.ru_stime)
+    };
+    secs(libc::RUSAGE_SELF) + secs(libc::RUSAGE_CHILDREN)
 }
 
 fn endpoint(ip: Ipv4Addr) -> Endpoint {
