@@ -28,7 +28,12 @@ pub fn qualified(info: &ResourceInfo) -> String {
 }
 
 fn name_details(info: &ResourceInfo, name: &str) -> Value {
-    json!({"name": name, "group": info.group, "kind": info.plural})
+    if info.group.is_empty() {
+        // Go's omitempty: core kinds carry no group.
+        json!({"name": name, "kind": info.plural})
+    } else {
+        json!({"name": name, "group": info.group, "kind": info.plural})
+    }
 }
 
 impl ApiError {

@@ -84,7 +84,7 @@ async fn route(app: &Arc<App>, t: &Target, req: Request) -> ApiResult<Response> 
         sub => {
             let asked = query.iter().rev().find(|(k, _)| k == "container").map(|(_, v)| v.as_str());
             let container = pick_container(&pod, asked)?;
-            let previous = query.iter().any(|(k, v)| k == "previous" && v == "true");
+            let previous = crate::request::is_true(query.iter().rev().find(|(k, _)| k == "previous").map(|(_, v)| v));
             check_container_state(&pod, &container, sub, previous)?;
             let verb = match sub {
                 Subresource::Log => "containerLogs",

@@ -53,8 +53,10 @@ pub enum ApiPath {
     Resource(ResourceRequest),
 }
 
-fn is_true(v: Option<&String>) -> bool {
-    matches!(v.map(String::as_str), Some("true") | Some("1"))
+/// A boolean query parameter as upstream converts one: present and not
+/// `0` or `false` (any case) is true, so the Python client's `watch=True` is.
+pub fn is_true(v: Option<&String>) -> bool {
+    v.is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
 pub fn parse_path(method: &Method, path: &str, query: &Query) -> ApiResult<Option<ApiPath>> {
