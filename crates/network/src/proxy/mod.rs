@@ -70,7 +70,9 @@ impl ProxyConfig {
             nft_table: nft_table.to_string(),
             health_bind: Ipv4Addr::UNSPECIFIED.into(),
             netns: None,
-            debounce: Duration::from_millis(20),
+            // Long enough to batch a burst (a rollout), short enough that one
+            // change still reaches the kernel within the 10 ms aim.
+            debounce: Duration::from_millis(5),
         }
     }
 
