@@ -27,7 +27,7 @@ pub fn qualified(info: &ResourceInfo) -> String {
     }
 }
 
-fn name_details(info: &ResourceInfo, name: &str) -> Value {
+pub(crate) fn name_details(info: &ResourceInfo, name: &str) -> Value {
     if info.group.is_empty() {
         // Go's omitempty: core kinds carry no group.
         json!({"name": name, "kind": info.plural})

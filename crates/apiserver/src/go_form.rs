@@ -27,9 +27,8 @@ pub fn shape(obj: &mut Value) {
             map.insert(key.into(), v);
         }
     }
-    match schema {
-        Some(msg) => place(msg, &mut rest, map),
-        None => {}
+    if let Some(msg) = schema {
+        place(msg, &mut rest, map);
     }
     map.extend(rest);
 }

@@ -107,13 +107,18 @@ async fn route(app: &Arc<App>, t: &Target, req: Request) -> ApiResult<Response> 
     let nodes = resources::catalog::lookup("", "v1", "nodes").expect("nodes are in the catalog");
     let node = app.registry.get(nodes, None, node_name).await?;
     let (host, port) = agent_address(&node).ok_or_else(|| ApiError::internal(format!("node {node_name} has no address to reach its agent at")))?;
-    let tls = app.kubelet_tls.get().cloned().ok_or_else(|| ApiError::new(503, "ServiceUnavailable", "this API server has no client certificate for node agents"))?;
+    let tls = agent_tls(app)?;
     let conn = agent::Agent { host, port, tls };
     if t.sub == Subresource::Log {
         conn.stream(&path).await
     } else {
         conn.upgrade(&path, req).await
     }
+}
+
+/// The TLS client configuration node agents are dialed with.
+fn agent_tls(app: &App) -> ApiResult<Arc<rustls::ClientConfig>> {
+    app.kubelet_tls.get().cloned().ok_or_else(|| ApiError::new(503, "ServiceUnavailable", "this API server has no client certificate for node agents"))
 }
 
 /// The agent's address: the node's InternalIP, else its Hostname, and the

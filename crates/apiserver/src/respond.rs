@@ -156,10 +156,7 @@ pub fn list(fmt: Format, info: &ResourceInfo, q: &Query, items: &[Arc<Cached>], 
 
 /// The Status upstream answers for a delete that removed the object at once.
 pub fn deleted_status(info: &ResourceInfo, obj: &Value) -> Value {
-    let mut details = json!({"name": obj["metadata"]["name"], "group": info.group, "kind": info.plural, "uid": obj["metadata"]["uid"]});
-    if info.group.is_empty() {
-        // Go's omitempty: core kinds carry no group.
-        details.as_object_mut().map(|d| d.shift_remove("group"));
-    }
+    let mut details = crate::errors::name_details(info, obj["metadata"]["name"].as_str().unwrap_or(""));
+    details["uid"] = obj["metadata"]["uid"].clone();
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::errors::{ApiError, ApiResult};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of an agent's error answer is read into the Status message.
 const MAX_ERROR_BODY: usize = 1 << 20;
 

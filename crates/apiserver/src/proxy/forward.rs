@@ -8,7 +8,6 @@
 //! certificate, and the answer streams back as it comes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -20,8 +19,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::errors::{ApiError, ApiResult};
 use crate::App;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Headers that belong to one connection, never forwarded.
 const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "authorization"];
@@ -102,27 +99,21 @@ pub async fn handle(app: &Arc<App>, t: ProxyTarget, req: Request) -> Response {
 async fn route(app: &Arc<App>, t: &ProxyTarget, req: Request) -> ApiResult<Response> {
     let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
     let path = format!("{}{query}", t.rest);
-    let get = |plural: &'static str, ns: Option<&str>, name: &str| {
-        let info = resources::catalog::lookup("", "v1", plural).expect("core kinds are in the catalog");
-        let reg = app.registry.clone();
-        let name = name.to_string();
-        let ns = ns.map(String::from);
-        async move { reg.get(info, ns.as_deref(), &name).await }
-    };
+    let core = |plural| resources::catalog::lookup("", "v1", plural).expect("core kinds are in the catalog");
     match t.kind {
         Kind::Node => {
-            let node = get("nodes", None, &t.name).await?;
+            let node = app.registry.get(core("nodes"), None, &t.name).await?;
             let (host, default_port) = super::agent_address(&node)
                 .ok_or_else(|| ApiError::internal(format!("node {} has no address to reach its agent at", t.name)))?;
             let port = parse_port(t.port.as_deref(), default_port)?;
-            let tls = app.kubelet_tls.get().cloned().ok_or_else(|| ApiError::new(503, "ServiceUnavailable", "this API server has no client certificate for node agents"))?;
+            let tls = super::agent_tls(app)?;
             let tcp = dial(&host, port).await?;
             let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(ApiError::internal)?;
             let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| unreachable(&host, port, e))?;
             forward(stream, &host, port, &path, req).await
         }
         Kind::Pod => {
-            let pod = get("pods", t.namespace.as_deref(), &t.name).await?;
+            let pod = app.registry.get(core("pods"), t.namespace.as_deref(), &t.name).await?;
             let ip = pod["status"]["podIP"].as_str().filter(|s| !s.is_empty())
                 .ok_or_else(|| ApiError::new(503, "ServiceUnavailable", format!("pod {} has no IP address yet", t.name)))?
                 .to_string();
@@ -134,7 +125,7 @@ async fn route(app: &Arc<App>, t: &ProxyTarget, req: Request) -> ApiResult<Respo
         }
         Kind::Service => {
             let ns = t.namespace.as_deref();
-            let svc = get("services", ns, &t.name).await?;
+            let svc = app.registry.get(core("services"), ns, &t.name).await?;
             let (ip, port) = service_endpoint(app, &svc, ns.unwrap_or("default"), t).await?;
             connect_and_forward(t.scheme.as_deref(), &ip, port, &path, req).await
         }
@@ -199,7 +190,7 @@ async fn service_endpoint(app: &Arc<App>, svc: &Value, ns: &str, t: &ProxyTarget
 }
 
 async fn dial(host: &str, port: u16) -> ApiResult<tokio::net::TcpStream> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host, port))).await {
+    match tokio::time::timeout(super::agent::CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host, port))).await {
         Ok(Ok(tcp)) => Ok(tcp),
         Ok(Err(e)) => Err(unreachable(host, port, e)),
         Err(_) => Err(unreachable(host, port, "timed out")),
