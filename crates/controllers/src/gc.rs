@@ -137,10 +137,11 @@ impl Queue {
     }
 }
 
-/// The kinds to watch: one version of each stored kind.
+/// The kinds to watch: one version of each stored kind. Kinds answered live
+/// (ComponentStatus) cannot be watched and own nothing.
 fn kinds() -> Vec<&'static ResourceInfo> {
     let mut seen = HashSet::new();
-    CATALOG.iter().filter(|i| seen.insert(i.storage)).collect()
+    CATALOG.iter().filter(|i| i.verbs().contains(&"watch") && seen.insert(i.storage)).collect()
 }
 
 fn api_resource(info: &ResourceInfo) -> ApiResource {
