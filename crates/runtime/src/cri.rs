@@ -145,8 +145,11 @@ pub struct ContainerStatus {
     pub reason: Option<String>,
     pub message: Option<String>,
     pub image: String,
-    /// `sha256:...` digest of the image config (the pod's `imageID`).
+    /// `sha256:...` digest of the image config.
     pub image_id: String,
+    /// `repo@sha256:<manifest digest>` (CRI's imageRef: the pod's `imageID`,
+    /// e.g. `docker.io/library/nginx@sha256:...`); empty when unknown.
+    pub image_ref: String,
     pub log_path: PathBuf,
     pub pid: Option<u32>,
 }

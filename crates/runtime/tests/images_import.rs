@@ -131,3 +131,47 @@ async fn gc_evicts_least_recently_used_first() {
     assert_eq!(report.removed_images, vec![old_id]);
     assert!(store.resolve("localhost/new:1").is_ok());
 }
+
+/// Air-gap preloading: every archive in the images directory (plain, gzip
+/// and zstd tars, docker save and OCI layout) is imported and pinned; a
+/// bad one is reported, others are not archives; unchanged archives are
+/// not imported again unless their images are gone.
+#[tokio::test]
+async fn preloads_the_archives_of_a_directory_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let store = Store::open(images.clone(), vec![]).unwrap();
+    write(&images, "plain.tar", &testimage::docker_save_tar("airgap/plain:v1", &small_layer("plain")));
+    write(&images, "gz.tar.gz", &testimage::gzip(&testimage::docker_save_tar("airgap/gz:v1", &small_layer("gz"))));
+    write(&images, "oci.tar.zst", &testimage::zstd(&testimage::oci_layout_tar("docker.io/airgap/zst:v1", &small_layer("zst"))));
+    write(&images, "broken.tar", b"not a tar at all");
+    write(&images, "notes.txt", b"not an archive");
+
+    let report = store.import_directory(&images).await.unwrap();
+    let mut names: Vec<String> = report.imported.iter().flat_map(|(_, n)| n.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["docker.io/airgap/gz:v1", "docker.io/airgap/plain:v1", "docker.io/airgap/zst:v1"]);
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert!(report.failed[0].0.ends_with("broken.tar"));
+    for n in &names {
+        assert!(store.resolve(n).is_ok(), "{n}");
+    }
+    // Pinned: GC leaves them however much it is asked to free.
+    let gc = store.gc(&HashSet::new(), u64::MAX, Duration::ZERO).await.unwrap();
+    assert!(gc.removed_images.is_empty(), "{gc:?}");
+    assert_eq!(store.list_images().await.unwrap().len(), 3);
+
+    // A restart: nothing to import again.
+    let again = store.import_directory(&images).await.unwrap();
+    assert!(again.imported.is_empty() && again.unchanged.len() == 3, "{again:?}");
+    // An image removed by hand comes back from its archive on the next start.
+    store.remove_image("airgap/plain:v1").await.unwrap();
+    let third = store.import_directory(&images).await.unwrap();
+    assert_eq!(third.imported.len(), 1, "{third:?}");
+    assert!(store.resolve("airgap/plain:v1").is_ok());
+    // `skiff image import` of a compressed archive works the same way.
+    let other = Store::open(dir.path().join("other"), vec![]).unwrap();
+    assert_eq!(other.import(&images.join("gz.tar.gz")).await.unwrap(), ["docker.io/airgap/gz:v1"]);
+    // A missing directory is nothing to do.
+    assert!(store.import_directory(&dir.path().join("absent")).await.unwrap().imported.is_empty());
+}

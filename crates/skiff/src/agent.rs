@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use runtime::containers::{Runtime, ShimCommand};
-use runtime::images::{ImageResolver, Store};
+use runtime::images::{ImageResolver, Registries, Store};
 
 /// The hidden subcommand the runtime re-executes this binary as, one shim per container.
 pub const SHIM_SUBCOMMAND: &str = "container-shim";
@@ -31,6 +31,10 @@ pub struct AgentArgs {
     /// Registry host[:port] pulled from over plain HTTP (localhost and 127.0.0.1 always are). Repeatable.
     #[arg(long)]
     pub insecure_registry: Vec<String>,
+    /// Registry mirrors, repository rewrites, credentials and TLS settings, in k3s's registries.yaml
+    /// format; a missing file means none, a malformed one stops startup.
+    #[arg(long, value_name = "FILE", default_value = runtime::images::mirrors::DEFAULT_REGISTRIES_FILE, value_parser = parse_registries)]
+    pub registries: Registries,
     /// Directory of static pod manifests the agent runs and mirrors into the API.
     #[arg(long)]
     pub pod_manifest_path: Option<PathBuf>,
@@ -64,6 +68,12 @@ pub struct NodeNetworkArgs {
     /// How pods reach other nodes' pods: vxlan (an overlay, as flannel's default) or host-gw (direct routes; nodes on one L2 segment).
     #[arg(long, default_value = "vxlan")]
     pub flannel_backend: network::overlay::Backend,
+}
+
+/// Reads and checks the registries file while the command line is parsed,
+/// so a bad one is reported (with its field) before anything starts.
+pub(crate) fn parse_registries(s: &str) -> Result<Registries, String> {
+    Registries::load(std::path::Path::new(s)).map_err(|e| format!("{e:#}"))
 }
 
 fn parse_log_size(s: &str) -> Result<u64, String> {
@@ -165,7 +175,14 @@ async fn run_node(
     args: AgentArgs,
 ) -> anyhow::Result<()> {
     let root = data_dir.join("agent");
-    let images = Arc::new(Store::open(root.join("images"), args.insecure_registry.clone()).context("opening the image store")?);
+    let images_dir = root.join("images");
+    if let Some(file) = &args.registries.source {
+        tracing::info!(file = %file.display(), mirrors = ?args.registries.describe(), "registry settings loaded");
+    }
+    let store = Store::open(images_dir.clone(), args.insecure_registry.clone()).context("opening the image store")?;
+    let images = Arc::new(store.with_registries(args.registries.clone()));
+    // Air-gap: image archives dropped into DATA_DIR/agent/images are there before any pod starts.
+    images.import_directory(&images_dir).await.context("importing image archives")?;
     let shim = ShimCommand { program: std::env::current_exe()?, args_prefix: vec![SHIM_SUBCOMMAND.into()] };
     let resolver: Arc<dyn ImageResolver> = images.clone();
     let rotation = runtime::containers::LogRotation { max_size: args.container_log_max_size, max_files: args.container_log_max_files.into() };

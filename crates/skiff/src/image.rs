@@ -32,12 +32,15 @@ enum ImageCommand {
         #[arg(required = true)]
         images: Vec<String>,
     },
-    /// Pull an image from a registry (anonymously).
+    /// Pull an image from a registry (anonymously, or with the registries file's credentials).
     Pull {
         image: String,
         /// Registry (host or host:port) to reach over plain HTTP; loopback registries always are.
         #[arg(long)]
         insecure_registry: Vec<String>,
+        /// Registry mirrors, rewrites, credentials and TLS settings (k3s's registries.yaml), as the node agent uses.
+        #[arg(long, value_name = "FILE", default_value = runtime::images::mirrors::DEFAULT_REGISTRIES_FILE, value_parser = crate::agent::parse_registries)]
+        registries: runtime::images::Registries,
     },
 }
 
@@ -47,7 +50,10 @@ pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
         ImageCommand::Pull { insecure_registry, .. } => insecure_registry.clone(),
         _ => Vec::new(),
     };
-    let store = Store::open(root.clone(), insecure).with_context(|| format!("opening the image store in {}", root.display()))?;
+    let mut store = Store::open(root.clone(), insecure).with_context(|| format!("opening the image store in {}", root.display()))?;
+    if let ImageCommand::Pull { registries, .. } = &args.command {
+        store = store.with_registries(registries.clone());
+    }
     match args.command {
         ImageCommand::Import { file } => {
             for name in store.import(&file).await? {

@@ -24,6 +24,12 @@ const MAX_MESSAGE: u64 = 4096;
 const FALLBACK_LOG_LINES: usize = 80;
 const FALLBACK_LOG_BYTES: usize = 2048;
 
+/// An image reference in full, as the runtime reports it: `nginx` is
+/// `docker.io/library/nginx:latest`. Unparsable ones stay as written.
+pub fn normalized_image(image: &str) -> String {
+    runtime::images::Reference::parse(image).map(|r| r.to_string()).unwrap_or_else(|_| image.to_string())
+}
+
 fn time(t: Option<SystemTime>) -> Option<Time> {
     t.map(|t| Time(DateTime::<Utc>::from(t)))
 }
@@ -140,10 +146,17 @@ impl Worker {
         } else {
             started
         };
+        // As upstream with containerd: the image as the runtime knows it
+        // (`docker.io/library/nginx:latest`) and its repo digest once a
+        // container exists; the spec's words and "" before.
+        let (image, image_id) = match &latest {
+            Some(l) => (normalized_image(&l.image), if l.image_ref.is_empty() { l.image_id.clone() } else { l.image_ref.clone() }),
+            None => (c.image.clone().unwrap_or_default(), String::new()),
+        };
         ContainerStatus {
             name: c.name.clone(),
-            image: c.image.clone().unwrap_or_default(),
-            image_id: latest.as_ref().map(|l| l.image_id.clone()).unwrap_or_default(),
+            image,
+            image_id,
             container_id: latest.as_ref().map(|l| format!("skiff://{}", l.id)),
             restart_count,
             ready,
@@ -294,5 +307,17 @@ mod tests {
         assert!(!tail.contains("line 19\n"), "only the last 80 lines");
         assert!(tail.len() <= FALLBACK_LOG_BYTES);
         assert_eq!(log_tail(&tmp.path().join("missing")), "");
+    }
+
+    #[test]
+    fn status_images_in_full_as_containerd_reports_them() {
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(normalized_image("nginx"), "docker.io/library/nginx:latest");
+        assert_eq!(normalized_image("busybox:stable"), "docker.io/library/busybox:stable");
+        assert_eq!(normalized_image("docker.io/library/alpine"), "docker.io/library/alpine:latest");
+        assert_eq!(normalized_image("user/img"), "docker.io/user/img:latest");
+        assert_eq!(normalized_image("localhost:5000/x"), "localhost:5000/x:latest");
+        assert_eq!(normalized_image(&format!("nginx@{d}")), format!("docker.io/library/nginx@{d}"));
+        assert_eq!(normalized_image("Not A Reference"), "Not A Reference");
     }
 }

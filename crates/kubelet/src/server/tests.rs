@@ -58,6 +58,7 @@ fn container(id: &str, name: &str, attempt: u32, state: ContainerState, log: Pat
         message: None,
         image: "busybox".into(),
         image_id: String::new(),
+        image_ref: String::new(),
         log_path: log,
         pid: None,
     }

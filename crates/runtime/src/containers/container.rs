@@ -56,6 +56,7 @@ impl Runtime {
             attempt: config.attempt,
             image: config.image.clone(),
             image_id: image.id.clone(),
+            image_ref: image.repo_digest.clone(),
             log_path: config.log_path.clone(),
             cgroups_path: format!("/{}/{}", sandbox.cgroup_parent, id),
             tty: config.tty,
@@ -271,6 +272,7 @@ impl Runtime {
             message: None,
             image: meta.image.clone(),
             image_id: meta.image_id.clone(),
+            image_ref: meta.image_ref.clone(),
             log_path: meta.log_path.clone(),
             pid: None,
         };

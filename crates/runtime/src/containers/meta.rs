@@ -47,6 +47,9 @@ pub struct ContainerMeta {
     pub attempt: u32,
     pub image: String,
     pub image_id: String,
+    /// `repo@sha256:<manifest>` the image was known by at creation (CRI's imageRef).
+    #[serde(default)]
+    pub image_ref: String,
     pub log_path: PathBuf,
     /// `/<cgroup_parent>/<id>`, as given to runc.
     pub cgroups_path: String,

@@ -22,9 +22,9 @@ pub struct GcReport {
 impl Store {
     /// Frees at least `target_free_bytes` (if it can) by removing images
     /// nobody needs, least recently used first. `keep` holds references or
-    /// IDs of images in use (running containers, pinned images); those stay,
-    /// as do images pulled, imported or used within `min_age` (a pod may be
-    /// about to start from one). Unreferenced blobs and layers always go first.
+    /// IDs of images in use (running containers); those stay, as do pinned
+    /// ones (imported from the node's images directory) and images pulled,
+    /// imported or used within `min_age` (a pod may be about to start from one). Unreferenced blobs and layers always go first.
     pub async fn gc(&self, keep: &HashSet<String>, target_free_bytes: u64, min_age: Duration) -> anyhow::Result<GcReport> {
         let _content = FileLock::acquire_async(self.locks_dir(), CONTENT_LOCK.into(), true).await?;
         let index = self.read_index()?;
@@ -34,7 +34,7 @@ impl Store {
         let mut candidates: Vec<(i64, String)> = index
             .images
             .iter()
-            .filter(|(id, r)| !kept.contains(*id) && r.last_used <= young_after)
+            .filter(|(id, r)| !kept.contains(*id) && !r.pinned && r.last_used <= young_after)
             .map(|(id, r)| (r.last_used, id.clone()))
             .collect();
         candidates.sort();

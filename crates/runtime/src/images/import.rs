@@ -57,16 +57,22 @@ fn file_digest(path: &Path) -> anyhow::Result<String> {
 }
 
 impl Store {
-    /// Imports every image in the archive at `path` and returns the names
-    /// imported (an image without a name is returned as its ID).
+    /// Imports every image in the archive at `path` (a tar, or a gzip or
+    /// zstd compressed one) and returns the names imported (an image
+    /// without a name is returned as its ID).
     pub async fn import(&self, path: &Path) -> anyhow::Result<Vec<String>> {
+        self.import_archive(path, false).await
+    }
+
+    /// As [`Store::import`]; `pinned` images are left alone by garbage collection.
+    pub async fn import_archive(&self, path: &Path, pinned: bool) -> anyhow::Result<Vec<String>> {
         let _content = FileLock::acquire_async(self.locks_dir(), CONTENT_LOCK.into(), false).await?;
         let dir = self.tmp_path("import");
         let (archive, dir_c) = (path.to_path_buf(), dir.clone());
         let extracted = tokio::task::spawn_blocking(move || extract(&archive, &dir_c)).await?;
         let result = match extracted {
-            Ok(()) if dir.join("manifest.json").exists() => self.import_docker_save(&dir).await,
-            Ok(()) if dir.join("index.json").exists() => self.import_oci_layout(&dir).await,
+            Ok(()) if dir.join("manifest.json").exists() => self.import_docker_save(&dir, pinned).await,
+            Ok(()) if dir.join("index.json").exists() => self.import_oci_layout(&dir, pinned).await,
             Ok(()) => Err(anyhow::anyhow!("neither manifest.json (docker save) nor index.json (OCI layout) found")),
             Err(e) => Err(e),
         };
@@ -74,7 +80,7 @@ impl Store {
         result.with_context(|| format!("importing {}", path.display()))
     }
 
-    async fn import_docker_save(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
+    async fn import_docker_save(&self, dir: &Path, pinned: bool) -> anyhow::Result<Vec<String>> {
         let entries: Vec<DockerSaveEntry> = read_json(&dir.join("manifest.json"))?;
         let mut imported = Vec::new();
         for entry in entries {
@@ -101,12 +107,12 @@ impl Store {
                 .iter()
                 .map(|t| Reference::parse(t).map(|r| r.name()))
                 .collect::<anyhow::Result<_>>()?;
-            imported.extend(self.store_imported(&manifest, &[(manifest_digest, manifest_bytes)], names, &mut blobs).await?);
+            imported.extend(self.store_imported(&manifest, &[(manifest_digest, manifest_bytes)], names, &mut blobs, pinned).await?);
         }
         Ok(imported)
     }
 
-    async fn import_oci_layout(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
+    async fn import_oci_layout(&self, dir: &Path, pinned: bool) -> anyhow::Result<Vec<String>> {
         let index: Manifest = read_json(&dir.join("index.json"))?;
         let blob_dir = dir.join("blobs/sha256");
         let mut files = BTreeMap::new();
@@ -134,7 +140,7 @@ impl Store {
             };
             let names = oci_layout_name(top).into_iter().collect();
             let mut blobs = ArchiveBlobs { root: dir.canonicalize()?, files: files.clone() };
-            imported.extend(self.store_imported(&manifest, &manifests, names, &mut blobs).await?);
+            imported.extend(self.store_imported(&manifest, &manifests, names, &mut blobs, pinned).await?);
         }
         Ok(imported)
     }
@@ -146,6 +152,7 @@ impl Store {
         manifests: &[(String, Vec<u8>)],
         names: Vec<String>,
         blobs: &mut ArchiveBlobs,
+        pinned: bool,
     ) -> anyhow::Result<Vec<String>> {
         let label = names.first().cloned().unwrap_or_else(|| "image".to_string());
         let (id, layers) = self.store_manifest_content(&label, manifest, blobs).await?;
@@ -153,7 +160,7 @@ impl Store {
             self.put_blob(digest, bytes)?;
         }
         let config_size = manifest.config.as_ref().map(|c| c.size).unwrap_or(0);
-        let record = ImageRecord { config_size, manifests: manifests.iter().map(|(d, _)| d.clone()).collect(), layers, last_used: 0 };
+        let record = ImageRecord { config_size, manifests: manifests.iter().map(|(d, _)| d.clone()).collect(), layers, last_used: 0, pinned };
         let top = manifests[0].0.clone();
         let name_records: Vec<(String, String)> = names.iter().map(|n| (n.clone(), top.clone())).collect();
         self.record_image(&id, record, &name_records)?;
@@ -192,11 +199,20 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
 }
 
 /// Extracts the archive's regular files and directories (all these formats
-/// hold); the tar crate refuses paths escaping `dest`.
+/// hold); the tar crate refuses paths escaping `dest`. A gzip or zstd
+/// compressed tar (`.tar.gz`, `.tar.zst`) is recognised by its magic bytes.
 fn extract(archive: &Path, dest: &Path) -> anyhow::Result<()> {
+    use std::io::BufRead;
     let file = std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
     std::fs::create_dir_all(dest)?;
-    let mut tar = tar::Archive::new(std::io::BufReader::new(file));
+    let mut buffered = std::io::BufReader::with_capacity(256 * 1024, file);
+    let head = buffered.fill_buf().with_context(|| format!("reading {}", archive.display()))?;
+    let reader: Box<dyn std::io::Read> = match super::unpack::Compression::detect(head) {
+        super::unpack::Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
+        super::unpack::Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered).context("reading the zstd archive")?),
+        super::unpack::Compression::None => Box::new(buffered),
+    };
+    let mut tar = tar::Archive::new(reader);
     for entry in tar.entries().context("reading the archive as tar")? {
         let mut entry = entry.context("reading the archive as tar")?;
         match entry.header().entry_type() {

@@ -39,6 +39,10 @@ pub struct ImageRecord {
     /// Unix seconds of the last pull or resolve, for LRU garbage collection.
     #[serde(default)]
     pub last_used: i64,
+    /// Imported from the node's images directory (air-gap): garbage
+    /// collection leaves it, as containerd's pinned images under k3s.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 impl ImageRecord {

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 mod gc;
 mod import;
 mod index;
+pub mod mirrors;
 pub mod oci;
+pub mod preload;
 mod pull;
 pub mod reference;
 pub mod registry;
@@ -17,6 +19,7 @@ pub mod testimage;
 pub mod unpack;
 
 pub use gc::{disk_usage, GcReport};
+pub use mirrors::Registries;
 pub use reference::Reference;
 pub use store::Store;
 
@@ -26,6 +29,9 @@ pub use store::Store;
 pub struct ResolvedImage {
     /// `sha256:` digest of the image config.
     pub id: String,
+    /// `repo@sha256:<manifest digest>` of the name the image was resolved
+    /// by (CRI's imageRef, the pod's `imageID`); empty when it has none.
+    pub repo_digest: String,
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     /// `KEY=VALUE` entries from the image config.

@@ -24,7 +24,8 @@ impl BlobSource for RepoSession<'_> {
 impl Store {
     /// Pulls `image` and returns its image ID. Content already in the store
     /// is not fetched again; an image pinned by digest that is present needs
-    /// no registry at all.
+    /// no registry at all. The registry's mirror endpoints (see
+    /// [`super::mirrors`]) are tried first, in order, then the registry itself.
     pub async fn pull(&self, image: &str, auths: &[RegistryAuth]) -> anyhow::Result<String> {
         let reference = Reference::parse(image)?;
         if reference.digest.is_some() {
@@ -33,8 +34,37 @@ impl Store {
             }
         }
         let _content = FileLock::acquire_async(self.locks_dir(), CONTENT_LOCK.into(), false).await?;
-        let insecure = self.insecure_registries.clone();
-        let mut session = RepoSession::new(&self.http, reference.api_host(), &reference.repository, &insecure, auths);
+        let endpoints = self.registries.endpoints(&reference, &self.insecure_registries);
+        let mut failures = Vec::new();
+        for endpoint in &endpoints {
+            // A mirror's own credentials first; the pod's (for the image's registry) after them.
+            let mut tried: Vec<RegistryAuth> = Vec::new();
+            if endpoint.mirror {
+                tried.extend(endpoint.auth.clone());
+                tried.extend(auths.iter().cloned());
+            } else {
+                tried.extend(auths.iter().cloned());
+                tried.extend(endpoint.auth.clone());
+            }
+            let http = endpoint.client.as_ref().unwrap_or(&self.http);
+            let mut session = RepoSession::at(http, &endpoint.base, &endpoint.repository, &tried);
+            match self.pull_from(&reference, &mut session).await {
+                Ok(id) => {
+                    tracing::info!(image = %reference, id, endpoint = endpoint.base, repository = endpoint.repository, "image pulled");
+                    return Ok(id);
+                }
+                Err(e) if endpoints.len() == 1 => return Err(e),
+                Err(e) => {
+                    tracing::warn!(image = %reference, endpoint = endpoint.base, "pull from this endpoint failed, trying the next: {e:#}");
+                    failures.push(format!("{}/{}: {e:#}", endpoint.base, endpoint.repository));
+                }
+            }
+        }
+        bail!("pulling {reference}: no endpoint could serve it: {}", failures.join("; "))
+    }
+
+    /// One attempt at one endpoint: manifest (index, then the platform's), config and layers.
+    async fn pull_from(&self, reference: &Reference, session: &mut RepoSession<'_>) -> anyhow::Result<String> {
         let top = session.manifest(reference.manifest_ref()).await.with_context(|| format!("pulling {reference}"))?;
         let top_doc: Manifest = serde_json::from_slice(&top.bytes).with_context(|| format!("pulling {reference}: manifest is not valid JSON"))?;
         let mut manifests = vec![(top.digest.clone(), top.bytes.clone())];
@@ -47,14 +77,13 @@ impl Store {
         } else {
             top_doc
         };
-        let (id, layers) = self.store_manifest_content(&reference.to_string(), &manifest, &mut session).await?;
+        let (id, layers) = self.store_manifest_content(&reference.to_string(), &manifest, session).await?;
         for (digest, bytes) in &manifests {
             self.put_blob(digest, bytes)?;
         }
         let config_size = manifest.config.as_ref().map(|c| c.size).unwrap_or(0);
-        let record = ImageRecord { config_size, manifests: manifests.iter().map(|(d, _)| d.clone()).collect(), layers, last_used: 0 };
+        let record = ImageRecord { config_size, manifests: manifests.iter().map(|(d, _)| d.clone()).collect(), layers, last_used: 0, pinned: false };
         self.record_image(&id, record, &[(reference.name(), top.digest.clone())])?;
-        tracing::info!(image = %reference, id, "image pulled");
         Ok(id)
     }
 

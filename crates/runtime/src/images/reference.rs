@@ -157,6 +157,24 @@ mod tests {
     }
 
     #[test]
+    fn names_in_real_manifests_normalise_as_docker() {
+        for (written, full) in [
+            ("nginx", "docker.io/library/nginx:latest"),
+            ("nginx:1.15.4", "docker.io/library/nginx:1.15.4"),
+            ("busybox:stable", "docker.io/library/busybox:stable"),
+            ("docker.io/library/alpine", "docker.io/library/alpine:latest"),
+            ("docker.io/alpine:3.20", "docker.io/library/alpine:3.20"),
+            ("user/img", "docker.io/user/img:latest"),
+            ("localhost:5000/x", "localhost:5000/x:latest"),
+            ("registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10"),
+        ] {
+            assert_eq!(Reference::parse(written).unwrap().to_string(), full, "{written}");
+        }
+        let r = Reference::parse(&format!("nginx:1.27@{D}")).unwrap();
+        assert_eq!((r.name(), r.repo()), ("docker.io/library/nginx:1.27".to_string(), "docker.io/library/nginx".to_string()));
+    }
+
+    #[test]
     fn invalid_references() {
         for bad in ["", "Busybox", "busybox@sha256:abc", "busybox@md5:0123", "a//b", "busybox:", "x/-y", "busybox:-tag"] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be rejected");

@@ -33,16 +33,20 @@ pub fn use_plain_http(host: &str, insecure: &[String]) -> bool {
 
 /// Builds the HTTP client shared by every pull.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    http_client_builder().build().context("building the registry HTTP client")
+}
+
+/// The settings every registry client has; TLS settings per host go on top.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(30))
-        .build()
-        .context("building the registry HTTP client")
 }
 
 /// A conversation with one repository of one registry; remembers the token it got.
 pub struct RepoSession<'a> {
     http: &'a reqwest::Client,
+    /// Up to and including the API path: `https://host/v2`.
     base: String,
     repository: String,
     auths: &'a [RegistryAuth],
@@ -59,13 +63,19 @@ pub struct FetchedManifest {
 impl<'a> RepoSession<'a> {
     pub fn new(http: &'a reqwest::Client, host: &str, repository: &str, insecure: &[String], auths: &'a [RegistryAuth]) -> Self {
         let scheme = if use_plain_http(host, insecure) { "http" } else { "https" };
-        RepoSession { http, base: format!("{scheme}://{host}"), repository: repository.to_string(), auths, authorization: None }
+        RepoSession::at(http, &format!("{scheme}://{host}/v2"), repository, auths)
+    }
+
+    /// A session with the API at `base` (`https://host/v2`, or a mirror's own path).
+    pub fn at(http: &'a reqwest::Client, base: &str, repository: &str, auths: &'a [RegistryAuth]) -> Self {
+        let base = base.trim_end_matches('/').to_string();
+        RepoSession { http, base, repository: repository.to_string(), auths, authorization: None }
     }
 
     /// GETs a manifest by tag or digest. A digest reference is verified
     /// against the bytes; a tag's digest is computed from them.
     pub async fn manifest(&mut self, reference: &str) -> anyhow::Result<FetchedManifest> {
-        let url = format!("{}/v2/{}/manifests/{reference}", self.base, self.repository);
+        let url = format!("{}/{}/manifests/{reference}", self.base, self.repository);
         let resp = self.get(&url, Some(MANIFEST_ACCEPT)).await?;
         let content_type = header_str(resp.headers(), CONTENT_TYPE).split(';').next().unwrap_or("").trim().to_string();
         if let Some(len) = resp.content_length() {
@@ -83,7 +93,7 @@ impl<'a> RepoSession<'a> {
     /// Streams blob `digest` into `dest`, verifying its digest (and size when
     /// known). Returns the number of bytes written.
     pub async fn download_blob(&mut self, digest: &str, expected_size: Option<u64>, dest: &Path) -> anyhow::Result<u64> {
-        let url = format!("{}/v2/{}/blobs/{digest}", self.base, self.repository);
+        let url = format!("{}/{}/blobs/{digest}", self.base, self.repository);
         let mut resp = self.get(&url, None).await?;
         let file = std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
         let mut out = HashingWriter::new(std::io::BufWriter::new(file));

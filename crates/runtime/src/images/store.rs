@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 use async_trait::async_trait;
 
 use super::index::{now_unix, FileLock, ImageRecord, Index};
+use super::mirrors::Registries;
 use super::oci::ImageConfig;
 use super::reference::{is_sha256_hex, Reference};
 use super::unpack::unpack_layer_file;
@@ -32,6 +33,8 @@ pub struct Store {
     root: PathBuf,
     pub(crate) insecure_registries: Vec<String>,
     pub(crate) http: reqwest::Client,
+    /// Mirrors, rewrites and per-host credentials and TLS (registries.yaml).
+    pub(crate) registries: Registries,
 }
 
 /// Where a layer blob comes from when it is not in the store yet.
@@ -47,9 +50,15 @@ impl Store {
             let d = root.join(dir);
             std::fs::create_dir_all(&d).with_context(|| format!("creating image store directory {}", d.display()))?;
         }
-        let store = Store { root, insecure_registries, http: super::registry::http_client()? };
+        let store = Store { root, insecure_registries, http: super::registry::http_client()?, registries: Registries::default() };
         store.remove_stale_tmp();
         Ok(store)
+    }
+
+    /// Pulls through these mirrors and with these per-host settings.
+    pub fn with_registries(mut self, registries: Registries) -> Store {
+        self.registries = registries;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -180,6 +189,7 @@ impl Store {
             record.last_used = now_unix();
             // The same image reached another way (index, import) keeps the manifests it had.
             if let Some(existing) = index.images.get(image_id) {
+                record.pinned |= existing.pinned;
                 for m in &existing.manifests {
                     if !record.manifests.contains(m) {
                         record.manifests.push(m.clone());
@@ -261,6 +271,20 @@ impl Store {
     }
 }
 
+/// `repo@sha256:<manifest>` for `image` (a reference, name or ID) of image
+/// `id`: the digest its own name resolved to, else that of any name it has.
+fn repo_digest(index: &Index, image: &str, id: &str) -> Option<String> {
+    if let Ok(r) = Reference::parse(image) {
+        if let Some(d) = &r.digest {
+            return Some(format!("{}@{d}", r.repo()));
+        }
+        if let Some(rec) = index.names.get(&r.name()).filter(|rec| rec.image == id) {
+            return Some(format!("{}@{}", r.repo(), rec.manifest));
+        }
+    }
+    index.names_of(id).next().map(|(name, rec)| format!("{}@{}", name_repo(name), rec.manifest))
+}
+
 /// `registry/repo` of a stored name (`repo:tag` or `repo@digest`).
 pub(crate) fn name_repo(name: &str) -> &str {
     if let Some((repo, _)) = name.split_once('@') {
@@ -307,6 +331,7 @@ impl ImageResolver for Store {
         }
         let run = config.config.unwrap_or_default();
         Ok(ResolvedImage {
+            repo_digest: repo_digest(&index, image, &id).unwrap_or_default(),
             id,
             entrypoint: run.entrypoint.unwrap_or_default(),
             cmd: run.cmd.unwrap_or_default(),

@@ -73,6 +73,7 @@ pub fn build_image(dir: &Path) -> ResolvedImage {
         working_dir: "/tmp".into(),
         user: String::new(),
         layers: vec![base, top],
+        ..Default::default()
     }
 }
 
