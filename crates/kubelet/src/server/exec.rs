@@ -71,8 +71,11 @@ where
     let mut reader = tokio::spawn(async move {
         let mut stdin = stdin;
         while let Some(Ok(msg)) = source.next().await {
+            // Text messages carry the same channel bytes: the Python client
+            // sends a str written to stdin as one, and upstream reads both.
             let data = match msg {
                 Message::Binary(b) => b,
+                Message::Text(t) => t.into(),
                 Message::Close(_) => break,
                 _ => continue,
             };

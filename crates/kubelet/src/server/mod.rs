@@ -9,6 +9,7 @@ mod exec;
 mod logs;
 mod lookup;
 mod portforward;
+mod portforward_ws;
 mod routes;
 mod spdy;
 mod upgrade;

@@ -20,6 +20,7 @@ use super::exec::{self, ExitReport, Streams};
 use super::logs::{self, LogOptions};
 use super::lookup::{self, HttpError};
 use super::portforward::{self, Dialer};
+use super::portforward_ws;
 use super::upgrade;
 
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -84,7 +85,7 @@ pub async fn handle(rt: Arc<dyn RuntimeService>, mut req: Request<Incoming>) -> 
         }
         (["portForward", ns, pod] | ["portForward", ns, pod, _], _) if streaming => {
             let upgrade = hyper::upgrade::on(&mut req);
-            port_forward(rt, ns, pod, req.headers(), upgrade).await
+            port_forward(rt, ns, pod, &q, req.headers(), upgrade).await
         }
         _ => Err(HttpError::not_found("404 page not found")),
     };
@@ -208,16 +209,21 @@ async fn port_forward(
     rt: Arc<dyn RuntimeService>,
     ns: &str,
     pod: &str,
+    q: &QueryParams,
     headers: &HeaderMap,
     upgrade: hyper::upgrade::OnUpgrade,
 ) -> Result<Response<Body>, HttpError> {
     let sandbox = lookup::ready_sandbox(rt.as_ref(), ns, pod).await?;
     let dial = pod_dialer(sandbox.netns_path.clone());
-    serve_port_forward(headers, upgrade, dial, format!("{ns}/{pod}"))
+    let pod = format!("{ns}/{pod}");
+    if upgrade::is_websocket(headers) && !upgrade::offers_spdy_tunnel(headers) {
+        return serve_port_forward_websocket(headers, &q.all("port"), upgrade, dial, pod);
+    }
+    serve_port_forward(headers, upgrade, dial, pod)
 }
 
-/// Answers a port-forward upgrade and serves the session on the upgraded connection.
-pub fn serve_port_forward(headers: &HeaderMap, upgrade: hyper::upgrade::OnUpgrade, dial: Dialer, pod: String) -> Result<Response<Body>, HttpError> {
+/// Answers a SPDY port-forward upgrade (plain, or tunneled in WebSocket) and serves the session.
+fn serve_port_forward(headers: &HeaderMap, upgrade: hyper::upgrade::OnUpgrade, dial: Dialer, pod: String) -> Result<Response<Body>, HttpError> {
     let tunneled = upgrade::is_websocket(headers) && upgrade::offers_spdy_tunnel(headers);
     let response = if tunneled {
         upgrade::websocket_accept(headers, upgrade::SPDY_TUNNEL_PROTOCOL).map_err(HttpError::bad_request)?
@@ -225,7 +231,7 @@ pub fn serve_port_forward(headers: &HeaderMap, upgrade: hyper::upgrade::OnUpgrad
         upgrade::spdy_accept()
     } else {
         return Err(HttpError::bad_request(
-            "port-forward needs an upgrade to SPDY/3.1 with X-Stream-Protocol-Version portforward.k8s.io, or to WebSocket with SPDY/3.1+portforward.k8s.io",
+            "port-forward needs an upgrade to SPDY/3.1 with X-Stream-Protocol-Version portforward.k8s.io, or to WebSocket (v4.channel.k8s.io, or SPDY/3.1+portforward.k8s.io)",
         ));
     };
     tokio::spawn(async move {
@@ -241,6 +247,31 @@ pub fn serve_port_forward(headers: &HeaderMap, upgrade: hyper::upgrade::OnUpgrad
         };
         if let Err(e) = result {
             tracing::debug!(error = %format!("{e:#}"), "port-forward session ended");
+        }
+    });
+    Ok(response.map(|()| empty_body()))
+}
+
+/// Answers a plain WebSocket port-forward upgrade (kube-rs, the Python client) and serves the session.
+fn serve_port_forward_websocket(
+    headers: &HeaderMap,
+    ports: &[String],
+    upgrade: hyper::upgrade::OnUpgrade,
+    dial: Dialer,
+    pod: String,
+) -> Result<Response<Body>, HttpError> {
+    let ports = portforward_ws::parse_ports(ports).map_err(HttpError::bad_request)?;
+    let offered = upgrade::offered_protocols(headers);
+    let (codec, protocol) = portforward_ws::Codec::negotiate(&offered).ok_or_else(|| {
+        HttpError::bad_request(format!(
+            "unable to upgrade websocket connection: requested protocol(s) are not supported: [{offered}]; supports [v4.channel.k8s.io v4.base64.channel.k8s.io SPDY/3.1+portforward.k8s.io]"
+        ))
+    })?;
+    let response = upgrade::websocket_accept(headers, protocol).map_err(HttpError::bad_request)?;
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => portforward_ws::serve(upgrade::server_websocket(upgraded).await, codec, ports, dial, pod).await,
+            Err(e) => tracing::debug!(error = %e, "port-forward upgrade failed"),
         }
     });
     Ok(response.map(|()| empty_body()))

@@ -481,3 +481,69 @@ async fn port_forward_refuses_other_upgrades() {
     assert_eq!(h.get("/portForward/default/nope").await.0, 404);
 }
 
+
+#[tokio::test]
+async fn exec_reads_stdin_from_text_messages_too() {
+    // The Python client sends a str written to stdin as a text message.
+    let h = start().await;
+    let mut ws = h.websocket("/exec/default/web/app?command=head&command=-n1&stdin=true&stdout=true", "v4.channel.k8s.io").await;
+    ws.send(Message::Text("\u{0}typed\n".into())).await.unwrap();
+    let (out, _, status) = drain(&mut ws).await;
+    assert_eq!(out, "typed\n");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&status).unwrap()["status"], "Success");
+}
+
+/// A server on 127.0.0.1 that answers the first line it reads upper-cased, then closes.
+async fn line_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut s = tokio::io::BufReader::new(s);
+                let mut line = String::new();
+                let _ = tokio::io::AsyncBufReadExt::read_line(&mut s, &mut line).await;
+                let _ = s.get_mut().write_all(line.to_ascii_uppercase().as_bytes()).await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn port_forward_over_plain_websocket_channels() {
+    let h = start().await;
+    let (port, server) = line_server().await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let path = format!("/portForward/default/web?port={port}&port={closed_port}");
+    let mut ws = h.websocket(&path, "v4.channel.k8s.io").await;
+    // Each channel first says its port: data 2i, error 2i+1.
+    let mut firsts = Vec::new();
+    for _ in 0..4 {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap() {
+            Message::Binary(b) => firsts.push(b.to_vec()),
+            other => panic!("expected a binary message, got {other:?}"),
+        }
+    }
+    let [p0, p1] = port.to_le_bytes();
+    let [c0, c1] = closed_port.to_le_bytes();
+    assert_eq!(firsts, [vec![0, p0, p1], vec![1, p0, p1], vec![2, c0, c1], vec![3, c0, c1]]);
+    ws.send(Message::Binary(b"\x00hello pod\n".to_vec().into())).await.unwrap();
+    let (mut data, mut error) = (Vec::new(), Vec::new());
+    // The session closes once both ports' connections are over.
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("session ends") {
+        match msg.unwrap() {
+            Message::Binary(b) if b.first() == Some(&0) => data.extend_from_slice(&b[1..]),
+            Message::Binary(b) if b.first() == Some(&3) => error.extend_from_slice(&b[1..]),
+            Message::Binary(b) => panic!("unexpected message {b:?}"),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(data, b"HELLO POD\n");
+    let error = String::from_utf8(error).unwrap();
+    assert!(error.starts_with(&format!("error forwarding port {closed_port} to pod default/web")), "{error}");
+    server.abort();
+}

@@ -58,7 +58,10 @@ pub fn websocket_accept<B: Default>(headers: &HeaderMap, protocol: &str) -> Resu
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|e| e.to_string())?);
-    h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(protocol).map_err(|e| e.to_string())?);
+    // No subprotocol offered (port-forward allows that): none answered.
+    if !protocol.is_empty() {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(protocol).map_err(|e| e.to_string())?);
+    }
     Ok(resp)
 }
 
