@@ -36,6 +36,15 @@ pub(crate) fn name_details(info: &ResourceInfo, name: &str) -> Value {
     }
 }
 
+/// Invalid's details name the kind (not the plural); no group for core kinds, as Go's omitempty.
+fn kind_details(info: &ResourceInfo, name: &str, causes: Vec<Value>) -> Value {
+    let mut details = json!({"name": name, "group": info.group, "kind": info.kind, "causes": causes});
+    if info.group.is_empty() {
+        details.as_object_mut().expect("an object").remove("group");
+    }
+    details
+}
+
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         ApiError { code, reason, message: message.into(), details: None }
@@ -87,7 +96,7 @@ impl ApiError {
             .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
             .collect();
         ApiError {
-            details: Some(json!({"name": name, "group": info.group, "kind": info.kind, "causes": causes})),
+            details: Some(kind_details(info, name, causes)),
             ..Self::new(422, "Invalid", resources::validation::invalid_message_for(info.group, info.kind, name, errs))
         }
     }
@@ -194,6 +203,17 @@ mod tests {
         assert_eq!(resp.status(), 400);
         let bytes = futures_body(resp);
         assert!(bytes.ends_with(b"}\n"), "{}", String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn invalid_details_carry_a_group_only_outside_the_core_group() {
+        let errs = [resources::validation::FieldError::required("metadata.name", "name or generateName is required")];
+        let cm = resources::catalog::lookup("", "v1", "configmaps").unwrap();
+        let details = ApiError::invalid(cm, "x", &errs).details.unwrap();
+        assert_eq!(details.as_object().unwrap().keys().collect::<Vec<_>>(), ["name", "kind", "causes"]);
+        assert_eq!(details["kind"], "ConfigMap");
+        let deploy = resources::catalog::lookup("apps", "v1", "deployments").unwrap();
+        assert_eq!(ApiError::invalid(deploy, "x", &errs).details.unwrap()["group"], "apps");
     }
 
     fn futures_body(resp: Response) -> Vec<u8> {

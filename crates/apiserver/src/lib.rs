@@ -191,7 +191,10 @@ fn is_public(path: &str) -> bool {
 async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let start = Instant::now();
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_string();
+    let raw_path = parts.uri.path().to_string();
+    // Routed on the decoded path, as Go's URL.Path: clients escape names
+    // (the Python client sends `system:node` as `system%3Anode`).
+    let path = percent_encoding::percent_decode_str(&raw_path).decode_utf8_lossy().into_owned();
     let q = Query::parse(parts.uri.query());
     // Joining agents have no client certificate yet: the token is checked there.
     if join::is_join_path(&path) {
@@ -205,7 +208,8 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         }
     }
     // HTTP to a pod, a Service's endpoint or a node's agent, streamed both ways.
-    if let Some(target) = proxy::forward::target(&path) {
+    // The proxied rest of the path goes on as the client escaped it.
+    if let Some(target) = proxy::forward::target(&raw_path) {
         let (verb, resource) = (parts.method.to_string(), target.resource());
         let response = proxy::forward::handle(&app, target, Request::from_parts(parts, body)).await;
         app.metrics.observe(&verb, resource, response.status().as_u16(), start.elapsed());

@@ -94,6 +94,10 @@ async fn route(app: &Arc<App>, t: &Target, req: Request) -> ApiResult<Response> 
             format!("/{verb}/{ns}/{name}/{container}")
         }
     };
+    let query = match t.sub {
+        Subresource::PortForward => port_forward_query(&query)?,
+        _ => query,
+    };
     let rest: Vec<&(String, String)> = query.iter().filter(|(k, _)| k != "container").collect();
     let path = if rest.is_empty() {
         path
@@ -114,6 +118,20 @@ async fn route(app: &Arc<App>, t: &Target, req: Request) -> ApiResult<Response> 
     } else {
         conn.upgrade(&path, req).await
     }
+}
+
+/// The agent's query for a port-forward, as upstream's `PortForwardLocation`
+/// builds it: the `ports` asked for (repeated, or one comma-separated
+/// value) become a single `port` list.
+fn port_forward_query(query: &[(String, String)]) -> ApiResult<Vec<(String, String)>> {
+    let mut ports = Vec::new();
+    for (_, value) in query.iter().filter(|(k, _)| k == "ports") {
+        for p in value.split(',') {
+            let port: i32 = p.trim().parse().map_err(|_| ApiError::bad_request(format!("invalid port {p:?} in ports={value:?}")))?;
+            ports.push(port.to_string());
+        }
+    }
+    Ok(if ports.is_empty() { vec![] } else { vec![("port".to_string(), ports.join(","))] })
 }
 
 /// The TLS client configuration node agents are dialed with.
@@ -202,6 +220,15 @@ mod tests {
         assert!(target("/api/v1/namespaces/ns/pods/p/status").is_none());
         assert!(target("/api/v1/namespaces/ns/pods/p").is_none());
         assert!(target("/apis/apps/v1/namespaces/ns/pods/p/log").is_none());
+    }
+
+    #[test]
+    fn port_forward_ports_reach_the_agent_as_upstream_sends_them() {
+        let q = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        assert_eq!(port_forward_query(&q(&[("ports", "80,1234")])).unwrap(), q(&[("port", "80,1234")]));
+        assert_eq!(port_forward_query(&q(&[("ports", "80"), ("ports", "81"), ("other", "x")])).unwrap(), q(&[("port", "80,81")]));
+        assert_eq!(port_forward_query(&[]).unwrap(), vec![]);
+        assert_eq!(port_forward_query(&q(&[("ports", "http")])).unwrap_err().code, 400);
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub fn target(path: &str) -> Option<ProxyTarget> {
         (kind, Some(ns.to_string()), r)
     };
     let (id, r) = rest.split_once('/')?;
+    // `name:port` arrives escaped from some clients (the Python client sends `web%3A8080`).
+    let id = percent_encoding::percent_decode_str(id).decode_utf8().ok()?;
     let after = r.strip_prefix("proxy")?;
     if !(after.is_empty() || after.starts_with('/')) {
         return None;
@@ -262,6 +264,9 @@ mod tests {
         assert_eq!((t.kind, t.namespace, t.port.as_deref(), t.rest.as_str()), (Kind::Node, None, Some("10250"), "/healthz"));
         let t = target("/api/v1/namespaces/d/services/web:/proxy/").unwrap();
         assert_eq!((t.port, t.rest.as_str()), (None, "/"));
+        // The Python client escapes the colon.
+        let t = target("/api/v1/namespaces/d/pods/web%3A8080/proxy/index.html").unwrap();
+        assert_eq!((t.name.as_str(), t.port.as_deref(), t.rest.as_str()), ("web", Some("8080"), "/index.html"));
         for other in ["/api/v1/namespaces/d/pods/p/log", "/api/v1/namespaces/d/pods/p/proxyx", "/api/v1/namespaces/d/configmaps/c/proxy", "/apis/apps/v1/nodes/n/proxy"] {
             assert_eq!(target(other), None, "{other}");
         }
