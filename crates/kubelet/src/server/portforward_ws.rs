@@ -108,6 +108,9 @@ where
                 break;
             }
         }
+        // Flush any answer to the client's close and end the connection
+        // cleanly (TLS close_notify), so a client still reading sees the end.
+        let _ = sink.close().await;
     });
 
     // Every channel opens with its port, before any data.
