@@ -6,6 +6,7 @@
 mod deployment;
 mod deployment_rollout;
 mod gc;
+mod local_path;
 mod disruption;
 pub mod endpoints;
 pub mod nodeipam;
@@ -16,6 +17,7 @@ mod per_namespace;
 mod replicaset;
 mod rootca;
 mod serviceaccount;
+mod volume_protection;
 pub mod servicelb;
 mod workload;
 
@@ -31,6 +33,9 @@ pub struct Options {
     pub ca_pem: String,
     /// The range node pod CIDRs (/24 each) are allocated from; empty means "10.42.0.0/16".
     pub cluster_cidr: String,
+    /// Where local-path volumes are made on nodes; None turns the built-in
+    /// provisioner and its default StorageClass off.
+    pub local_storage: Option<std::path::PathBuf>,
 }
 
 /// Runs every controller while this process holds the controller-manager
@@ -42,7 +47,7 @@ pub async fn run(client: Client, identity: String, options: Options, stop: impl 
             // One watch and one cache of each of the two largest kinds, for every controller.
             let mut pods = Shared::new(Api::<Pod>::all(client.clone()), strip_managed_fields);
             let mut nodes = Shared::new(Api::<Node>::all(client.clone()), strip_managed_fields);
-            let housekeeping = housekeeping(client.clone(), options.cluster_cidr.clone(), &mut pods, &mut nodes);
+            let housekeeping = housekeeping(client.clone(), &options, &mut pods, &mut nodes);
             let workloads = workloads(client.clone(), &mut pods);
             tokio::join!(
                 pods.run(),
@@ -55,9 +60,9 @@ pub async fn run(client: Client, identity: String, options: Options, stop: impl 
     .await
 }
 
-/// Endpoints/EndpointSlices, node IPAM, node lifecycle and taint eviction, pod GC, disruption budgets, the service load balancer, volume binding.
-fn housekeeping(client: Client, cluster_cidr: String, pods: &mut Shared<Pod>, nodes: &mut Shared<Node>) -> impl std::future::Future<Output = ()> {
-    let cluster_cidr = if cluster_cidr.is_empty() { "10.42.0.0/16".to_string() } else { cluster_cidr };
+/// Endpoints/EndpointSlices, node IPAM, node lifecycle and taint eviction, pod GC, disruption budgets, the service load balancer, volume binding and local-path provisioning, volume protection.
+fn housekeeping(client: Client, options: &Options, pods: &mut Shared<Pod>, nodes: &mut Shared<Node>) -> impl std::future::Future<Output = ()> {
+    let cluster_cidr = if options.cluster_cidr.is_empty() { "10.42.0.0/16".to_string() } else { options.cluster_cidr.clone() };
     let endpoints = endpoints::run(client.clone(), pods.subscribe());
     let nodeipam = nodeipam::run(client.clone(), cluster_cidr, nodes.subscribe());
     let nodelifecycle = nodelifecycle::run(client.clone(), nodes.subscribe(), pods.subscribe());
@@ -65,9 +70,10 @@ fn housekeeping(client: Client, cluster_cidr: String, pods: &mut Shared<Pod>, no
     let disruption = disruption::run(client.clone(), pods.subscribe());
     let services = client::informer::watch(Api::all(client.clone()), Default::default());
     let servicelb = servicelb::run(client.clone(), nodes.subscribe(), services);
-    let volumes = persistentvolume::run(client);
+    let protection = volume_protection::run(client.clone(), pods.subscribe());
+    let volumes = persistentvolume::run(client, options.local_storage.clone());
     async move {
-        tokio::join!(endpoints, nodeipam, nodelifecycle, podgc, disruption, servicelb, volumes);
+        tokio::join!(endpoints, nodeipam, nodelifecycle, podgc, disruption, servicelb, volumes, protection);
     }
 }
 
