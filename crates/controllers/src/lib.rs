@@ -3,11 +3,15 @@
 //! never the store. In the server process that client calls the API
 //! server's router in-process.
 
+mod daemonset;
+mod daemonset_sync;
 mod deployment;
 mod deployment_rollout;
 mod gc;
 mod disruption;
 pub mod endpoints;
+mod expectations;
+mod history;
 pub mod nodeipam;
 pub mod nodelifecycle;
 mod persistentvolume;
@@ -44,11 +48,13 @@ pub async fn run(client: Client, identity: String, options: Options, stop: impl 
             let mut nodes = Shared::new(Api::<Node>::all(client.clone()), strip_managed_fields);
             let housekeeping = housekeeping(client.clone(), options.cluster_cidr.clone(), &mut pods, &mut nodes);
             let workloads = workloads(client.clone(), &mut pods);
+            let daemonsets = daemonset_sync::run(client.clone(), pods.subscribe(), pods.by_controller(), nodes.subscribe());
             tokio::join!(
                 pods.run(),
                 nodes.run(),
                 housekeeping,
                 workloads,
+                daemonsets,
                 serviceaccount::run(client.clone()), rootca::run(client.clone(), options.ca_pem), gc::run(client));
         }
     })
