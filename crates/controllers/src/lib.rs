@@ -20,6 +20,8 @@ mod per_namespace;
 mod replicaset;
 mod rootca;
 mod serviceaccount;
+mod statefulset;
+mod statefulset_sync;
 pub mod servicelb;
 mod workload;
 
@@ -49,12 +51,14 @@ pub async fn run(client: Client, identity: String, options: Options, stop: impl 
             let housekeeping = housekeeping(client.clone(), options.cluster_cidr.clone(), &mut pods, &mut nodes);
             let workloads = workloads(client.clone(), &mut pods);
             let daemonsets = daemonset_sync::run(client.clone(), pods.subscribe(), pods.by_controller(), nodes.subscribe());
+            let statefulsets = statefulset_sync::run(client.clone(), pods.subscribe(), pods.by_controller());
             tokio::join!(
                 pods.run(),
                 nodes.run(),
                 housekeeping,
                 workloads,
                 daemonsets,
+                statefulsets,
                 serviceaccount::run(client.clone()), rootca::run(client.clone(), options.ca_pem), gc::run(client));
         }
     })
