@@ -175,7 +175,8 @@ fn daemonset_follows_fifty_simulated_nodes_and_rolls_within_max_unavailable() {
     let history = s.ok(&["rollout", "history", "ds/agent"]);
     assert!(history.contains('3') && !history.lines().any(|l| l.trim_start().starts_with("1 ")), "undo renumbers revision 1 to 3: {history}");
     let events = s.ok(&["get", "events", "--field-selector", "involvedObject.name=agent", "-o", "jsonpath={.items[*].reason}"]);
-    assert!(events.contains("SuccessfulCreate") && events.contains("SuccessfulDelete"), "{events}");
+    // (The event recorder's spam filter, as upstream's, keeps only the first 25 or so.)
+    assert!(events.contains("SuccessfulCreate"), "{events}");
 
     // OnDelete: a template change replaces only pods that are deleted.
     s.ok(&["patch", "ds", "agent", "-p", r#"{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}"#]);
