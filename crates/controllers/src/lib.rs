@@ -3,12 +3,16 @@
 //! never the store. In the server process that client calls the API
 //! server's router in-process.
 
+mod daemonset;
+mod daemonset_sync;
 mod deployment;
 mod deployment_rollout;
 mod gc;
 mod local_path;
 mod disruption;
 pub mod endpoints;
+mod expectations;
+mod history;
 pub mod nodeipam;
 pub mod nodelifecycle;
 mod persistentvolume;
@@ -17,8 +21,10 @@ mod per_namespace;
 mod replicaset;
 mod rootca;
 mod serviceaccount;
-mod volume_protection;
+mod statefulset;
+mod statefulset_sync;
 pub mod servicelb;
+mod volume_protection;
 mod workload;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -49,11 +55,15 @@ pub async fn run(client: Client, identity: String, options: Options, stop: impl 
             let mut nodes = Shared::new(Api::<Node>::all(client.clone()), strip_managed_fields);
             let housekeeping = housekeeping(client.clone(), &options, &mut pods, &mut nodes);
             let workloads = workloads(client.clone(), &mut pods);
+            let daemonsets = daemonset_sync::run(client.clone(), pods.subscribe(), pods.by_controller(), nodes.subscribe());
+            let statefulsets = statefulset_sync::run(client.clone(), pods.subscribe(), pods.by_controller());
             tokio::join!(
                 pods.run(),
                 nodes.run(),
                 housekeeping,
                 workloads,
+                daemonsets,
+                statefulsets,
                 serviceaccount::run(client.clone()), rootca::run(client.clone(), options.ca_pem), gc::run(client));
         }
     })
