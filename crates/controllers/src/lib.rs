@@ -3,9 +3,15 @@
 //! never the store. In the server process that client calls the API
 //! server's router in-process.
 
+mod batch;
+mod cronjob;
+mod cronjob_schedule;
 mod deployment;
 mod deployment_rollout;
 mod gc;
+mod job;
+mod job_pods;
+mod job_status;
 mod disruption;
 pub mod endpoints;
 pub mod nodeipam;
@@ -16,6 +22,7 @@ mod per_namespace;
 mod replicaset;
 mod rootca;
 mod serviceaccount;
+mod ttl_after_finished;
 pub mod servicelb;
 mod workload;
 
@@ -44,11 +51,13 @@ pub async fn run(client: Client, identity: String, options: Options, stop: impl 
             let mut nodes = Shared::new(Api::<Node>::all(client.clone()), strip_managed_fields);
             let housekeeping = housekeeping(client.clone(), options.cluster_cidr.clone(), &mut pods, &mut nodes);
             let workloads = workloads(client.clone(), &mut pods);
+            let batch = batch::run(client.clone(), &mut pods);
             tokio::join!(
                 pods.run(),
                 nodes.run(),
                 housekeeping,
                 workloads,
+                batch,
                 serviceaccount::run(client.clone()), rootca::run(client.clone(), options.ca_pem), gc::run(client));
         }
     })
