@@ -3,26 +3,33 @@
 //! never the store. In the server process that client calls the API
 //! server's router in-process.
 
+mod batch;
+mod cronjob;
+mod cronjob_schedule;
 mod daemonset;
 mod daemonset_sync;
 mod deployment;
 mod deployment_rollout;
-mod gc;
-mod local_path;
 mod disruption;
 pub mod endpoints;
 mod expectations;
+mod gc;
 mod history;
+mod job;
+mod job_pods;
+mod job_status;
+mod local_path;
 pub mod nodeipam;
 pub mod nodelifecycle;
+mod per_namespace;
 mod persistentvolume;
 mod podgc;
-mod per_namespace;
 mod replicaset;
 mod rootca;
 mod serviceaccount;
 mod statefulset;
 mod statefulset_sync;
+mod ttl_after_finished;
 pub mod servicelb;
 mod volume_protection;
 mod workload;
@@ -57,6 +64,7 @@ pub async fn run(client: Client, identity: String, options: Options, stop: impl 
             let workloads = workloads(client.clone(), &mut pods);
             let daemonsets = daemonset_sync::run(client.clone(), pods.subscribe(), pods.by_controller(), nodes.subscribe());
             let statefulsets = statefulset_sync::run(client.clone(), pods.subscribe(), pods.by_controller());
+            let batch = batch::run(client.clone(), &mut pods);
             tokio::join!(
                 pods.run(),
                 nodes.run(),
@@ -64,6 +72,7 @@ pub async fn run(client: Client, identity: String, options: Options, stop: impl 
                 workloads,
                 daemonsets,
                 statefulsets,
+                batch,
                 serviceaccount::run(client.clone()), rootca::run(client.clone(), options.ca_pem), gc::run(client));
         }
     })

@@ -9,6 +9,7 @@ mod daemonset;
 mod dns;
 mod events;
 mod heads;
+mod job;
 mod host_state;
 mod pods;
 mod proxy;
@@ -85,6 +86,8 @@ enum Scenario {
     Cluster(cluster::ClusterArgs),
     /// A DaemonSet rollout over simulated nodes: time until every node runs an updated, available pod.
     Daemonset(daemonset::DaemonSetArgs),
+    /// Job controller at scale with simulated nodes: a 1,000-completion Job, parallelism 100, to Complete.
+    Job(job::JobArgs),
     /// Pod startup latency on this host's real node agent (needs root).
     Pods(pods::PodsArgs),
     /// Cluster DNS: queries/s, latency and memory with 10,000 Services.
@@ -127,6 +130,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Some(Scenario::Scheduler(a)) => return scheduler::run(a).await,
         Some(Scenario::Cluster(a)) => return cluster::run(a).await,
         Some(Scenario::Daemonset(a)) => return daemonset::run(a).await,
+        Some(Scenario::Job(a)) => return job::run(a).await,
         Some(Scenario::Pods(a)) => return pods::run(a).await,
         Some(Scenario::Dns(a)) => return dns::run(a).await,
         Some(Scenario::Proxy(a)) => return proxy::run(a).await,
