@@ -250,16 +250,6 @@ fn ordered_statefulset_with_claims_on_a_real_node() {
     let name = s.node.as_ref().unwrap().name.clone();
     eventually(60, "the node to be Ready", || s.kubectl(&["get", "node", &name, "--no-headers"]).stdout.contains(" Ready ").then_some(()));
     let (_registry, image) = registry_with_busybox();
-    for i in 0..3 {
-        let dir = s.dir.path().join(format!("pv-{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let pv = format!(
-            r#"{{"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {{"name": "sts-pv-{i}"}},
-              "spec": {{"capacity": {{"storage": "1Gi"}}, "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Retain", "hostPath": {{"path": "{}"}}}}}}"#,
-            dir.display()
-        );
-        assert!(s.apply_stdin(&["apply", "-f", "-"], &pv).ok());
-    }
     // Ready 2 s after start, so order is visible in the timestamps; quick to stop.
     let sts = format!(
         r#"{{"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {{"name": "web"}},
@@ -278,9 +268,10 @@ fn ordered_statefulset_with_claims_on_a_real_node() {
         let before = ready_since(&s, &format!("web-{}", i - 1));
         assert!(!before.is_empty() && created >= before, "web-{i} created {created}, web-{} Ready {before}", i - 1);
     }
+    // Each ordinal's claim is provisioned by the default local-path class.
     for i in 0..3 {
-        let phase = s.ok(&["get", "pvc", &format!("data-web-{i}"), "-o", "jsonpath={.status.phase}"]);
-        assert_eq!(phase, "Bound", "data-web-{i}");
+        let claim = s.ok(&["get", "pvc", &format!("data-web-{i}"), "-o", "jsonpath={.status.phase}/{.spec.storageClassName}"]);
+        assert_eq!(claim, "Bound/local-path", "data-web-{i}");
     }
     assert_eq!(s.ok(&["exec", "web-1", "--", "hostname"]), "web-1");
 
