@@ -695,3 +695,80 @@ fn a_replaced_sandbox_keeps_restart_count_last_state_and_previous_logs() {
     s.ok(&["delete", "pods", "--all", "--timeout=60s"]);
     assert_host_clean(&s, &trace);
 }
+
+/// The built-in local-path storage: the default class, a claim provisioned
+/// on the node of its first pod, its data kept across pods, the claim held
+/// while a pod uses it, and the directory removed or kept by reclaim policy.
+#[test]
+fn local_path_volumes_follow_their_claims() {
+    let (_reg, image) = registry_with_busybox();
+    let s = Server::start_node();
+    node_ready(&s);
+    let root = s.dir.path().join("storage");
+    let classes = s.ok(&["get", "storageclass"]);
+    assert!(classes.lines().any(|l| l.starts_with("local-path (default)") && l.contains("rancher.io/local-path") && l.contains("Delete") && l.contains("WaitForFirstConsumer")), "{classes}");
+
+    let claim = |name: &str, class: &str| {
+        let class = if class.is_empty() { String::new() } else { format!("  storageClassName: {class}\n") };
+        apply(&s, &format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n{class}  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 64Mi}}}}\n"));
+    };
+    let pod = |name: &str, claim: &str, script: &str| {
+        apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}}, "spec": {{"terminationGracePeriodSeconds": 1,
+            "volumes": [{{"name": "data", "persistentVolumeClaim": {{"claimName": "{claim}"}}}}],
+            "containers": [{{"name": "c", "image": "{image}", "command": ["sh", "-c", "{script}; trap 'exit 0' TERM; while true; do sleep 1; done"],
+                "volumeMounts": [{{"name": "data", "mountPath": "/data"}}]}}]}}}}"#));
+        wait_ready(&s, name);
+    };
+    let get = |what: &str, path: &str| s.ok(&["get", what, "-o", &format!("jsonpath={path}")]);
+
+    // A claim naming no class gets the default one and waits for its first pod.
+    claim("data", "");
+    assert_eq!(get("pvc/data", "{.spec.storageClassName}"), "local-path");
+    assert!(get("pvc/data", "{.metadata.finalizers}").contains("kubernetes.io/pvc-protection"));
+    eventually(30, "WaitForFirstConsumer event", || {
+        let reasons = s.ok(&["get", "events", "--field-selector", "involvedObject.name=data", "-o", "jsonpath={.items[*].reason}"]);
+        reasons.contains("WaitForFirstConsumer").then_some(())
+    });
+    assert_eq!(get("pvc/data", "{.status.phase}"), "Pending");
+
+    // The pod's node is chosen, the volume made there and bound, and the pod runs on it.
+    pod("writer", "data", "echo kept > /data/file");
+    let node = get("pod/writer", "{.spec.nodeName}");
+    assert_eq!(get("pvc/data", "{.metadata.annotations.volume\\.kubernetes\\.io/selected-node}"), node);
+    assert_eq!(get("pvc/data", "{.status.phase}/{.status.capacity.storage}/{.status.accessModes[0]}"), "Bound/64Mi/ReadWriteOnce");
+    let (uid, pv) = (get("pvc/data", "{.metadata.uid}"), get("pvc/data", "{.spec.volumeName}"));
+    assert_eq!(pv, format!("pvc-{uid}"));
+    let dir = root.join(format!("pvc-{uid}_default_data"));
+    assert_eq!(get(&format!("pv/{pv}"), "{.spec.hostPath.path}"), dir.display().to_string());
+    assert_eq!(get(&format!("pv/{pv}"), "{.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]}"), node);
+    eventually(30, "the pod's file on the node", || (std::fs::read_to_string(dir.join("file")).ok()?.trim() == "kept").then_some(()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o777);
+
+    // The next pod finds the data; the claim is held while a pod uses it.
+    s.ok(&["delete", "pod", "writer", "--timeout=60s"]);
+    pod("reader", "data", "cat /data/file > /tmp/seen");
+    assert_eq!(s.ok(&["exec", "reader", "--", "cat", "/tmp/seen"]), "kept");
+    s.ok(&["delete", "pvc", "data", "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!get("pvc/data", "{.metadata.deletionTimestamp}").is_empty(), "the claim went while a pod used it");
+    assert_eq!(get("pvc/data", "{.status.phase}"), "Bound");
+    // Once the pod is gone the claim goes, then the volume and its directory (reclaimPolicy Delete).
+    s.ok(&["delete", "pod", "reader", "--timeout=60s"]);
+    eventually(60, "claim, volume and directory gone", || {
+        let gone = !s.kubectl(&["get", "pvc", "data"]).ok() && !s.kubectl(&["get", "pv", &pv]).ok() && !dir.exists();
+        gone.then_some(())
+    });
+
+    // reclaimPolicy Retain keeps the volume (Released) and its data.
+    apply(&s, "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: keep}\nprovisioner: rancher.io/local-path\nreclaimPolicy: Retain\nvolumeBindingMode: WaitForFirstConsumer\n");
+    claim("kept", "keep");
+    pod("keeper", "kept", "echo still > /data/file");
+    let pv = get("pvc/kept", "{.spec.volumeName}");
+    let dir = std::path::PathBuf::from(get(&format!("pv/{pv}"), "{.spec.hostPath.path}"));
+    s.ok(&["delete", "pod", "keeper", "--timeout=60s"]);
+    s.ok(&["delete", "pvc", "kept", "--timeout=60s"]);
+    eventually(30, "volume Released", || (get(&format!("pv/{pv}"), "{.status.phase}") == "Released").then_some(()));
+    assert_eq!(std::fs::read_to_string(dir.join("file")).unwrap().trim(), "still");
+    s.ok(&["delete", "pv", &pv, "--timeout=60s"]);
+}

@@ -66,8 +66,12 @@ fn simulated_nodes_run_pods() {
     assert!(started.elapsed().as_secs() >= 5, "sim-slow went after {:?}", started.elapsed());
 
     // A Job's pod succeeds when its annotation says so. (The owner must
-    // exist: the garbage collector deletes pods whose owner is gone.)
-    s.ok(&["create", "job", "x", "--image=busybox", "--", "true"]);
+    // exist: the garbage collector deletes pods whose owner is gone. Its
+    // managedBy names another controller, so the Job controller leaves it
+    // and the pod made here by hand alone.)
+    let job = r#"{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"}, "spec": {"managedBy": "skiff.dev/e2e",
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}"#;
+    assert!(s.apply_stdin(&["apply", "-f", "-"], job).ok());
     let job_uid = s.ok(&["get", "job", "x", "-o", "jsonpath={.metadata.uid}"]);
     let job_pod = format!(
         r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "sim-job-x", "annotations": {{"sim.skiff.dev/succeed-after": "2"}},

@@ -18,7 +18,7 @@ fn volume(s: &Server, name: &str, size: &str, policy: &str) {
 
 fn claim(s: &Server, name: &str, size: &str, extra: &str) {
     apply(s, &format!(
-        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {name}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: {size}}}}}\n{extra}"
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {name}\nspec:\n  storageClassName: \"\"\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: {size}}}}}\n{extra}"
     ));
 }
 

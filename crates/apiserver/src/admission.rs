@@ -120,6 +120,8 @@ impl Admission {
         match (info.group, info.kind) {
             ("", "Service") => self.allocate(reg, info, obj, None).await?,
             ("", "Pod") => crate::priority::admit_new_pod(reg, info, obj).await?,
+            ("", "PersistentVolumeClaim") => crate::storage_admission::admit_new_claim(reg, obj),
+            ("", "PersistentVolume") => crate::storage_admission::admit_new_volume(obj),
             ("scheduling.k8s.io", "PriorityClass") => crate::priority::admit_class(reg, info, obj)?,
             _ => {}
         }

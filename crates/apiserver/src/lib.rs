@@ -25,6 +25,7 @@ mod registry;
 mod request;
 mod respond;
 pub mod serve;
+mod storage_admission;
 mod strategic;
 
 use std::net::{IpAddr, SocketAddr};

@@ -3,20 +3,35 @@
 //! never the store. In the server process that client calls the API
 //! server's router in-process.
 
+mod batch;
+mod cronjob;
+mod cronjob_schedule;
+mod daemonset;
+mod daemonset_sync;
 mod deployment;
 mod deployment_rollout;
-mod gc;
 mod disruption;
 pub mod endpoints;
+mod expectations;
+mod gc;
+mod history;
+mod job;
+mod job_pods;
+mod job_status;
+mod local_path;
 pub mod nodeipam;
 pub mod nodelifecycle;
+mod per_namespace;
 mod persistentvolume;
 mod podgc;
-mod per_namespace;
 mod replicaset;
 mod rootca;
 mod serviceaccount;
+mod statefulset;
+mod statefulset_sync;
+mod ttl_after_finished;
 pub mod servicelb;
+mod volume_protection;
 mod workload;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -31,6 +46,9 @@ pub struct Options {
     pub ca_pem: String,
     /// The range node pod CIDRs (/24 each) are allocated from; empty means "10.42.0.0/16".
     pub cluster_cidr: String,
+    /// Where local-path volumes are made on nodes; None turns the built-in
+    /// provisioner and its default StorageClass off.
+    pub local_storage: Option<std::path::PathBuf>,
 }
 
 /// Runs every controller while this process holds the controller-manager
@@ -42,22 +60,28 @@ pub async fn run(client: Client, identity: String, options: Options, stop: impl 
             // One watch and one cache of each of the two largest kinds, for every controller.
             let mut pods = Shared::new(Api::<Pod>::all(client.clone()), strip_managed_fields);
             let mut nodes = Shared::new(Api::<Node>::all(client.clone()), strip_managed_fields);
-            let housekeeping = housekeeping(client.clone(), options.cluster_cidr.clone(), &mut pods, &mut nodes);
+            let housekeeping = housekeeping(client.clone(), &options, &mut pods, &mut nodes);
             let workloads = workloads(client.clone(), &mut pods);
+            let daemonsets = daemonset_sync::run(client.clone(), pods.subscribe(), pods.by_controller(), nodes.subscribe());
+            let statefulsets = statefulset_sync::run(client.clone(), pods.subscribe(), pods.by_controller());
+            let batch = batch::run(client.clone(), &mut pods);
             tokio::join!(
                 pods.run(),
                 nodes.run(),
                 housekeeping,
                 workloads,
+                daemonsets,
+                statefulsets,
+                batch,
                 serviceaccount::run(client.clone()), rootca::run(client.clone(), options.ca_pem), gc::run(client));
         }
     })
     .await
 }
 
-/// Endpoints/EndpointSlices, node IPAM, node lifecycle and taint eviction, pod GC, disruption budgets, the service load balancer, volume binding.
-fn housekeeping(client: Client, cluster_cidr: String, pods: &mut Shared<Pod>, nodes: &mut Shared<Node>) -> impl std::future::Future<Output = ()> {
-    let cluster_cidr = if cluster_cidr.is_empty() { "10.42.0.0/16".to_string() } else { cluster_cidr };
+/// Endpoints/EndpointSlices, node IPAM, node lifecycle and taint eviction, pod GC, disruption budgets, the service load balancer, volume binding and local-path provisioning, volume protection.
+fn housekeeping(client: Client, options: &Options, pods: &mut Shared<Pod>, nodes: &mut Shared<Node>) -> impl std::future::Future<Output = ()> {
+    let cluster_cidr = if options.cluster_cidr.is_empty() { "10.42.0.0/16".to_string() } else { options.cluster_cidr.clone() };
     let endpoints = endpoints::run(client.clone(), pods.subscribe());
     let nodeipam = nodeipam::run(client.clone(), cluster_cidr, nodes.subscribe());
     let nodelifecycle = nodelifecycle::run(client.clone(), nodes.subscribe(), pods.subscribe());
@@ -65,9 +89,10 @@ fn housekeeping(client: Client, cluster_cidr: String, pods: &mut Shared<Pod>, no
     let disruption = disruption::run(client.clone(), pods.subscribe());
     let services = client::informer::watch(Api::all(client.clone()), Default::default());
     let servicelb = servicelb::run(client.clone(), nodes.subscribe(), services);
-    let volumes = persistentvolume::run(client);
+    let protection = volume_protection::run(client.clone(), pods.subscribe());
+    let volumes = persistentvolume::run(client, options.local_storage.clone());
     async move {
-        tokio::join!(endpoints, nodeipam, nodelifecycle, podgc, disruption, servicelb, volumes);
+        tokio::join!(endpoints, nodeipam, nodelifecycle, podgc, disruption, servicelb, volumes, protection);
     }
 }
 

@@ -5,13 +5,19 @@
 //! access modes, size, selector). A volume's phase follows its claim:
 //! Available, Bound, and Released once the claim is gone, when reclaimPolicy
 //! Delete deletes it. A bound claim whose volume is gone is Lost.
+//!
+//! Claims of a class with a provisioner wait for it: a `WaitForFirstConsumer`
+//! class until the scheduler names the node of the claim's first pod. The
+//! built-in local-path provisioner (local_path.rs) is called from here.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -21,26 +27,39 @@ use serde_json::{json, Value};
 
 use client::eventlog::{record, reference};
 use client::informer::{self, benign, ready};
+use crate::local_path;
 
 const COMPONENT: &str = "persistentvolume-controller";
 const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
 const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
 const RESYNC: Duration = Duration::from_secs(15);
+/// Upstream's annotations naming the provisioner a claim waits for.
+const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+const STORAGE_PROVISIONER_BETA: &str = "volume.beta.kubernetes.io/storage-provisioner";
+/// A class whose volumes are made by hand only.
+const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 
-pub async fn run(client: Client) {
+/// `local_storage`: the directory local-path volumes are made under, or
+/// None when the built-in provisioner is off.
+pub async fn run(client: Client, local_storage: Option<PathBuf>) {
+    if local_storage.is_some() {
+        local_path::ensure_class(&client).await;
+    }
     let (volumes, volume_events) = informer::watch(Api::<PersistentVolume>::all(client.clone()), watcher::Config::default());
     let (claims, claim_events) = informer::watch(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default());
+    let (classes, class_events) = informer::watch(Api::<StorageClass>::all(client.clone()), watcher::Config::default());
     let resync = futures::stream::unfold((), |()| async {
         tokio::time::sleep(RESYNC).await;
         Some(((), ()))
     });
-    let mut events = futures::stream::select(futures::stream::select(volume_events.map(drop), claim_events.map(drop)), resync.boxed()).ready_chunks(1024);
-    let mut told_unbindable: HashSet<String> = HashSet::new();
+    let objects = futures::stream::select(futures::stream::select(volume_events.map(drop), claim_events.map(drop)), class_events.map(drop));
+    let mut events = futures::stream::select(objects, resync.boxed()).ready_chunks(1024);
+    let mut told: HashSet<String> = HashSet::new();
     while events.next().await.is_some() {
-        if ready(&volumes) && ready(&claims) {
-            let c = Controller { client: client.clone(), volumes: volumes.state(), claims: claims.state() };
+        if ready(&volumes) && ready(&claims) && ready(&classes) {
+            let c = Controller { client: client.clone(), volumes: volumes.state(), claims: claims.state(), classes: classes.state(), local_storage: local_storage.clone() };
             c.sync_volumes().await;
-            c.sync_claims(&mut told_unbindable).await;
+            c.sync_claims(&mut told).await;
         }
     }
 }
@@ -49,6 +68,8 @@ struct Controller {
     client: Client,
     volumes: Vec<Arc<PersistentVolume>>,
     claims: Vec<Arc<PersistentVolumeClaim>>,
+    classes: Vec<Arc<StorageClass>>,
+    local_storage: Option<PathBuf>,
 }
 
 fn claim_key(ns: &str, name: &str) -> String {
@@ -124,15 +145,6 @@ impl Controller {
                     _ => "Released",
                 },
             };
-            if want == "Released" && pv.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()) == Some("Delete") {
-                tracing::info!(volume = name, "claim gone; deleting the volume (reclaimPolicy Delete)");
-                if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
-                    if !benign(&e) {
-                        tracing::warn!(volume = name, "deleting released volume: {e}");
-                    }
-                }
-                continue;
-            }
             if phase_of_volume(pv) != want && !(want == "Released" && phase_of_volume(pv) == "Failed") {
                 let patch = json!({"status": {"phase": want}});
                 if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
@@ -141,10 +153,23 @@ impl Controller {
                     }
                 }
             }
+            // Released first, so pv-protection lets the deleted volume go.
+            // A provisioner deletes its own volumes (local-path ones: the
+            // node agent, which removes the directory first).
+            let provisioned = pv.annotations().contains_key(local_path::PROVISIONED_BY);
+            let delete = pv.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()) == Some("Delete");
+            if want == "Released" && delete && !provisioned && pv.metadata.deletion_timestamp.is_none() {
+                tracing::info!(volume = name, "claim gone; deleting the volume (reclaimPolicy Delete)");
+                if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
+                    if !benign(&e) {
+                        tracing::warn!(volume = name, "deleting released volume: {e}");
+                    }
+                }
+            }
         }
     }
 
-    async fn sync_claims(&self, told_unbindable: &mut HashSet<String>) {
+    async fn sync_claims(&self, told: &mut HashSet<String>) {
         let mut taken: HashSet<String> = HashSet::new();
         for pvc in &self.claims {
             let (ns, name) = (pvc.namespace().unwrap_or_default(), pvc.name_any());
@@ -163,12 +188,26 @@ impl Controller {
                 }
                 continue;
             }
+            let class_name = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()).unwrap_or_default();
+            let class = self.classes.iter().find(|c| !class_name.is_empty() && c.name_any() == class_name);
+            let waits_for_consumer = class.is_some_and(|c| c.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"));
+            if named.is_none() && waits_for_consumer && !pvc.annotations().contains_key(local_path::SELECTED_NODE) {
+                if told.insert(format!("{key}/consumer")) {
+                    record(&self.client, COMPONENT, reference(pvc.as_ref()), "Normal", "WaitForFirstConsumer", "waiting for first consumer to be created before binding".into()).await;
+                }
+                continue;
+            }
             let volume = match &named {
                 Some(v) => self.volumes.iter().find(|pv| &pv.name_any() == v && volume_free_for(pv, pvc)),
                 None => choose(&self.volumes, pvc).filter(|pv| !taken.contains(&pv.name_any())),
             };
+            let provisioner = class.map(|c| c.provisioner.as_str()).filter(|p| *p != NO_PROVISIONER);
+            if let (None, None, Some(class), Some(provisioner)) = (volume, &named, class, provisioner) {
+                self.await_provisioner(pvc, class, provisioner, told).await;
+                continue;
+            }
             let Some(pv) = volume else {
-                if told_unbindable.insert(key) {
+                if told.insert(key) {
                     let why = if pvc.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()).unwrap_or("").is_empty() {
                         "no persistent volumes available for this claim and no storage class is set".to_string()
                     } else {
@@ -179,10 +218,41 @@ impl Controller {
                 continue;
             };
             taken.insert(pv.name_any());
-            told_unbindable.remove(&key);
+            told.remove(&key);
             if let Err(e) = self.bind(pv, pvc, named.is_none()).await {
                 if !benign(&e) {
                     tracing::warn!(claim = key, volume = pv.name_any(), "binding: {e}");
+                }
+            }
+        }
+    }
+
+    /// A claim whose volume a provisioner makes: named for it (upstream's
+    /// annotations), then provisioned here when the provisioner is ours.
+    async fn await_provisioner(&self, pvc: &PersistentVolumeClaim, class: &StorageClass, provisioner: &str, told: &mut HashSet<String>) {
+        let (ns, name, uid) = (pvc.namespace().unwrap_or_default(), pvc.name_any(), pvc.uid().unwrap_or_default());
+        if pvc.annotations().get(STORAGE_PROVISIONER).map(String::as_str) != Some(provisioner) {
+            let patch = json!({"metadata": {"annotations": {STORAGE_PROVISIONER: provisioner, STORAGE_PROVISIONER_BETA: provisioner}}});
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+            if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                if !benign(&e) {
+                    tracing::warn!(claim = claim_key(&ns, &name), "naming the provisioner: {e}");
+                }
+            }
+        }
+        match &self.local_storage {
+            // One attempt per claim and node; the volume, once made, is bound above.
+            Some(root) if provisioner == local_path::PROVISIONER => {
+                let node = pvc.annotations().get(local_path::SELECTED_NODE).cloned().unwrap_or_default();
+                let attempt = format!("{uid}/provision/{node}");
+                if told.insert(attempt.clone()) && !local_path::provision(&self.client, pvc, class, root).await {
+                    told.remove(&attempt);
+                }
+            }
+            _ => {
+                if told.insert(format!("{uid}/external")) {
+                    let msg = format!("Waiting for a volume to be created either by the external provisioner '{provisioner}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.");
+                    record(&self.client, COMPONENT, reference(pvc), "Normal", "ExternalProvisioning", msg).await;
                 }
             }
         }

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod conversion;
 pub mod defaults;
+pub mod local_path;
 pub mod printers;
 pub mod quantity;
 pub mod selectors;

@@ -269,6 +269,8 @@ pub struct Cache {
     nominated_node: HashMap<String, String>,
     /// PodDisruptionBudgets by `namespace/name`, for preemption.
     pub pdbs: BTreeMap<String, Pdb>,
+    /// Claims, volumes and storage classes, for volume binding.
+    pub volumes: crate::volumes::Volumes,
 }
 
 /// What preemption reads of a PodDisruptionBudget.

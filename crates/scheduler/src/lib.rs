@@ -4,8 +4,8 @@
 //!
 //! queue.rs (priority queue, backoff, unschedulable pods), cache.rs
 //! (per-node state from the watches), filters.rs / interpod.rs / spread.rs
-//! (filters), scores.rs, schedule.rs (one attempt), preempt.rs, bind.rs
-//! (API writes).
+//! (filters), volumes.rs (volume binding), scores.rs, schedule.rs (one
+//! attempt), preempt.rs, bind.rs (API writes).
 
 pub mod bind;
 pub mod cache;
@@ -17,6 +17,7 @@ pub mod queue;
 pub mod schedule;
 pub mod scores;
 pub mod spread;
+pub mod volumes;
 #[cfg(test)]
 mod tests;
 
@@ -25,7 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
@@ -51,6 +53,9 @@ enum Msg {
     Node(Box<Event<Node>>),
     Pod(Box<Event<Pod>>),
     Pdb(Box<Event<PodDisruptionBudget>>),
+    Claim(Box<Event<PersistentVolumeClaim>>),
+    Volume(Box<Event<PersistentVolume>>),
+    Class(Box<Event<StorageClass>>),
     /// A binding failed: forget the assumption; retry the pod when `retry`.
     BindFailed { key: String, pod: Arc<Pod>, retry: bool },
 }
@@ -124,6 +129,12 @@ impl Scheduler {
         let pdbs = watcher(Api::<PodDisruptionBudget>::all(self.client.clone()));
         let t = tx.clone();
         tasks.spawn(forward(pdbs, move |e| t.send(Msg::Pdb(Box::new(e))).is_ok()));
+        let t = tx.clone();
+        tasks.spawn(forward(watcher(Api::<PersistentVolumeClaim>::all(self.client.clone())), move |e| t.send(Msg::Claim(Box::new(e))).is_ok()));
+        let t = tx.clone();
+        tasks.spawn(forward(watcher(Api::<PersistentVolume>::all(self.client.clone())), move |e| t.send(Msg::Volume(Box::new(e))).is_ok()));
+        let t = tx.clone();
+        tasks.spawn(forward(watcher(Api::<StorageClass>::all(self.client.clone())), move |e| t.send(Msg::Class(Box::new(e))).is_ok()));
         tracing::info!("scheduler started");
         let mut scheduled_since_yield = 0;
         loop {
@@ -131,7 +142,7 @@ impl Scheduler {
                 self.handle(m);
             }
             let next = self.queue.flush(Instant::now());
-            if self.synced == (true, true) {
+            if self.synced == (true, true) && self.cache.volumes.synced() {
                 if let Some((key, pod)) = self.queue.pop() {
                     self.schedule_one(key, pod, &tx);
                     scheduled_since_yield += 1;
@@ -158,6 +169,19 @@ impl Scheduler {
             Msg::Node(e) => self.node_event(*e),
             Msg::Pod(e) => self.pod_event(*e),
             Msg::Pdb(e) => self.pdb_event(*e),
+            // A claim bound or a volume made may let a waiting pod in.
+            Msg::Claim(e) => {
+                self.cache.volumes.claims.apply(*e);
+                self.queue.move_all();
+            }
+            Msg::Volume(e) => {
+                self.cache.volumes.volumes.apply(*e);
+                self.queue.move_all();
+            }
+            Msg::Class(e) => {
+                self.cache.volumes.classes.apply(*e);
+                self.queue.move_all();
+            }
             Msg::BindFailed { key, pod, retry } => {
                 if self.assumed.remove(&key) {
                     self.cache.remove_pod(&key);
@@ -279,12 +303,22 @@ impl Scheduler {
         let info = Arc::new(PodInfo::new(pod.clone()));
         match schedule::schedule(&self.cache, &info, &mut self.start, &mut self.rng) {
             Ok(node) => {
+                let delayed: Vec<Arc<PersistentVolumeClaim>> =
+                    self.cache.volumes.prepare(&info).map(|v| v.delayed.into_iter().map(|(c, _)| c).collect()).unwrap_or_default();
                 self.queue.done(&key);
                 self.cache.set_nominated(&key, None, None);
                 self.assumed.insert(key.clone());
                 self.cache.set_pod(info, &node);
                 let (client, tx, instance, writes) = (self.client.clone(), tx.clone(), self.identity.clone(), self.writes.clone());
                 tokio::spawn(async move {
+                    if !delayed.is_empty() {
+                        if let Err(why) = volumes::bind_delayed(&client, &delayed, &node).await {
+                            tracing::info!(pod = key, node, "{why}");
+                            bind::event(&client, &pod, "Warning", "FailedScheduling", "Scheduling", &why, &instance).await;
+                            let _ = tx.send(Msg::BindFailed { key, pod, retry: true });
+                            return;
+                        }
+                    }
                     let _permit = writes.acquire_owned().await;
                     match bind::bind(&client, &pod, &node).await {
                         Ok(()) => {

@@ -33,7 +33,10 @@ pub fn preempt(cache: &Cache, pod: &PodInfo, fit: &FitError) -> (String, Option<
             return ("preemption: not eligible due to a terminating pod on the nominated node.".into(), None);
         }
     }
-    let prep = Prepared::new(cache, pod);
+    let Ok(prep) = Prepared::new(cache, pod) else {
+        let n = cache.nodes.len();
+        return (format!("preemption: 0/{n} nodes are available: {n} {NOT_HELPFUL}."), None);
+    };
     let mut statuses: Vec<Vec<String>> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     for (name, failure) in &fit.failures {

@@ -8,13 +8,15 @@ use rand::Rng;
 use crate::cache::{Cache, NodeInfo, PodInfo};
 use crate::filters::{self, Failure};
 use crate::scores::{self, *};
-use crate::{interpod, spread};
+use crate::{interpod, spread, volumes};
 
 /// Why no node fits: each filtered node's failure.
 #[derive(Debug, Default)]
 pub struct FitError {
     pub num_nodes: usize,
     pub failures: BTreeMap<String, Failure>,
+    /// Why no node was even tried (a PreFilter plugin's verdict).
+    pub pre_filter: Option<String>,
 }
 
 /// Upstream's "0/N nodes are available: <count reason>, ...." form.
@@ -39,7 +41,10 @@ impl FitError {
         if self.num_nodes == 0 {
             return "no nodes available to schedule pods".into();
         }
-        let mut msg = histogram_message(self.num_nodes, self.failures.values().map(|f| f.reasons.clone()));
+        let mut msg = match &self.pre_filter {
+            Some(why) => format!("0/{} nodes are available: {why}.", self.num_nodes),
+            None => histogram_message(self.num_nodes, self.failures.values().map(|f| f.reasons.clone())),
+        };
         if !post_filter.is_empty() {
             msg += &format!(" {post_filter}");
         }
@@ -52,15 +57,19 @@ pub struct Prepared<'a> {
     pub pod: &'a PodInfo,
     pub interpod: interpod::State,
     pub spread: spread::State,
+    pub volumes: volumes::State,
 }
 
 impl<'a> Prepared<'a> {
-    pub fn new(cache: &Cache, pod: &'a PodInfo) -> Prepared<'a> {
-        Prepared { pod, interpod: interpod::State::build(cache, pod), spread: spread::State::build(cache, pod) }
+    /// The PreFilter step: fails (with the reason) when no node can take the pod.
+    pub fn new(cache: &Cache, pod: &'a PodInfo) -> Result<Prepared<'a>, String> {
+        let volumes = cache.volumes.prepare(pod)?;
+        Ok(Prepared { pod, interpod: interpod::State::build(cache, pod), spread: spread::State::build(cache, pod), volumes })
     }
 
     pub fn filter(&self, node: &NodeInfo) -> Result<(), Failure> {
         filters::check(self.pod, node)?;
+        self.volumes.filter(node)?;
         self.spread.filter(node)?;
         self.interpod.filter(self.pod, node)
     }
@@ -94,7 +103,7 @@ pub fn schedule(cache: &Cache, pod: &PodInfo, start: &mut usize, rng: &mut impl 
     if n == 0 {
         return Err(FitError::default());
     }
-    let prep = Prepared::new(cache, pod);
+    let prep = Prepared::new(cache, pod).map_err(|why| FitError { num_nodes: n, pre_filter: Some(why), ..Default::default() })?;
     let want = feasible_to_find(n);
     let nodes: Vec<&NodeInfo> = cache.nodes.values().collect();
     let mut feasible: Vec<&NodeInfo> = Vec::new();
@@ -112,7 +121,7 @@ pub fn schedule(cache: &Cache, pod: &PodInfo, start: &mut usize, rng: &mut impl 
     }
     *start = (*start + examined) % n;
     if feasible.is_empty() {
-        return Err(FitError { num_nodes: n, failures });
+        return Err(FitError { num_nodes: n, failures, pre_filter: None });
     }
     if feasible.len() == 1 {
         return Ok(feasible[0].name.clone());

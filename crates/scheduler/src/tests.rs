@@ -181,7 +181,7 @@ fn topology_spread_do_not_schedule() {
     assert_eq!(msg, "a");
     bind(&mut c, spread("s4"), "a");
     let prep_pod = spread("s5");
-    let prep = Prepared::new(&c, &prep_pod);
+    let prep = Prepared::new(&c, &prep_pod).unwrap();
     assert_eq!(prep.filter(&c.nodes["c"]).unwrap_err().reasons, [crate::spread::ERR_MISSING_LABEL]);
 }
 
@@ -308,4 +308,57 @@ fn preemption_prefers_victims_no_budget_protects() {
     let fit = schedule::schedule(&c, &high, &mut 0, &mut rng).unwrap_err();
     let cand = preempt::preempt(&c, &high, &fit).1.unwrap();
     assert_eq!((cand.node.as_str(), cand.pdb_violations), ("a", 1));
+}
+
+fn volume_cache() -> Cache {
+    use kube::runtime::watcher::Event;
+    let mut c = cache(&[node("a", "4", "8Gi", json!({"zone": "z1"}), json!({})), node("b", "4", "8Gi", json!({"zone": "z2"}), json!({}))]);
+    let v = &mut c.volumes;
+    v.claims.apply(Event::InitDone);
+    v.volumes.apply(Event::InitDone);
+    v.classes.apply(Event::InitDone);
+    let class = |name: &str, provisioner: &str, mode: &str, topo: serde_json::Value| {
+        Event::Apply(serde_json::from_value(json!({"metadata": {"name": name}, "provisioner": provisioner, "volumeBindingMode": mode, "allowedTopologies": topo})).unwrap())
+    };
+    v.classes.apply(class("local-path", "rancher.io/local-path", "WaitForFirstConsumer", json!(null)));
+    v.classes.apply(class("z2-only", "rancher.io/local-path", "WaitForFirstConsumer", json!([{"matchLabelExpressions": [{"key": "zone", "values": ["z2"]}]}])));
+    v.classes.apply(class("static", "kubernetes.io/no-provisioner", "WaitForFirstConsumer", json!(null)));
+    v.classes.apply(class("fast", "example.com/disk", "Immediate", json!(null)));
+    let claim = |name: &str, class: &str, volume: &str| {
+        Event::Apply(serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}, "spec": {"storageClassName": class, "volumeName": volume}})).unwrap())
+    };
+    v.claims.apply(claim("on-b", "local-path", "pv-b"));
+    v.claims.apply(claim("lost", "local-path", "pv-gone"));
+    v.claims.apply(claim("new", "local-path", ""));
+    v.claims.apply(claim("z2", "z2-only", ""));
+    v.claims.apply(claim("by-hand", "static", ""));
+    v.claims.apply(claim("immediate", "fast", ""));
+    v.volumes.apply(Event::Apply(serde_json::from_value(json!({"metadata": {"name": "pv-b"}, "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["b"]}]}]}}}})).unwrap()));
+    c
+}
+
+fn with_claim(name: &str, claim: &str) -> Arc<PodInfo> {
+    pod(name, json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}))
+}
+
+#[test]
+fn volume_binding_follows_claims_volumes_and_classes() {
+    let c = volume_cache();
+    // A bound claim pins the pod to its volume's node.
+    assert_eq!(place(&c, &with_claim("p1", "on-b")).unwrap(), "b");
+    // A delayed claim goes anywhere its class's topology allows, and is provisioned there.
+    assert!(place(&c, &with_claim("p2", "new")).is_ok());
+    assert_eq!(place(&c, &with_claim("p3", "z2")).unwrap(), "b");
+    let p = with_claim("p4", "new");
+    assert_eq!(c.volumes.prepare(&p).unwrap().delayed.len(), 1);
+    // Pods that cannot run anywhere, with upstream's messages.
+    let msg = |claim: &str| place(&c, &with_claim("x", claim)).unwrap_err();
+    assert_eq!(msg("missing"), "0/2 nodes are available: persistentvolumeclaim \"missing\" not found. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.");
+    assert!(msg("immediate").starts_with("0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims."), "{}", msg("immediate"));
+    assert!(msg("lost").starts_with("0/2 nodes are available: 2 node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)."), "{}", msg("lost"));
+    assert!(msg("by-hand").starts_with("0/2 nodes are available: 2 node(s) didn't find available persistent volumes to bind."), "{}", msg("by-hand"));
+    // Two claims on different nodes conflict.
+    let both = pod("p5", json!({"volumes": [{"name": "a", "persistentVolumeClaim": {"claimName": "on-b"}}, {"name": "b", "persistentVolumeClaim": {"claimName": "z2"}}]}));
+    assert_eq!(place(&c, &both).unwrap(), "b");
 }

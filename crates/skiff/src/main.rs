@@ -56,6 +56,25 @@ struct ControllerManagerArgs {
     /// IPv4 range node pod CIDRs (a /24 per node) are allocated from.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: String,
+    #[command(flatten)]
+    storage: LocalStorageArgs,
+}
+
+/// The built-in local-path provisioner.
+#[derive(clap::Args)]
+struct LocalStorageArgs {
+    /// Directory on each node that local-path volumes are made in [default: DATA_DIR/storage; /var/lib/skiff/storage for controller-manager].
+    #[arg(long)]
+    default_local_storage_path: Option<PathBuf>,
+    /// Neither create the default `local-path` StorageClass nor provision its volumes.
+    #[arg(long)]
+    disable_local_storage: bool,
+}
+
+impl LocalStorageArgs {
+    fn root(&self, data_dir: &std::path::Path) -> Option<PathBuf> {
+        (!self.disable_local_storage).then(|| self.default_local_storage_path.clone().unwrap_or_else(|| data_dir.join("storage")))
+    }
 }
 
 #[derive(clap::Args)]
@@ -98,6 +117,8 @@ struct ServerArgs {
     /// Do not run the scheduler in this process.
     #[arg(long)]
     disable_scheduler: bool,
+    #[command(flatten)]
+    storage: LocalStorageArgs,
 }
 
 fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
@@ -150,6 +171,7 @@ async fn server(mut args: ServerArgs) -> anyhow::Result<()> {
     };
     let server = apiserver::start(config, Arc::new(store)).await?;
     server.enable_join(&args.data_dir.join("server").join("token"), args.token.as_deref(), &args.cluster_cidr)?;
+    let local_storage = args.storage.root(&args.data_dir);
     if args.disable_agent {
         tracing::info!("node agent disabled");
     } else {
@@ -163,7 +185,7 @@ async fn server(mut args: ServerArgs) -> anyhow::Result<()> {
     }
     if !args.disable_controllers {
         let client = client::in_process(server.router.clone());
-        let options = controllers::Options { ca_pem: server.ca_pem.clone(), cluster_cidr: args.cluster_cidr.clone() };
+        let options = controllers::Options { ca_pem: server.ca_pem.clone(), cluster_cidr: args.cluster_cidr.clone(), local_storage };
         tokio::spawn(controllers::run(client, identity("controller-manager"), options, std::future::pending()));
     }
     if !args.disable_scheduler {
@@ -231,7 +253,8 @@ fn main() -> anyhow::Result<()> {
             }
             Command::ControllerManager(a) => {
                 let (client, ca_pem) = client::kubeconfig::from_kubeconfig_with_ca(&a.remote.kubeconfig).await?;
-                let options = controllers::Options { ca_pem, cluster_cidr: a.cluster_cidr };
+                let local_storage = a.storage.root(std::path::Path::new("/var/lib/skiff"));
+                let options = controllers::Options { ca_pem, cluster_cidr: a.cluster_cidr, local_storage };
                 controllers::run(client, identity("controller-manager"), options, shutdown_signal()).await;
                 Ok(())
             }

@@ -17,6 +17,7 @@ pub mod grpc_probe;
 pub mod hostinfo;
 pub mod image_gc;
 pub mod images;
+mod local_path;
 pub mod node;
 mod overlay;
 mod pods;
@@ -192,6 +193,7 @@ where
         node_ip,
     });
     let _abort_image_gc = AbortOnDrop(tokio::spawn(image_gc::run(agent.clone())));
+    let _abort_local_path = AbortOnDrop(tokio::spawn(local_path::run(agent.client.clone(), agent.config.node_name.clone())));
     pods::run(agent).await
 }
 

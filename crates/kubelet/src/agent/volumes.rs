@@ -123,7 +123,15 @@ async fn claim_path(client: &Client, ns: &str, claim: &str) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("persistentvolumeclaim \"{claim}\" not found"))?;
     let pv_name = pvc.spec.and_then(|s| s.volume_name).filter(|n| !n.is_empty()).ok_or_else(|| anyhow!("PVC {ns}/{claim} has non-bound phase (\"Pending\") or empty pvc.Spec.VolumeName (\"\")"))?;
     let pv = Api::<PersistentVolume>::all(client.clone()).get_opt(&pv_name).await?.ok_or_else(|| anyhow!("persistentvolume \"{pv_name}\" not found"))?;
+    let local_path = pv.metadata.annotations.as_ref().and_then(|a| a.get(resources::local_path::PROVISIONED_BY)).map(String::as_str) == Some(resources::local_path::PROVISIONER);
     let spec = pv.spec.unwrap_or_default();
+    if let (true, Some(h)) = (local_path, &spec.host_path) {
+        // Writable by any pod user, as rancher's provisioner makes them.
+        if !Path::new(&h.path).exists() {
+            std::fs::create_dir_all(&h.path).with_context(|| format!("creating {}", h.path))?;
+            std::fs::set_permissions(&h.path, std::fs::Permissions::from_mode(0o777))?;
+        }
+    }
     let path = if let Some(h) = spec.host_path {
         check_host_path(&h.path, h.type_.as_deref().unwrap_or("DirectoryOrCreate"))?;
         h.path

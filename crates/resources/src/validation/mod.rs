@@ -16,7 +16,7 @@ mod batch;
 mod cluster;
 mod config;
 mod container;
-mod cron;
+pub mod cron;
 mod errors;
 mod meta;
 mod names;

@@ -5,9 +5,11 @@
 
 mod client;
 mod cluster;
+mod daemonset;
 mod dns;
 mod events;
 mod heads;
+mod job;
 mod host_state;
 mod pods;
 mod proxy;
@@ -82,6 +84,10 @@ enum Scenario {
     Scheduler(scheduler::SchedulerArgs),
     /// Control plane at scale with simulated nodes: Deployment availability and memory.
     Cluster(cluster::ClusterArgs),
+    /// A DaemonSet rollout over simulated nodes: time until every node runs an updated, available pod.
+    Daemonset(daemonset::DaemonSetArgs),
+    /// Job controller at scale with simulated nodes: a 1,000-completion Job, parallelism 100, to Complete.
+    Job(job::JobArgs),
     /// Pod startup latency on this host's real node agent (needs root).
     Pods(pods::PodsArgs),
     /// Cluster DNS: queries/s, latency and memory with 10,000 Services.
@@ -123,6 +129,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     match args.scenario {
         Some(Scenario::Scheduler(a)) => return scheduler::run(a).await,
         Some(Scenario::Cluster(a)) => return cluster::run(a).await,
+        Some(Scenario::Daemonset(a)) => return daemonset::run(a).await,
+        Some(Scenario::Job(a)) => return job::run(a).await,
         Some(Scenario::Pods(a)) => return pods::run(a).await,
         Some(Scenario::Dns(a)) => return dns::run(a).await,
         Some(Scenario::Proxy(a)) => return proxy::run(a).await,
