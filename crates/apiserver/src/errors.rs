@@ -40,7 +40,8 @@ pub(crate) fn name_details(info: &ResourceInfo, name: &str) -> Value {
 fn kind_details(info: &ResourceInfo, name: &str, causes: Vec<Value>) -> Value {
     let mut details = json!({"name": name, "group": info.group, "kind": info.kind, "causes": causes});
     if info.group.is_empty() {
-        details.as_object_mut().expect("an object").remove("group");
+        // shift_remove keeps upstream's field order (remove would move causes up).
+        details.as_object_mut().expect("an object").shift_remove("group");
     }
     details
 }
