@@ -175,8 +175,9 @@ fn pods_serve_log_exec_port_forward_and_copy() {
         .unwrap();
     let text = String::from_utf8_lossy(&tty.stdout);
     assert!(text.contains("/dev/pts/"), "exec -it output: {text}");
-    // The terminal may put a NUL before a line; only the digits matter.
-    let sizes: Vec<&str> = text.lines().map(|l| l.trim_matches(|c: char| c.is_whitespace() || c.is_control())).filter(|l| l.ends_with(" 111") || l.ends_with(" 120")).collect();
+    // The terminal may put a NUL before a line, raw or echoed as "^@"; only the digits matter.
+    let noise = |c: char| c.is_whitespace() || c.is_control();
+    let sizes: Vec<&str> = text.lines().map(|l| l.trim_matches(noise).trim_start_matches("^@").trim_matches(noise)).filter(|l| l.ends_with(" 111") || l.ends_with(" 120")).collect();
     assert_eq!(sizes, ["33 111", "40 120"], "terminal size before and after the resize; output {text}");
     assert_eq!(tty.status.code(), Some(7), "exec -it exit code; output {text}");
 
@@ -253,7 +254,8 @@ fn restarts_back_off_probes_act_and_oom_kills_show() {
     }
     assert_eq!(restarts.len(), 3, "crash restarted {} times in 120s", restarts.len());
     let (d1, d2) = (restarts[1] - restarts[0], restarts[2] - restarts[1]);
-    assert!(d1 >= Duration::from_secs(8) && d2 >= d1 + Duration::from_secs(5), "back-off delays should grow (10s, 20s): {d1:?}, {d2:?}");
+    // Seen by polling a loaded machine, so each restart may show up late by a few seconds.
+    assert!(d1 >= Duration::from_secs(6) && d2 >= d1 + Duration::from_secs(5), "back-off delays should grow (10s, 20s): {d1:?}, {d2:?}");
     eventually(30, "CrashLoopBackOff", || (status_column(&s, "crash") == "CrashLoopBackOff").then_some(()));
     let previous = s.ok(&["logs", "crash", "--previous"]);
     assert!(previous.starts_with("run at "), "{previous}");
