@@ -200,11 +200,7 @@ fn cronjob(s: &Server) {
 #[test]
 fn jobs_cronjobs_and_ttl_run_real_pods() {
     let s = Server::start_node();
-    let name = s.node.as_ref().unwrap().name.clone();
-    eventually(60, "the node to be Ready", || {
-        let out = s.kubectl(&["get", "node", &name, "--no-headers"]);
-        (out.ok() && out.stdout.contains(" Ready ")).then_some(())
-    });
+    s.wait_node_ready();
     let tar = s.dir.path().join("busybox.tar");
     std::fs::write(&tar, testimage::docker_save_tar(IMAGE, &testimage::busybox_layer_tar())).unwrap();
     let out = Command::new(skiff_bin()).args(["image", "import"]).arg(&tar).arg("--data-dir").arg(s.dir.path()).output().unwrap();

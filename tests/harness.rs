@@ -106,6 +106,16 @@ impl Server {
         Server::start_node_with(&[])
     }
 
+    /// Waits until this server's own node is Ready; returns its name.
+    pub fn wait_node_ready(&self) -> String {
+        let name = self.node.as_ref().expect("a server started with its node agent").name.clone();
+        eventually(60, "the node to be Ready", || {
+            let out = self.kubectl(&["get", "node", &name, "--no-headers"]);
+            (out.ok() && out.stdout.contains(" Ready ")).then_some(())
+        });
+        name
+    }
+
     /// `start_node` with further flags for the server (and its agent).
     pub fn start_node_with(flags: &[&str]) -> Server {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -372,4 +382,17 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A registry on 127.0.0.1 holding `busybox:e2e` built from /bin/busybox;
+/// returns it (dropping it stops the registry) and the image name.
+pub fn registry_with_busybox() -> (runtime::images::testimage::TestRegistry, String) {
+    use runtime::images::testimage;
+    let reg = testimage::TestRegistry::start().expect("starting docker-registry");
+    let layer = testimage::gzip(&testimage::busybox_layer_tar());
+    let config = testimage::busybox_config(&[&layer]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(testimage::push_to_registry(&reg.addr, "busybox", "e2e", &layer, config)).expect("pushing busybox");
+    let image = format!("{}/busybox:e2e", reg.addr);
+    (reg, image)
 }

@@ -22,11 +22,11 @@ use kube::{Client, Config, Discovery, Resource, ResourceExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use e2e::Server;
+use e2e::{registry_with_busybox, Server};
 
 #[path = "client_support.rs"]
 mod client_support;
-use client_support::{log_tail, node_ready, registry_with_busybox};
+use client_support::log_tail;
 
 const WEB: &str = "mkdir -p /www && echo hello-skiff > /www/index.html && echo started && exec httpd -f -p 8080 -h /www";
 
@@ -450,7 +450,7 @@ async fn check<F: Future<Output = Result<()>> + Send + 'static>(failures: &mut V
 fn kube_rs_against_a_node() {
     let (_reg, image) = registry_with_busybox();
     let s = Server::start_node();
-    let node = node_ready(&s);
+    let node = s.wait_node_ready();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let failures = rt.block_on(async {
         // As a user's program: kube's own kubeconfig loading and TLS.

@@ -9,27 +9,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{eventually, skiff_bin, Server};
+use e2e::{eventually, registry_with_busybox, skiff_bin, Server};
 use runtime::images::testimage::{self, TestRegistry};
 use serde_json::Value;
 
-/// A registry holding `busybox:e2e` built from /bin/busybox; returns it and the image name.
-fn registry_with_busybox() -> (TestRegistry, String) {
-    let reg = TestRegistry::start().expect("starting docker-registry");
-    let layer = testimage::gzip(&testimage::busybox_layer_tar());
-    let config = testimage::busybox_config(&[&layer]);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(testimage::push_to_registry(&reg.addr, "busybox", "e2e", &layer, config)).expect("pushing busybox");
-    let image = format!("{}/busybox:e2e", reg.addr);
-    (reg, image)
-}
-
 fn node_ready(s: &Server) {
-    let name = s.node.as_ref().unwrap().name.clone();
-    eventually(60, "the node to be Ready", || {
-        let out = s.kubectl(&["get", "node", &name, "--no-headers"]);
-        (out.ok() && out.stdout.contains(" Ready ")).then_some(())
-    });
+    let name = s.wait_node_ready();
     // The server's own node shows its role, as a kubeadm control plane does.
     let row = s.ok(&["get", "node", &name, "--no-headers"]);
     assert!(row.contains(" control-plane "), "{row}");

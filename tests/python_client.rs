@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::Server;
+use e2e::{registry_with_busybox, Server};
 
 #[path = "client_support.rs"]
 mod client_support;
-use client_support::{log_tail, node_ready, registry_with_busybox};
+use client_support::log_tail;
 
 fn python_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
@@ -80,7 +80,7 @@ fn the_python_client_against_a_node() {
     let venv_secs = started.elapsed().as_secs_f32();
     let (_reg, image) = registry_with_busybox();
     let s = Server::start_node();
-    let node = node_ready(&s);
+    let node = s.wait_node_ready();
 
     let mut cmd = Command::new(venv.join("bin/python"));
     match std::env::var("SKIFF_PY_TESTS") {

@@ -6,8 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use e2e::{eventually, Server, Sim};
-use runtime::images::testimage::{self, TestRegistry};
+use e2e::{eventually, registry_with_busybox, Server, Sim};
 use serde_json::Value;
 
 fn json(s: &Server, args: &[&str]) -> Value {
@@ -223,17 +222,6 @@ fn parallel_statefulset_of_a_hundred_on_simulated_nodes() {
     assert!(pods(&s, "app=big").contains_key("big-9"));
 }
 
-/// A registry holding `busybox:e2e` built from /bin/busybox; returns it and the image name.
-fn registry_with_busybox() -> (TestRegistry, String) {
-    let reg = TestRegistry::start().expect("starting docker-registry");
-    let layer = testimage::gzip(&testimage::busybox_layer_tar());
-    let config = testimage::busybox_config(&[&layer]);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(testimage::push_to_registry(&reg.addr, "busybox", "e2e", &layer, config)).expect("pushing busybox");
-    let image = format!("{}/busybox:e2e", reg.addr);
-    (reg, image)
-}
-
 fn timestamp(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
@@ -247,8 +235,7 @@ fn ready_since(s: &Server, pod: &str) -> String {
 #[test]
 fn ordered_statefulset_with_claims_on_a_real_node() {
     let s = Server::start_node();
-    let name = s.node.as_ref().unwrap().name.clone();
-    eventually(60, "the node to be Ready", || s.kubectl(&["get", "node", &name, "--no-headers"]).stdout.contains(" Ready ").then_some(()));
+    s.wait_node_ready();
     let (_registry, image) = registry_with_busybox();
     // Ready 2 s after start, so order is visible in the timestamps; quick to stop.
     let sts = format!(
@@ -311,7 +298,8 @@ fn ordered_statefulset_with_claims_on_a_real_node() {
     // History shows both templates; undo rolls back and renumbers.
     let history = s.ok(&["rollout", "history", "sts/web"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
-    assert!(s.ok(&["rollout", "history", "sts/web", "--revision=2"]).contains("rev=two") || s.ok(&["rollout", "history", "sts/web", "--revision=2"]).contains("two"));
+    let revision = s.ok(&["rollout", "history", "sts/web", "--revision=2"]);
+    assert!(revision.contains("two"), "{revision}");
     s.ok(&["rollout", "undo", "sts/web"]);
     eventually(90, "rolled back", || (0..3).all(|i| !annotated(&format!("web-{i}"))).then_some(()));
     rollout_ok(&s, "sts/web");
