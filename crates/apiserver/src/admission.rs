@@ -141,7 +141,7 @@ impl Admission {
     async fn in_use(&self, reg: &Registry, except_uid: &str) -> ApiResult<(HashSet<String>, HashSet<u64>)> {
         reg.cache.sync().await?;
         let (mut ips, mut ports) = (HashSet::new(), HashSet::new());
-        let snapshot = reg.cache.prefix("services").snapshot("/registry/services/");
+        let snapshot = reg.cache.all("services");
         let mut memo = self.allocated.lock().unwrap_or_else(|e| e.into_inner());
         let mut current = HashMap::with_capacity(snapshot.len());
         for svc in snapshot {

@@ -394,6 +394,11 @@ impl WatchCache {
         &self.caches[storage]
     }
 
+    /// Every cached object of one storage prefix, in every namespace.
+    pub fn all(&self, storage: &str) -> Vec<Arc<Cached>> {
+        self.prefix(storage).snapshot(&format!("/registry/{storage}/"))
+    }
+
     /// The revision every prefix cache has caught up to.
     pub fn revision(&self) -> Revision {
         *self.rev.borrow()

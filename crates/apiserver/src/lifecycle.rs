@@ -208,7 +208,7 @@ pub async fn run_event_expiry(reg: Arc<Registry>, ttl: Duration) {
         tokio::time::sleep(EXPIRE_EVERY.min(ttl)).await;
         let Ok(ttl) = chrono::Duration::from_std(ttl) else { return };
         let cutoff = chrono::Utc::now() - ttl;
-        for c in reg.cache.prefix(info.storage).snapshot(&format!("/registry/{}/", info.storage)) {
+        for c in reg.cache.all(info.storage) {
             if last_seen(c.json()).is_some_and(|t| t < cutoff) {
                 // Guarded by the revision read: an event bumped meanwhile stays.
                 if let Err(e) = reg.store.delete(&c.key, Some(c.rev)).await {

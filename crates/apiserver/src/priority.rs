@@ -54,10 +54,8 @@ pub async fn admit_new_pod(reg: &Registry, info: &ResourceInfo, pod: &mut Value)
 /// The global default class; with several (a race between writers), the
 /// one with the lowest value, as upstream.
 fn default_class(reg: &Registry) -> Option<Value> {
-    let prefix = format!("/registry/{}/", classes().storage);
     reg.cache
-        .prefix(classes().storage)
-        .snapshot(&prefix)
+        .all(classes().storage)
         .iter()
         .map(|c| c.obj())
         .filter(|c| c["globalDefault"].as_bool() == Some(true))

@@ -21,10 +21,8 @@ fn classes() -> &'static ResourceInfo {
 
 /// The default class's name: the newest of those annotated default (ties by name).
 fn default_class(reg: &Registry) -> Option<String> {
-    let prefix = format!("/registry/{}/", classes().storage);
     reg.cache
-        .prefix(classes().storage)
-        .snapshot(&prefix)
+        .all(classes().storage)
         .iter()
         .map(|c| c.obj())
         .filter(|c| c["metadata"]["annotations"][DEFAULT_CLASS].as_str() == Some("true"))
