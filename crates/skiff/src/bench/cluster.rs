@@ -5,13 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bytes::Bytes;
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 
 use super::client::Client;
-use super::heads::{ConditionsHead, List};
+use super::heads::{ready_nodes, List};
 use super::server::{self, LocalServer, Memory};
 use super::stats::run_ops;
 
@@ -67,7 +67,6 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
     drop(client);
     server.stop()?;
     let report = report?;
-    let mib = |m: Option<Memory>| m.map_or("?".into(), |m| format!("{:.0} MiB (peak {:.0} MiB)", m.rss_kb as f64 / 1024.0, m.hwm_kb as f64 / 1024.0));
     let text = format!(
         "cluster    {} nodes Ready in {:.1}s\n\
          cluster    Deployment of {} replicas available in {:.2}s\n\
@@ -81,16 +80,10 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
         report.fill_seconds,
         report.fill_pods_per_sec,
         report.nodes_ready_at_end,
-        mib(report.server_memory),
-        mib(report.sim_memory),
+        server::memory_summary(report.server_memory),
+        server::memory_summary(report.sim_memory),
     );
-    if args.json {
-        eprintln!("{text}");
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{text}");
-    }
-    Ok(())
+    super::print_report(&text, &report, args.json)
 }
 
 async fn measure(args: &ClusterArgs, client: &Client, pid: u32) -> Result<Report> {
@@ -182,11 +175,6 @@ async fn available(client: &Client) -> Result<usize> {
     Ok(list.items.iter().map(|d| d.status.available_replicas).sum())
 }
 
-async fn ready_nodes(client: &Client) -> Result<usize> {
-    let list: List<NodeHead> = client.get_as("/api/v1/nodes", &[]).await.context("listing nodes")?;
-    Ok(list.items.iter().filter(|n| n.status.ready()).count())
-}
-
 #[derive(Deserialize)]
 struct DeploymentHead {
     #[serde(default)]
@@ -199,8 +187,3 @@ struct DeploymentStatusHead {
     available_replicas: usize,
 }
 
-#[derive(Deserialize)]
-struct NodeHead {
-    #[serde(default)]
-    status: ConditionsHead,
-}

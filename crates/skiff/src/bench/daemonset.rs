@@ -11,7 +11,7 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 
 use super::client::Client;
-use super::heads::{ConditionsHead, List};
+use super::heads::ready_nodes;
 use super::server::{self, LocalServer, Memory};
 
 const DAEMONSET: &str = "/apis/apps/v1/namespaces/default/daemonsets";
@@ -69,15 +69,9 @@ pub async fn run(args: DaemonSetArgs) -> Result<()> {
         r.nodes,
         r.rollout_seconds,
         r.rollout_pods_per_sec,
-        r.server_memory.map_or("?".into(), |m| format!("{:.0} MiB (peak {:.0} MiB)", m.rss_kb as f64 / 1024.0, m.hwm_kb as f64 / 1024.0)),
+        server::memory_summary(r.server_memory),
     );
-    if args.json {
-        eprintln!("{text}");
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        println!("{text}");
-    }
-    Ok(())
+    super::print_report(&text, &r, args.json)
 }
 
 async fn measure(args: &DaemonSetArgs, client: &Client, pid: u32) -> Result<Report> {
@@ -139,17 +133,6 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("gave up after {TIMEOUT:?}")
-}
-
-async fn ready_nodes(client: &Client) -> Result<usize> {
-    let list: List<NodeHead> = client.get_as("/api/v1/nodes", &[]).await?;
-    Ok(list.items.iter().filter(|n| n.status.ready()).count())
-}
-
-#[derive(Deserialize)]
-struct NodeHead {
-    #[serde(default)]
-    status: ConditionsHead,
 }
 
 #[derive(Deserialize)]

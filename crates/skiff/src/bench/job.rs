@@ -12,6 +12,7 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 
 use super::client::Client;
+use super::heads::ready_nodes;
 use super::server::{self, LocalServer, Memory};
 
 const JOBS: &str = "/apis/batch/v1/namespaces/default/jobs";
@@ -74,15 +75,9 @@ pub async fn run(args: JobArgs) -> Result<()> {
         r.complete_seconds,
         r.pods_per_sec,
         r.ideal_seconds,
-        r.server_memory.map_or("?".into(), |m| format!("{:.0} MiB (peak {:.0} MiB)", m.rss_kb as f64 / 1024.0, m.hwm_kb as f64 / 1024.0)),
+        server::memory_summary(r.server_memory),
     );
-    if args.json {
-        eprintln!("{text}");
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        println!("{text}");
-    }
-    Ok(())
+    super::print_report(&text, &r, args.json)
 }
 
 async fn measure(args: &JobArgs, client: &Client, pid: u32) -> Result<Report> {
@@ -139,17 +134,6 @@ async fn measure(args: &JobArgs, client: &Client, pid: u32) -> Result<Report> {
         pods_per_sec: args.completions as f64 / complete_seconds.max(1e-9),
         server_memory: server::memory(pid).ok(),
     })
-}
-
-async fn ready_nodes(client: &Client) -> Result<usize> {
-    let list: super::heads::List<NodeHead> = client.get_as("/api/v1/nodes", &[]).await?;
-    Ok(list.items.iter().filter(|n| n.status.ready()).count())
-}
-
-#[derive(Deserialize)]
-struct NodeHead {
-    #[serde(default)]
-    status: super::heads::ConditionsHead,
 }
 
 #[derive(Deserialize)]

@@ -451,6 +451,17 @@ fn watch_text(out: &Out, w: &WatchReport) {
     }
 }
 
+/// The report: as text, or with `--json` as JSON on stdout and the text on stderr.
+fn print_report(text: &str, report: &impl Serialize, json: bool) -> Result<()> {
+    if json {
+        eprintln!("{text}");
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}
+
 fn memory_text(when: &str, m: Memory) -> String {
     let mib = |kb: u64| kb as f64 / 1024.0;
     format!("{:<14} {when}: RSS {:.1} MiB (peak {:.1} MiB)", "memory", mib(m.rss_kb), mib(m.hwm_kb))

@@ -117,13 +117,7 @@ pub async fn run(args: PodsArgs) -> Result<()> {
     };
     report.leftovers = leftovers;
     let text = report_text(&report);
-    if args.json {
-        eprintln!("{text}");
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{text}");
-    }
-    Ok(())
+    super::print_report(&text, &report, args.json)
 }
 
 /// What cleanup needs to know of the run, gathered as it goes.

@@ -136,6 +136,11 @@ pub struct Memory {
     pub hwm_kb: u64,
 }
 
+/// "N MiB (peak M MiB)", or "?" when it could not be read.
+pub fn memory_summary(m: Option<Memory>) -> String {
+    m.map_or("?".into(), |m| format!("{:.0} MiB (peak {:.0} MiB)", m.rss_kb as f64 / 1024.0, m.hwm_kb as f64 / 1024.0))
+}
+
 /// VmRSS (resident now) and VmHWM (peak resident) of a process.
 pub fn memory(pid: u32) -> Result<Memory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
