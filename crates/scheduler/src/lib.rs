@@ -302,9 +302,7 @@ impl Scheduler {
     fn schedule_one(&mut self, key: String, pod: Arc<Pod>, tx: &mpsc::UnboundedSender<Msg>) {
         let info = Arc::new(PodInfo::new(pod.clone()));
         match schedule::schedule(&self.cache, &info, &mut self.start, &mut self.rng) {
-            Ok(node) => {
-                let delayed: Vec<Arc<PersistentVolumeClaim>> =
-                    self.cache.volumes.prepare(&info).map(|v| v.delayed.into_iter().map(|(c, _)| c).collect()).unwrap_or_default();
+            Ok(schedule::Placement { node, delayed_claims: delayed }) => {
                 self.queue.done(&key);
                 self.cache.set_nominated(&key, None, None);
                 self.assumed.insert(key.clone());

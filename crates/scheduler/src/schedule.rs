@@ -76,6 +76,10 @@ impl<'a> Prepared<'a> {
 }
 
 impl Prepared<'_> {
+    fn place(&self, node: &NodeInfo) -> Placement {
+        Placement { node: node.name.clone(), delayed_claims: self.volumes.delayed.iter().map(|(c, _)| c.clone()).collect() }
+    }
+
     /// Filters as if the higher- or equal-priority pods nominated to the node were already there.
     pub fn filter_with_nominated(&self, cache: &Cache, node: &NodeInfo) -> Result<(), Failure> {
         let nominated = cache.nominated_for(&node.name, self.pod);
@@ -97,8 +101,15 @@ pub fn feasible_to_find(n: usize) -> usize {
     (n * pct / 100).max(100)
 }
 
+/// Where a pod goes, and its claims to provision there before binding.
+#[derive(Debug)]
+pub struct Placement {
+    pub node: String,
+    pub delayed_claims: Vec<std::sync::Arc<k8s_openapi::api::core::v1::PersistentVolumeClaim>>,
+}
+
 /// Picks a node for `pod`; `start` rotates where the search begins, as upstream does.
-pub fn schedule(cache: &Cache, pod: &PodInfo, start: &mut usize, rng: &mut impl Rng) -> Result<String, FitError> {
+pub fn schedule(cache: &Cache, pod: &PodInfo, start: &mut usize, rng: &mut impl Rng) -> Result<Placement, FitError> {
     let n = cache.nodes.len();
     if n == 0 {
         return Err(FitError::default());
@@ -124,7 +135,7 @@ pub fn schedule(cache: &Cache, pod: &PodInfo, start: &mut usize, rng: &mut impl 
         return Err(FitError { num_nodes: n, failures, pre_filter: None });
     }
     if feasible.len() == 1 {
-        return Ok(feasible[0].name.clone());
+        return Ok(prep.place(feasible[0]));
     }
     let totals = score(&prep, &feasible);
     let best = totals.iter().copied().max().unwrap_or(0);
@@ -138,7 +149,7 @@ pub fn schedule(cache: &Cache, pod: &PodInfo, start: &mut usize, rng: &mut impl 
             }
         }
     }
-    Ok(feasible[chosen].name.clone())
+    Ok(prep.place(feasible[chosen]))
 }
 
 fn has_spread_constraints(spec: &k8s_openapi::api::core::v1::PodSpec) -> bool {

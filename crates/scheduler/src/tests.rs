@@ -43,7 +43,7 @@ fn cache(nodes: &[Node]) -> Cache {
 
 fn place(c: &Cache, p: &PodInfo) -> Result<String, String> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    schedule::schedule(c, p, &mut 0, &mut rng).map_err(|f| {
+    schedule::schedule(c, p, &mut 0, &mut rng).map(|p| p.node).map_err(|f| {
         let (post, _) = preempt::preempt(c, p, &f);
         f.message(&post)
     })
@@ -350,8 +350,9 @@ fn volume_binding_follows_claims_volumes_and_classes() {
     // A delayed claim goes anywhere its class's topology allows, and is provisioned there.
     assert!(place(&c, &with_claim("p2", "new")).is_ok());
     assert_eq!(place(&c, &with_claim("p3", "z2")).unwrap(), "b");
-    let p = with_claim("p4", "new");
-    assert_eq!(c.volumes.prepare(&p).unwrap().delayed.len(), 1);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let placed = schedule::schedule(&c, &with_claim("p4", "new"), &mut 0, &mut rng).unwrap();
+    assert_eq!(placed.delayed_claims.iter().map(|c| c.metadata.name.as_deref().unwrap()).collect::<Vec<_>>(), ["new"]);
     // Pods that cannot run anywhere, with upstream's messages.
     let msg = |claim: &str| place(&c, &with_claim("x", claim)).unwrap_err();
     assert_eq!(msg("missing"), "0/2 nodes are available: persistentvolumeclaim \"missing\" not found. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.");
