@@ -54,7 +54,7 @@ pub async fn run(client: Client, local_storage: Option<PathBuf>) {
     });
     let objects = futures::stream::select(futures::stream::select(volume_events.map(drop), claim_events.map(drop)), class_events.map(drop));
     let mut events = futures::stream::select(objects, resync.boxed()).ready_chunks(1024);
-    let mut told: HashSet<String> = HashSet::new();
+    let mut told = Told::new();
     while events.next().await.is_some() {
         if ready(&volumes) && ready(&claims) && ready(&classes) {
             let c = Controller { client: client.clone(), volumes: volumes.state(), claims: claims.state(), classes: classes.state(), local_storage: local_storage.clone() };
@@ -63,6 +63,9 @@ pub async fn run(client: Client, local_storage: Option<PathBuf>) {
         }
     }
 }
+
+/// (claim uid, what): events recorded and provisioning tried, once per claim.
+type Told = HashSet<(String, String)>;
 
 struct Controller {
     client: Client,
@@ -169,10 +172,13 @@ impl Controller {
         }
     }
 
-    async fn sync_claims(&self, told: &mut HashSet<String>) {
+    async fn sync_claims(&self, told: &mut Told) {
+        // What was said about claims that are gone is forgotten.
+        let live: HashSet<String> = self.claims.iter().filter_map(|c| c.uid()).collect();
+        told.retain(|(uid, _)| live.contains(uid));
         let mut taken: HashSet<String> = HashSet::new();
         for pvc in &self.claims {
-            let (ns, name) = (pvc.namespace().unwrap_or_default(), pvc.name_any());
+            let (ns, name, uid) = (pvc.namespace().unwrap_or_default(), pvc.name_any(), pvc.uid().unwrap_or_default());
             let key = claim_key(&ns, &name);
             let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
             if pvc.metadata.deletion_timestamp.is_some() {
@@ -192,7 +198,7 @@ impl Controller {
             let class = self.classes.iter().find(|c| !class_name.is_empty() && c.name_any() == class_name);
             let waits_for_consumer = class.is_some_and(|c| c.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"));
             if named.is_none() && waits_for_consumer && !pvc.annotations().contains_key(local_path::SELECTED_NODE) {
-                if told.insert(format!("{key}/consumer")) {
+                if told.insert((uid, "consumer".into())) {
                     record(&self.client, COMPONENT, reference(pvc.as_ref()), "Normal", "WaitForFirstConsumer", "waiting for first consumer to be created before binding".into()).await;
                 }
                 continue;
@@ -207,7 +213,7 @@ impl Controller {
                 continue;
             }
             let Some(pv) = volume else {
-                if told.insert(key) {
+                if told.insert((uid, "unbindable".into())) {
                     let why = if pvc.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()).unwrap_or("").is_empty() {
                         "no persistent volumes available for this claim and no storage class is set".to_string()
                     } else {
@@ -218,7 +224,7 @@ impl Controller {
                 continue;
             };
             taken.insert(pv.name_any());
-            told.remove(&key);
+            told.remove(&(uid, "unbindable".to_string()));
             if let Err(e) = self.bind(pv, pvc, named.is_none()).await {
                 if !benign(&e) {
                     tracing::warn!(claim = key, volume = pv.name_any(), "binding: {e}");
@@ -229,7 +235,7 @@ impl Controller {
 
     /// A claim whose volume a provisioner makes: named for it (upstream's
     /// annotations), then provisioned here when the provisioner is ours.
-    async fn await_provisioner(&self, pvc: &PersistentVolumeClaim, class: &StorageClass, provisioner: &str, told: &mut HashSet<String>) {
+    async fn await_provisioner(&self, pvc: &PersistentVolumeClaim, class: &StorageClass, provisioner: &str, told: &mut Told) {
         let (ns, name, uid) = (pvc.namespace().unwrap_or_default(), pvc.name_any(), pvc.uid().unwrap_or_default());
         if pvc.annotations().get(STORAGE_PROVISIONER).map(String::as_str) != Some(provisioner) {
             let patch = json!({"metadata": {"annotations": {STORAGE_PROVISIONER: provisioner, STORAGE_PROVISIONER_BETA: provisioner}}});
@@ -244,13 +250,13 @@ impl Controller {
             // One attempt per claim and node; the volume, once made, is bound above.
             Some(root) if provisioner == local_path::PROVISIONER => {
                 let node = pvc.annotations().get(local_path::SELECTED_NODE).cloned().unwrap_or_default();
-                let attempt = format!("{uid}/provision/{node}");
+                let attempt = (uid, format!("provision on {node}"));
                 if told.insert(attempt.clone()) && !local_path::provision(&self.client, pvc, class, root).await {
                     told.remove(&attempt);
                 }
             }
             _ => {
-                if told.insert(format!("{uid}/external")) {
+                if told.insert((uid, "external".into())) {
                     let msg = format!("Waiting for a volume to be created either by the external provisioner '{provisioner}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.");
                     record(&self.client, COMPONENT, reference(pvc), "Normal", "ExternalProvisioning", msg).await;
                 }
