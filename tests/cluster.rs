@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::{run_kubectl_command, skiff_bin, Out, KUBECTL};
 
-/// The busybox image (with curl) every host has in its store (imagePullPolicy: Never).
+/// The busybox image (with curl and socat) every host has in its store (imagePullPolicy: Never).
 pub const BUSYBOX: &str = "e2e.local/busybox:v1";
 
 /// One host: a network namespace, a mount namespace and a skiff process.
@@ -185,7 +185,7 @@ impl Cluster {
         };
         sh(&format!("ip link add {0} type bridge && ip link set {0} up", cluster.bridge));
         let image = cluster.dir.path().join("busybox.tar");
-        std::fs::write(&image, runtime::images::testimage::docker_save_tar(BUSYBOX, &runtime::images::testimage::busybox_curl_layer_tar())).unwrap();
+        std::fs::write(&image, runtime::images::testimage::docker_save_tar(BUSYBOX, &runtime::images::testimage::busybox_net_tools_layer_tar())).unwrap();
         for i in 0..=agents {
             let host = Host {
                 index: i,

@@ -2,7 +2,7 @@
 //! agents, each host its own network and mount namespace, see
 //! `e2e::cluster`), driven as a user would with the real kubectl: a
 //! Deployment behind a Service reached by name from a pod on every host,
-//! NodePort, LoadBalancer, ExternalName, headless Services, a Service
+//! NodePort, LoadBalancer (with loadBalancerSourceRanges), UDP, ExternalName, headless Services, a Service
 //! without endpoints, session affinity, externalTrafficPolicy Local,
 //! scaling, an agent killed and restarted, and a host lost. One cluster
 //! serves every check. Needs root (as CI runs).
@@ -32,6 +32,19 @@ fn web_deployment(replicas: u32) -> String {
           "readinessProbe": {{"tcpSocket": {{"port": 8080}}, "periodSeconds": 1}}}}]}}}}}}}}"#,
         cmd = serde_json::to_string(WEB).unwrap()
     )
+}
+
+/// socat answering every UDP datagram on 9000 with its pod's name; three
+/// replicas spread over the hosts.
+fn udp_echo_deployment() -> Value {
+    serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "udp-echo"},
+      "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "udp-echo"}},
+        "template": {"metadata": {"labels": {"app": "udp-echo"}},
+          "spec": {"terminationGracePeriodSeconds": 1,
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "udp-echo"}}}],
+            "containers": [{"name": "echo", "image": BUSYBOX, "imagePullPolicy": "Never",
+              "command": ["socat", "UDP4-RECVFROM:9000,fork", "SYSTEM:hostname"],
+              "ports": [{"containerPort": 9000, "protocol": "UDP"}]}]}}}})
 }
 
 /// `curl` in a pod; Ok(body) or Err(curl's exit code and stderr).
@@ -75,17 +88,32 @@ fn ready_web_pods(c: &Cluster) -> BTreeSet<String> {
 
 /// Asks `url` from pod `client` until every pod in `expected` has answered (and nothing else has).
 fn answers_from_all(c: &Cluster, client: &str, url: &str, expected: &BTreeSet<String>) {
+    answered_by_all(&format!("{client} -> {url}"), expected, || curl_in(c, client, url));
+}
+
+/// Repeats `ask` until every name in `expected` has answered (and nothing else has).
+fn answered_by_all(what: &str, expected: &BTreeSet<String>, mut ask: impl FnMut() -> Result<String, String>) {
     let mut seen = BTreeSet::new();
-    eventually(60, &format!("{client} -> {url} answered by every pod of {expected:?}"), || {
-        match curl_in(c, client, url) {
+    eventually(60, &format!("{what} answered by every pod of {expected:?}"), || {
+        match ask() {
             Ok(body) => {
-                assert!(expected.contains(&body), "{url} from {client} answered {body:?}, not one of {expected:?}");
+                assert!(expected.contains(&body), "{what} answered {body:?}, not one of {expected:?}");
                 seen.insert(body);
             }
-            Err(e) => eprintln!("{client} -> {url}: {e}"),
+            Err(e) => eprintln!("{what}: {e}"),
         }
         (seen == *expected).then_some(())
     });
+}
+
+/// One UDP datagram from pod `client` to `target` (host:port) with socat; Ok(the reply).
+fn udp_in(c: &Cluster, client: &str, target: &str) -> Result<String, String> {
+    let script = format!("echo ping | socat -t 3 -T 3 - UDP4:{target}");
+    let out = c.kubectl(&["exec", client, "--", "sh", "-c", &script]);
+    match out.stdout.trim() {
+        reply if out.ok() && !reply.is_empty() => Ok(reply.to_string()),
+        _ => Err(format!("no reply: {} {}", out.stdout, out.stderr)),
+    }
 }
 
 /// `dig` on a host against cluster DNS, `+short`, lines sorted.
@@ -180,6 +208,36 @@ fn services_and_dns_across_three_hosts() {
     let lb_url = format!("http://{}:8081/", hosts[2].1);
     let body = eventually(30, "the LoadBalancer address answering", || curl_on_host(&c, 1, &lb_url).ok());
     assert!(web.contains(&body), "{lb_url} answered {body:?}");
+
+    // loadBalancerSourceRanges: the load balancer address answers only the
+    // listed sources (other connections are dropped); NodePorts stay open.
+    c.ok(&["patch", "svc", "web-lb", "-p", &format!(r#"{{"spec":{{"loadBalancerSourceRanges":["{}/32"]}}}}"#, hosts[1].1)]);
+    eventually(30, "the load balancer dropping host 0", || curl_on_host(&c, 0, &lb_url).is_err().then_some(()));
+    let body = curl_on_host(&c, 1, &lb_url).expect("the listed source still reaches the load balancer");
+    assert!(web.contains(&body), "{lb_url} answered {body:?}");
+    let lb_node_port = c.ok(&["get", "svc", "web-lb", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
+    let body = curl_on_host(&c, 0, &format!("http://{}:{lb_node_port}/", hosts[2].1)).expect("the NodePort is not filtered");
+    assert!(web.contains(&body), "NodePort answered {body:?}");
+    c.ok(&["patch", "svc", "web-lb", "--type", "json", "-p", r#"[{"op":"remove","path":"/spec/loadBalancerSourceRanges"}]"#]);
+    eventually(30, "the load balancer open to host 0 again", || curl_on_host(&c, 0, &lb_url).ok());
+
+    // UDP: a Service in front of pods on every host, reached by name from each host.
+    c.apply(&serde_json::to_string(&udp_echo_deployment()).unwrap());
+    c.ok(&["expose", "deployment", "udp-echo", "--protocol", "UDP", "--port", "5300", "--target-port", "9000"]);
+    let udp_pods = eventually(120, "three Ready udp-echo pods", || {
+        let pods = json(&c, &["get", "pods", "-l", "app=udp-echo"]);
+        let ready: BTreeSet<String> = pods["items"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        (ready.len() == 3).then_some(ready)
+    });
+    for client in &clients {
+        answered_by_all(&format!("{client} -> udp://udp-echo:5300"), &udp_pods, || udp_in(&c, client, "udp-echo:5300"));
+    }
+    c.ok(&["delete", "deployment", "udp-echo"]);
 
     // ExternalName is a CNAME.
     c.ok(&["create", "service", "externalname", "ext", "--external-name", "www.example.com"]);

@@ -3,9 +3,9 @@
 //! `skiff server` or `skiff agent` leaves all of it in place on purpose, so
 //! that a restart interrupts no pod.
 //!
-//! Removal goes through the runtime's and the pod network's own code:
-//! sandboxes (their containers, shims, mounts, network namespaces and
-//! cgroups), veths and addresses, the bridge, the VXLAN device (routes,
+//! Removal goes through the runtime's, the agent's and the pod network's
+//! own code: sandboxes (their containers, shims, mounts, network namespaces
+//! and cgroups), pod directories with their volume mounts, veths and addresses, the bridge, the VXLAN device (routes,
 //! neighbour and FDB entries go with it), host-gw routes, and the nftables
 //! tables of the pod network (`<table>`) and the service proxy
 //! (`<table>_proxy`). Images, certificates and the datastore stay.
@@ -35,6 +35,9 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
         if let Err(e) = remove_pods(&root).await {
             failures.push(format!("{e:#}"));
         }
+    }
+    if let Err(e) = remove_pod_dirs(&root) {
+        failures.push(format!("{e:#}"));
     }
     if let Err(e) = remove_network(&args, &root).await {
         failures.push(format!("{e:#}"));
@@ -69,6 +72,16 @@ async fn remove_pods(root: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+/// Each pod's directory with its volume mounts (secret and configMap
+/// tmpfs, local-path binds), which the agent, not the runtime, made.
+fn remove_pod_dirs(root: &std::path::Path) -> anyhow::Result<()> {
+    let Ok(pods) = std::fs::read_dir(root.join("pods")) else { return Ok(()) };
+    for pod in pods {
+        kubelet::agent::volumes::teardown(&pod?.path())?;
+    }
     Ok(())
 }
 

@@ -49,24 +49,28 @@ fn add_busybox(b: &mut tar::Builder<Vec<u8>>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The busybox layer plus the host's dynamically linked `/usr/bin/curl`,
-/// every library `ldd` lists for it, the glibc NSS modules for `files` and
-/// `dns`, and an nsswitch.conf: curl then resolves names through the pod's
-/// resolv.conf as in any distribution image (busybox's own tools do not).
-pub fn busybox_curl_layer_tar() -> Vec<u8> {
+/// The busybox layer plus the host's dynamically linked network clients
+/// (`NET_TOOLS`), every library `ldd` lists for them, the glibc NSS modules
+/// for `files` and `dns`, and an nsswitch.conf: the tools then resolve names
+/// through the pod's resolv.conf as in any distribution image (busybox's
+/// own tools do not). curl speaks HTTP; socat speaks UDP, which no busybox
+/// applet serves.
+pub fn busybox_net_tools_layer_tar() -> Vec<u8> {
     static LAYER: OnceLock<Vec<u8>> = OnceLock::new();
-    LAYER.get_or_init(|| build_busybox_curl_layer().expect("building the busybox+curl test layer (are busybox-static and curl installed?)")).clone()
+    LAYER.get_or_init(|| build_busybox_net_tools_layer().expect("building the busybox+curl+socat test layer (are busybox-static, curl and socat installed?)")).clone()
 }
 
-fn build_busybox_curl_layer() -> anyhow::Result<Vec<u8>> {
-    const CURL: &str = "/usr/bin/curl";
-    let ldd = std::process::Command::new("ldd").arg(CURL).output().context("running ldd on curl")?;
-    anyhow::ensure!(ldd.status.success(), "ldd {CURL} failed: {}", String::from_utf8_lossy(&ldd.stderr));
-    // Lines are "name => /path (addr)" or "/path (addr)"; the vdso has no path.
-    let mut files: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(str::to_string))
-        .collect();
+const NET_TOOLS: [&str; 2] = ["/usr/bin/curl", "/usr/bin/socat"];
+
+fn build_busybox_net_tools_layer() -> anyhow::Result<Vec<u8>> {
+    let mut files: Vec<String> = Vec::new();
+    for tool in NET_TOOLS {
+        let ldd = std::process::Command::new("ldd").arg(tool).output().context("running ldd")?;
+        anyhow::ensure!(ldd.status.success(), "ldd {tool} failed (is it installed?): {}", String::from_utf8_lossy(&ldd.stderr));
+        // Lines are "name => /path (addr)" or "/path (addr)"; the vdso has no path.
+        files.extend(String::from_utf8_lossy(&ldd.stdout).lines().filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(str::to_string)));
+        files.push(tool.into());
+    }
     let libdir = Path::new(&files.iter().find(|f| f.contains("/libc.so")).cloned().context("ldd lists no libc")?)
         .parent()
         .context("libc's directory")?
@@ -74,7 +78,6 @@ fn build_busybox_curl_layer() -> anyhow::Result<Vec<u8>> {
     for nss in ["libnss_dns.so.2", "libnss_files.so.2", "libresolv.so.2"] {
         files.push(libdir.join(nss).display().to_string());
     }
-    files.push(CURL.into());
     files.sort();
     files.dedup();
     let mut b = tar::Builder::new(Vec::new());
