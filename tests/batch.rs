@@ -1,7 +1,8 @@
-//! Jobs, CronJobs and the TTL-after-finished controller against real
-//! containers (busybox-static imported into the node), driven by the real
-//! kubectl. The checks run concurrently on one server, the CronJob's
-//! minute-long cadence setting the pace. Needs root (as CI runs).
+//! Jobs, CronJobs, the TTL-after-finished controller and the
+//! HorizontalPodAutoscaler (with `kubectl top` reading the resource metrics
+//! API) against real containers (busybox-static imported into the node),
+//! driven by the real kubectl. The checks run concurrently on one server,
+//! the CronJob's minute-long cadence setting the pace. Needs root (as CI runs).
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -197,8 +198,60 @@ fn cronjob(s: &Server) {
     s.ok(&["delete", "cronjob", "minutely"]);
 }
 
+/// A Deployment whose pods burn CPU (each limited to 200m of the 100m they
+/// request) scales up to its HPA's maximum, and back down once it idles.
+fn autoscaling(s: &Server) {
+    let deployment = format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "burn"}},
+  "spec": {{"replicas": 1, "selector": {{"matchLabels": {{"app": "burn"}}}},
+    "template": {{"metadata": {{"labels": {{"app": "burn"}}}}, "spec": {{"terminationGracePeriodSeconds": 1,
+      "containers": [{{"name": "burn", "image": "{IMAGE}", "command": ["sh", "-c", "while :; do :; done"],
+        "resources": {{"requests": {{"cpu": "100m"}}, "limits": {{"cpu": "200m"}}}}}}]}}}}}}}}"#
+    );
+    apply(s, &deployment);
+    s.ok(&["autoscale", "deployment", "burn", "--cpu-percent=50", "--min=1", "--max=3"]);
+    // No five-minute wait on the way down.
+    s.ok(&["patch", "hpa", "burn", "--type=merge", "-p", r#"{"spec":{"behavior":{"scaleDown":{"stabilizationWindowSeconds":0}}}}"#]);
+
+    let top = eventually(90, "kubectl top pods to show the burner", || {
+        let out = s.kubectl(&["top", "pods", "-l", "app=burn", "--no-headers"]);
+        let cpu: u64 = out.stdout.split_whitespace().nth(1)?.strip_suffix('m')?.parse().ok()?;
+        (out.ok() && cpu >= 50).then_some(out.stdout)
+    });
+    assert!(top.starts_with("burn-"), "{top}");
+    let nodes = s.ok(&["top", "nodes", "--no-headers"]);
+    assert!(nodes.split_whitespace().nth(2).is_some_and(|c| c.ends_with('%')), "kubectl top nodes: {nodes}");
+    let containers = s.ok(&["top", "pods", "-l", "app=burn", "--containers", "--no-headers"]);
+    assert!(containers.split_whitespace().nth(1) == Some("burn"), "{containers}");
+
+    eventually(150, "the HPA to scale burn up to 3", || {
+        (json(s, &["get", "deployment", "burn"])["spec"]["replicas"] == 3).then_some(())
+    });
+    let hpa = json(s, &["get", "hpa", "burn"]);
+    let cpu = &hpa["status"]["currentMetrics"][0]["resource"];
+    assert_eq!(cpu["name"], "cpu", "{hpa}");
+    assert!(cpu["current"]["averageUtilization"].as_i64().unwrap() > 50, "{hpa}");
+    let conditions = hpa["status"]["conditions"].as_array().unwrap();
+    let reason = |t: &str| conditions.iter().find(|c| c["type"] == t).map(|c| c["reason"].as_str().unwrap().to_string());
+    assert_eq!(reason("ScalingActive").as_deref(), Some("ValidMetricFound"), "{hpa}");
+    assert!(reason("AbleToScale").is_some(), "{hpa}");
+    let table = s.ok(&["get", "hpa", "burn", "--no-headers"]);
+    assert!(table.contains("Deployment/burn") && table.contains("%/50%") && table.contains("cpu: "), "kubectl get hpa: {table}");
+    let rescaled = json(s, &["get", "events", "--field-selector", "involvedObject.name=burn,reason=SuccessfulRescale"]);
+    let message = rescaled["items"][0]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.starts_with("New size: ") && message.ends_with("cpu resource utilization (percentage of request) above target"), "{message}");
+
+    // Idle pods: back to the minimum.
+    s.ok(&["patch", "deployment", "burn", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/template/spec/containers/0/command","value":["sleep","3600"]}]"#]);
+    eventually(240, "the HPA to scale burn back down to 1", || {
+        (json(s, &["get", "deployment", "burn"])["spec"]["replicas"] == 1).then_some(())
+    });
+    s.ok(&["delete", "hpa", "burn"]);
+    s.ok(&["delete", "deployment", "burn"]);
+}
+
 #[test]
-fn jobs_cronjobs_and_ttl_run_real_pods() {
+fn jobs_cronjobs_ttl_and_autoscaling_run_real_pods() {
     let s = Server::start_node();
     s.wait_node_ready();
     let tar = s.dir.path().join("busybox.tar");
@@ -206,8 +259,9 @@ fn jobs_cronjobs_and_ttl_run_real_pods() {
     let out = Command::new(skiff_bin()).args(["image", "import"]).arg(&tar).arg("--data-dir").arg(s.dir.path()).output().unwrap();
     assert!(out.status.success(), "skiff image import: {}", String::from_utf8_lossy(&out.stderr));
 
-    let checks: [(&str, fn(&Server)); 7] = [
+    let checks: [(&str, fn(&Server)); 8] = [
         ("cronjob", cronjob),
+        ("autoscaling", autoscaling),
         ("completions", completions_and_parallelism),
         ("backoff", backoff_limit),
         ("indexed", indexed),

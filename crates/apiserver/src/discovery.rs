@@ -3,7 +3,7 @@
 //! that kubectl asks for first.
 
 use http::HeaderMap;
-use resources::catalog::{group_versions, ResourceInfo, CATALOG};
+use resources::catalog::{ResourceInfo, CATALOG};
 use serde_json::{json, Value};
 
 const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
@@ -23,6 +23,40 @@ pub fn aggregated_content_type() -> &'static str {
 
 fn resources_of<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
     CATALOG.iter().filter(move |r| r.group == group && r.version == version)
+}
+
+/// A read-only resource served by a handler of its own rather than the
+/// generic registry: upstream serves these through the aggregation layer
+/// (metrics-server's metrics.k8s.io).
+pub struct Apart {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+}
+
+pub const APART: &[Apart] = &[
+    Apart { group: "metrics.k8s.io", version: "v1beta1", plural: "nodes", kind: "NodeMetrics", namespaced: false },
+    Apart { group: "metrics.k8s.io", version: "v1beta1", plural: "pods", kind: "PodMetrics", namespaced: true },
+];
+const APART_VERBS: &[&str] = &["get", "list"];
+
+/// Every served group with its versions (preferred first): the catalog's, then those served apart.
+pub fn group_versions() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out = resources::catalog::group_versions();
+    for a in APART {
+        match out.iter_mut().find(|(g, _)| *g == a.group) {
+            Some((_, vs)) if !vs.contains(&a.version) => vs.push(a.version),
+            Some(_) => {}
+            None => out.push((a.group, vec![a.version])),
+        }
+    }
+    out
+}
+
+fn apart_of<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Apart> + 'a {
+    APART.iter().filter(move |a| a.group == group && a.version == version)
 }
 
 /// Subresources served beyond status, scale and finalize: (group, plural,
@@ -88,6 +122,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             items.push(s);
         }
     }
+    for a in apart_of(group, version) {
+        items.push(json!({"name": a.plural, "singularName": "", "namespaced": a.namespaced, "kind": a.kind, "verbs": APART_VERBS}));
+    }
     if items.is_empty() {
         return None;
     }
@@ -151,6 +188,10 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
                     }
                     e
                 })
+                .chain(apart_of(group, v).map(|a| {
+                    json!({"resource": a.plural, "responseKind": {"group": a.group, "version": a.version, "kind": a.kind},
+                        "scope": if a.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "", "verbs": APART_VERBS})
+                }))
                 .collect();
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
@@ -183,10 +224,20 @@ mod tests {
     }
 
     #[test]
+    fn metrics_group_is_listed_with_read_only_resources() {
+        assert_eq!(group("metrics.k8s.io").unwrap()["preferredVersion"]["groupVersion"], "metrics.k8s.io/v1beta1");
+        let l = resource_list("metrics.k8s.io", "v1beta1").unwrap();
+        let pods = l["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods").unwrap();
+        assert_eq!(pods["kind"], "PodMetrics");
+        assert_eq!(pods["verbs"], json!(["get", "list"]));
+        assert!(group_list()["groups"].as_array().unwrap().iter().any(|g| g["name"] == "metrics.k8s.io"));
+    }
+
+    #[test]
     fn aggregated_lists_every_group() {
         let a = aggregated(false);
         let names: Vec<&str> = a["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
-        assert!(names.contains(&"apps") && names.contains(&"rbac.authorization.k8s.io"));
+        assert!(names.contains(&"apps") && names.contains(&"rbac.authorization.k8s.io") && names.contains(&"metrics.k8s.io"));
         let scale = a["items"][0]["versions"][0]["resources"][0]["subresources"].as_array().unwrap();
         assert!(scale.iter().any(|s| s["subresource"] == "scale"));
     }

@@ -23,6 +23,7 @@ mod protobuf;
 mod proxy;
 mod registry;
 mod request;
+mod resource_metrics;
 mod respond;
 pub mod serve;
 mod storage_admission;
@@ -75,6 +76,8 @@ pub struct App {
     kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
     /// Set by [`Server::enable_join`]; without it the join endpoints answer 503.
     joiner: std::sync::OnceLock<join::Joiner>,
+    /// Node and pod usage scraped from the agents (metrics.k8s.io).
+    resource_metrics: resource_metrics::ResourceMetrics,
 }
 
 /// Opens the datastore, prepares the caches and the built-in objects, and
@@ -101,6 +104,7 @@ pub async fn build(store: store::DynStore, config: &Config, advertise: IpAddr) -
         server_address: SocketAddr::new(advertise, config.port).to_string(),
         kubelet_tls: std::sync::OnceLock::new(),
         joiner: std::sync::OnceLock::new(),
+        resource_metrics: Default::default(),
     }))
 }
 
@@ -134,6 +138,7 @@ pub async fn start(config: Config, store: store::DynStore) -> anyhow::Result<Ser
     let url = format!("https://{}", SocketAddr::new(host.parse()?, config.port));
     let app = build(store, &config, advertise).await?;
     let _ = app.kubelet_tls.set(pki::kubelet_client_tls_config(&pki)?);
+    tokio::spawn(resource_metrics::scrape::run(app.clone()));
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_address, config.port)).await?;
     // Written last: its presence tells scripts the server is about to answer.
     pki::write_kubeconfig(&config.kubeconfig, &pki::kubeconfig(&pki, &url))?;
@@ -267,6 +272,11 @@ async fn route(
             return nonresource(Ok(json_ok(&v)));
         }
         _ => {}
+    }
+    if let Some(rest) = path.strip_prefix(resource_metrics::PREFIX) {
+        let resource = rest.split('/').find(|s| *s == "nodes" || *s == "pods").unwrap_or_default();
+        let result = resource_metrics::handle(&app.resource_metrics, &app.registry, method, rest, q);
+        return ("GET", format!("{resource}.metrics.k8s.io"), result);
     }
     if let Some(rest) = path.strip_prefix("/openapi/") {
         return nonresource(openapi_response(rest, headers));

@@ -75,7 +75,7 @@ pub async fn bootstrap(reg: &Registry, service_ip: &str, advertise_ip: &str, por
 /// upstream's autoregistration keeps them, so clients that read
 /// apiregistration.k8s.io see which APIs are local and available.
 async fn ensure_api_services(reg: &Registry) -> anyhow::Result<()> {
-    for (group, versions) in resources::catalog::group_versions() {
+    for (group, versions) in crate::discovery::group_versions() {
         if group == "apiregistration.k8s.io" {
             continue; // upstream registers no APIService for the registry itself
         }
@@ -114,6 +114,8 @@ fn api_service_priority(group: &str) -> (i64, i64) {
         "node.k8s.io" => (16300, 15),
         "discovery.k8s.io" => (16200, 15),
         "flowcontrol.apiserver.k8s.io" => (16100, 21),
+        // What metrics-server's APIService asks for.
+        "metrics.k8s.io" => (100, 100),
         _ => (15000, 15),
     }
 }

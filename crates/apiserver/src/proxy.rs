@@ -3,7 +3,7 @@
 //! spliced both ways). The pod, its node and container are checked here
 //! with upstream's messages; the agent does the rest.
 
-mod agent;
+pub(crate) mod agent;
 pub mod forward;
 
 use std::sync::Arc;
@@ -141,7 +141,7 @@ fn agent_tls(app: &App) -> ApiResult<Arc<rustls::ClientConfig>> {
 
 /// The agent's address: the node's InternalIP, else its Hostname, and the
 /// port from `status.daemonEndpoints.kubeletEndpoint`.
-fn agent_address(node: &Value) -> Option<(String, u16)> {
+pub(crate) fn agent_address(node: &Value) -> Option<(String, u16)> {
     let addresses = node["status"]["addresses"].as_array()?;
     let of = |kind: &str| addresses.iter().find(|a| a["type"] == kind).and_then(|a| a["address"].as_str()).filter(|a| !a.is_empty());
     let host = of("InternalIP").or_else(|| of("Hostname"))?;

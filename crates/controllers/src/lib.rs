@@ -15,6 +15,9 @@ pub mod endpoints;
 mod expectations;
 mod gc;
 mod history;
+mod hpa;
+mod hpa_behavior;
+mod hpa_replicas;
 mod job;
 mod job_pods;
 mod job_status;
@@ -96,12 +99,13 @@ fn housekeeping(client: Client, options: &Options, pods: &mut Shared<Pod>, nodes
     }
 }
 
-/// ReplicaSets, ReplicationControllers and Deployments.
+/// ReplicaSets, ReplicationControllers, Deployments and their autoscalers.
 fn workloads(client: Client, pods: &mut Shared<Pod>) -> impl std::future::Future<Output = ()> {
     let replicasets = replicaset::run_replicasets(client.clone(), pods.subscribe(), pods.by_controller());
     let rcs = replicaset::run_replication_controllers(client.clone(), pods.subscribe(), pods.by_controller());
-    let deployments = deployment::run(client);
+    let deployments = deployment::run(client.clone());
+    let autoscalers = hpa::run(client);
     async move {
-        tokio::join!(replicasets, rcs, deployments);
+        tokio::join!(replicasets, rcs, deployments, autoscalers);
     }
 }

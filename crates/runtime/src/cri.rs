@@ -154,6 +154,21 @@ pub struct ContainerStatus {
     pub pid: Option<u32>,
 }
 
+/// A running container's resource usage, as CRI's ContainerStats.
+#[derive(Clone, Debug)]
+pub struct ContainerStats {
+    pub id: String,
+    pub sandbox_id: String,
+    pub name: String,
+    pub started_at: SystemTime,
+    /// When the counters were read.
+    pub timestamp: SystemTime,
+    /// Cumulative CPU time, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory in use minus reclaimable page cache, bytes.
+    pub memory_working_set_bytes: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct ExecResult {
     pub stdout: Vec<u8>,
@@ -206,6 +221,8 @@ pub trait RuntimeService: Send + Sync {
     async fn container_status(&self, container_id: &str) -> anyhow::Result<ContainerStatus>;
     /// All containers, or those of one sandbox.
     async fn list_containers(&self, sandbox_id: Option<&str>) -> anyhow::Result<Vec<ContainerStatus>>;
+    /// Usage of every running container (CRI's ListContainerStats).
+    async fn list_container_stats(&self) -> anyhow::Result<Vec<ContainerStats>>;
     /// Runs a command to completion (exec probes), killing it after `timeout`.
     async fn exec_sync(&self, container_id: &str, cmd: &[String], timeout: Duration) -> anyhow::Result<ExecResult>;
     /// Starts an interactive process (kubectl exec).

@@ -190,6 +190,7 @@ async fn run_node(
 
     let mut streaming = kubelet::server::ServerConfig::new(tls.cert_pem, tls.key_pem, tls.ca_pem, runtime.clone());
     streaming.listen = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), args.kubelet_port);
+    streaming.node_name = args.node_name();
     tokio::spawn(async move {
         if let Err(e) = kubelet::server::serve(streaming).await {
             tracing::error!("agent streaming server stopped: {e:#}");

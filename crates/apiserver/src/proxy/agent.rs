@@ -74,6 +74,18 @@ impl Agent {
         Ok(Response::builder().header(header::CONTENT_TYPE, content_type).body(Body::new(resp.into_body())).expect("valid response"))
     }
 
+    /// GETs `path` and reads the whole answer (at most `limit` bytes).
+    pub async fn fetch(&self, path: &str, limit: usize) -> ApiResult<Bytes> {
+        let mut send = self.connect(path).await?;
+        let req = http::Request::get(path).header(header::HOST, self.authority()).body(Empty::new()).expect("valid request");
+        let resp = send.send_request(req).await.map_err(|e| self.unreachable(path, e))?;
+        if !resp.status().is_success() {
+            return Err(agent_error(resp).await);
+        }
+        let body = Limited::new(resp.into_body(), limit).collect().await.map_err(|e| self.unreachable(path, e))?;
+        Ok(body.to_bytes())
+    }
+
     /// Forwards an upgrade request to `path`; on the agent's 101 answers 101
     /// to the client and splices the two upgraded connections.
     pub async fn upgrade(&self, path: &str, mut req: Request) -> ApiResult<Response> {

@@ -8,6 +8,7 @@ mod channel;
 mod exec;
 mod logs;
 mod lookup;
+pub mod metrics;
 mod portforward;
 mod portforward_ws;
 mod routes;
@@ -46,6 +47,8 @@ pub struct ServerConfig {
     /// Common names allowed in; by default only [`API_SERVER_CLIENT`].
     pub allowed_users: Vec<String>,
     pub runtime: Arc<dyn runtime::cri::RuntimeService>,
+    /// The node's name, as `/stats/summary` reports it.
+    pub node_name: String,
 }
 
 impl ServerConfig {
@@ -57,6 +60,7 @@ impl ServerConfig {
             client_ca_pem,
             allowed_users: vec![API_SERVER_CLIENT.to_string()],
             runtime,
+            node_name: String::new(),
         }
     }
 }
@@ -71,6 +75,7 @@ pub async fn serve(config: ServerConfig) -> Result<()> {
 pub async fn serve_on(listener: TcpListener, config: ServerConfig) -> Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config(&config)?);
     let allowed = Arc::new(config.allowed_users);
+    let node: Arc<str> = config.node_name.into();
     tracing::info!(address = %listener.local_addr()?, "agent streaming server listening");
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -82,7 +87,7 @@ pub async fn serve_on(listener: TcpListener, config: ServerConfig) -> Result<()>
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, allowed, rt) = (acceptor.clone(), allowed.clone(), config.runtime.clone());
+        let (acceptor, allowed, rt, node) = (acceptor.clone(), allowed.clone(), config.runtime.clone(), node.clone());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -91,14 +96,14 @@ pub async fn serve_on(listener: TcpListener, config: ServerConfig) -> Result<()>
             };
             let user = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| common_name(c));
             let svc = hyper::service::service_fn(move |req| {
-                let (rt, user, allowed) = (rt.clone(), user.clone(), allowed.clone());
+                let (rt, user, allowed, node) = (rt.clone(), user.clone(), allowed.clone(), node.clone());
                 async move {
                     let resp = match user {
                         None => routes::text(StatusCode::UNAUTHORIZED, "Unauthorized"),
                         Some(u) if !allowed.contains(&u) => {
                             routes::text(StatusCode::FORBIDDEN, format!("Forbidden (user={u}, verb=get, resource=nodes, subresource=proxy)"))
                         }
-                        Some(_) => routes::handle(rt, req).await,
+                        Some(_) => routes::handle(rt, &node, req).await,
                     };
                     Ok::<_, std::convert::Infallible>(resp)
                 }

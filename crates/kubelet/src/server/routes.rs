@@ -1,6 +1,7 @@
 //! The agent's streaming endpoints, shaped like upstream kubelet's:
 //! `/containerLogs/{ns}/{pod}/{container}`, `/exec/...`, `/attach/...`
-//! (`{ns}/{pod}[/{uid}]/{container}`) and `/portForward/{ns}/{pod}[/{uid}]`.
+//! (`{ns}/{pod}[/{uid}]/{container}`), `/portForward/{ns}/{pod}[/{uid}]`,
+//! and resource usage at `/metrics/resource` and `/stats/summary`.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use super::channel::Protocol;
 use super::exec::{self, ExitReport, Streams};
 use super::logs::{self, LogOptions};
+use super::metrics;
 use super::lookup::{self, HttpError};
 use super::portforward::{self, Dialer};
 use super::portforward_ws;
@@ -65,7 +67,7 @@ impl QueryParams {
     }
 }
 
-pub async fn handle(rt: Arc<dyn RuntimeService>, mut req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(rt: Arc<dyn RuntimeService>, node_name: &str, mut req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let segs: Vec<String> =
         path.trim_matches('/').split('/').map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()).collect();
@@ -74,6 +76,16 @@ pub async fn handle(rt: Arc<dyn RuntimeService>, mut req: Request<Incoming>) -> 
     let streaming = matches!(*req.method(), Method::GET | Method::POST);
     let result = match (segs.as_slice(), req.method()) {
         (["healthz"], &Method::GET) => Ok(text(StatusCode::OK, "ok")),
+        (["metrics", "resource"], &Method::GET) => metrics::resource(rt.as_ref()).await.map(|body| {
+            let mut resp = text(StatusCode::OK, body);
+            resp.headers_mut().insert(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8".parse().unwrap());
+            resp
+        }),
+        (["stats", "summary"], &Method::GET) => metrics::summary(rt.as_ref(), node_name).await.map(|v| {
+            let mut resp = text(StatusCode::OK, v.to_string());
+            resp.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+            resp
+        }),
         (["containerLogs", ns, pod, container], &Method::GET) => container_logs(rt, ns, pod, container, &q).await,
         (["exec", ns, pod, container] | ["exec", ns, pod, _, container], _) if streaming => {
             let upgrade = hyper::upgrade::on(&mut req);

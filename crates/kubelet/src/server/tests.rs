@@ -112,6 +112,11 @@ impl RuntimeService for ProcessRuntime {
         let all = self.list_containers(None).await?;
         all.into_iter().find(|c| c.id == id).ok_or_else(|| anyhow::anyhow!("no container {id}"))
     }
+    async fn list_container_stats(&self) -> Result<Vec<ContainerStats>> {
+        let started_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let timestamp = started_at + Duration::from_secs(60);
+        Ok(vec![ContainerStats { id: "app-1".into(), sandbox_id: "sb1".into(), name: "app".into(), started_at, timestamp, cpu_usage_ns: 2_500_000_000, memory_working_set_bytes: 1 << 20 }])
+    }
     async fn list_containers(&self, _: Option<&str>) -> Result<Vec<ContainerStatus>> {
         Ok(vec![
             container("app-0", "app", 0, ContainerState::Exited, self.log_dir.join("app-0.log")),
@@ -264,6 +269,22 @@ async fn only_the_api_server_is_let_in() {
     assert!(body.contains("user=system:anonymous-ish"), "{body}");
     assert_eq!(h.get("/healthz").await, (200, "ok".into()));
     assert_eq!(h.get("/nope").await.0, 404);
+}
+
+#[tokio::test]
+async fn resource_metrics_and_stats_summary_name_each_pods_containers() {
+    let h = start().await;
+    let (status, text) = h.get("/metrics/resource").await;
+    assert_eq!(status, 200);
+    assert!(text.contains(r#"container_cpu_usage_seconds_total{container="app",namespace="default",pod="web"} 2.5 1700000060000"#), "{text}");
+    assert!(text.contains(r#"pod_memory_working_set_bytes{namespace="default",pod="web"} 1048576 1700000060000"#), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("node_cpu_usage_seconds_total ")), "{text}");
+    let (status, summary) = h.get("/stats/summary").await;
+    assert_eq!(status, 200);
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(summary["pods"][0]["podRef"], serde_json::json!({"name": "web", "namespace": "default", "uid": "uid1"}));
+    assert_eq!(summary["pods"][0]["containers"][0]["cpu"]["usageCoreNanoSeconds"], 2_500_000_000u64);
+    assert!(summary["node"]["memory"]["workingSetBytes"].as_u64().unwrap() > 0);
 }
 
 #[tokio::test]

@@ -161,3 +161,53 @@ fn memory_hierarchy() -> Option<PathBuf> {
             .then(|| PathBuf::from(left.split(' ').nth(4).unwrap_or("")))
     })
 }
+
+/// CPU time used (nanoseconds, cumulative) and the memory working set
+/// (bytes: usage minus inactive page cache, what the kubelet and
+/// metrics-server report and the OOM killer weighs) of cgroup `path`.
+/// None when the cgroup is gone or unreadable.
+pub fn usage(path: &str) -> Option<(u64, u64)> {
+    let rel = relative(path);
+    if is_v2() {
+        let dir = PathBuf::from("/sys/fs/cgroup").join(rel);
+        let cpu_usec = stat_field(&std::fs::read_to_string(dir.join("cpu.stat")).ok()?, "usage_usec")?;
+        let current: u64 = std::fs::read_to_string(dir.join("memory.current")).ok()?.trim().parse().ok()?;
+        let inactive = stat_field(&std::fs::read_to_string(dir.join("memory.stat")).ok()?, "inactive_file").unwrap_or(0);
+        return Some((cpu_usec * 1000, current.saturating_sub(inactive)));
+    }
+    let cpu_dir = hierarchies().into_iter().find(|h| h.join("cpuacct.usage").exists())?;
+    let cpu_ns: u64 = std::fs::read_to_string(cpu_dir.join(rel).join("cpuacct.usage")).ok()?.trim().parse().ok()?;
+    let mem = memory_hierarchy()?.join(rel);
+    let usage: u64 = std::fs::read_to_string(mem.join("memory.usage_in_bytes")).ok()?.trim().parse().ok()?;
+    let inactive = stat_field(&std::fs::read_to_string(mem.join("memory.stat")).ok()?, "total_inactive_file").unwrap_or(0);
+    Some((cpu_ns, usage.saturating_sub(inactive)))
+}
+
+/// `name value` lines (cpu.stat, memory.stat).
+fn stat_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn reads_stat_fields_by_exact_name() {
+        let text = "total_inactive_file 40\ninactive_file 7\nusage_usec 1500\n";
+        assert_eq!(stat_field(text, "inactive_file"), Some(7));
+        assert_eq!(stat_field(text, "total_inactive_file"), Some(40));
+        assert_eq!(stat_field(text, "usage_usec"), Some(1500));
+        assert_eq!(stat_field(text, "usage"), None);
+    }
+
+    #[test]
+    fn this_process_cgroup_has_usage() {
+        // The root cgroup always exists; its counters are readable on either layout
+        // (v2's root has no memory.current, so only v1 is checked there).
+        if !is_v2() {
+            let (cpu, _) = usage("/").expect("root cgroup usage");
+            assert!(cpu > 0);
+        }
+    }
+}

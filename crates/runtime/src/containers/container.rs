@@ -344,6 +344,28 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Usage of the running containers, read from their cgroups.
+    pub(super) fn stats(&self) -> Result<Vec<crate::cri::ContainerStats>> {
+        let mut out = Vec::new();
+        for status in self.list(None)? {
+            let (ContainerState::Running, Some(started_at)) = (status.state, status.started_at) else { continue };
+            let meta = self.load_container(&status.id)?;
+            let Some((cpu_usage_ns, memory_working_set_bytes)) = cgroups::usage(&meta.cgroups_path) else { continue };
+            out.push(crate::cri::ContainerStats {
+                id: status.id,
+                sandbox_id: status.sandbox_id,
+                name: status.name,
+                started_at,
+                timestamp: std::time::SystemTime::now(),
+                cpu_usage_ns,
+                memory_working_set_bytes,
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// The shim died without recording the exit (e.g. killed, or the node rebooted).
 fn lost_exit(status: &mut ContainerStatus) {
     status.state = ContainerState::Exited;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::Runtime;
 use crate::cri::{
-    ContainerConfig, ContainerStatus, ExecProcess, ExecResult, PodSandboxConfig, PodSandboxStatus,
+    ContainerConfig, ContainerStats, ContainerStatus, ExecProcess, ExecResult, PodSandboxConfig, PodSandboxStatus,
     RuntimeService,
 };
 
@@ -71,6 +71,10 @@ impl RuntimeService for Runtime {
     async fn list_containers(&self, sandbox_id: Option<&str>) -> Result<Vec<ContainerStatus>> {
         let id = sandbox_id.map(str::to_string);
         self.blocking(move |rt| rt.list(id.as_deref())).await
+    }
+
+    async fn list_container_stats(&self) -> Result<Vec<ContainerStats>> {
+        self.blocking(|rt| rt.stats()).await
     }
 
     async fn exec_sync(
