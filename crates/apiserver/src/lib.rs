@@ -24,6 +24,7 @@ mod proxy;
 mod registry;
 mod request;
 mod respond;
+mod runtime_class;
 pub mod serve;
 mod storage_admission;
 mod strategic;
