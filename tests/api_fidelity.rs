@@ -77,10 +77,28 @@ fn discovery_helpers_find_what_clients_expect() {
 
     let core: Value = serde_json::from_str(&raw(&s, "/api/v1")).unwrap();
     let names: Vec<&str> = core["resources"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
-    for sub in ["pods/attach", "pods/binding", "pods/eviction", "pods/exec", "pods/log", "pods/portforward", "pods/proxy", "pods/status",
-        "services/proxy", "nodes/proxy", "componentstatuses"] {
+    for sub in ["pods/attach", "pods/binding", "pods/ephemeralcontainers", "pods/eviction", "pods/exec", "pods/log", "pods/portforward",
+        "pods/proxy", "pods/resize", "pods/status", "services/proxy", "nodes/proxy", "componentstatuses", "bindings"] {
         assert!(names.contains(&sub), "/api/v1 lists {sub}: {names:?}");
     }
+    let bindings = core["resources"].as_array().unwrap().iter().find(|r| r["name"] == "bindings").unwrap();
+    assert_eq!((&bindings["kind"], &bindings["namespaced"], &bindings["verbs"]), (&serde_json::json!("Binding"), &serde_json::json!(true), &serde_json::json!(["create"])));
+
+    // The legacy bindings collection binds the pod its metadata names.
+    s.apply_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Pod\nmetadata: {name: unbound}\nspec: {schedulerName: nobody, containers: [{name: c, image: busybox}]}\n");
+    let bound = s.apply_stdin(&["create", "--validate=false", "-f", "-"], "apiVersion: v1\nkind: Binding\nmetadata: {name: unbound}\ntarget: {kind: Node, name: node-a}\n");
+    assert_eq!(s.ok(&["get", "pod", "unbound", "-o", "jsonpath={.spec.nodeName}"]), "node-a", "{}", bound.stderr);
+    assert!(!s.kubectl(&["get", "--raw", "/api/v1/namespaces/default/bindings"]).ok(), "bindings are create-only");
+
+    // RuntimeClasses: upstream's columns and the handler as a DNS label.
+    s.apply_stdin(&["apply", "-f", "-"], "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: gvisor}\nhandler: runsc\n");
+    let table = s.ok(&["get", "runtimeclasses"]);
+    assert!(table.lines().next().unwrap().split_whitespace().eq(["NAME", "HANDLER", "AGE"]), "{table}");
+    assert!(table.lines().nth(1).unwrap().split_whitespace().take(2).eq(["gvisor", "runsc"]), "{table}");
+    let bad = s.apply_stdin(&["apply", "-f", "-"], "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: bad}\nhandler: Not_A_Label\n");
+    assert!(!bad.ok() && bad.stderr.contains("handler: Invalid value: \"Not_A_Label\""), "{}", bad.stderr);
+    let changed = s.apply_stdin(&["apply", "-f", "-"], "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: gvisor}\nhandler: kata\n");
+    assert!(!changed.ok() && changed.stderr.contains("field is immutable"), "{}", changed.stderr);
 
     let cs = s.ok(&["get", "componentstatuses"]);
     for name in ["scheduler", "controller-manager", "etcd-0"] {

@@ -195,12 +195,33 @@ class ClusterScoped(Case):
         self.assertEqual((storage.reclaim_policy, storage.volume_binding_mode), ("Delete", "Immediate"))
         client.StorageV1Api(API).delete_storage_class(sc)
 
-    @unittest.skip("node.k8s.io RuntimeClass is not served yet")
     def test_runtime_classes(self):
+        node = client.NodeV1Api(API)
         rc = unique("rc")
-        runtime = client.NodeV1Api(API).create_runtime_class(client.V1RuntimeClass(metadata=meta(rc), handler="runc"))
+        overhead = client.V1Overhead(pod_fixed={"cpu": "10m"})
+        scheduling = client.V1Scheduling(node_selector={"runtime": "runc"}, tolerations=[client.V1Toleration(key="sandboxed", operator="Exists")])
+        runtime = node.create_runtime_class(client.V1RuntimeClass(metadata=meta(rc), handler="runc", overhead=overhead, scheduling=scheduling))
         self.assertEqual(runtime.handler, "runc")
-        client.NodeV1Api(API).delete_runtime_class(rc)
+        self.assertIn(rc, [r.metadata.name for r in node.list_runtime_class().items])
+        status, body = api_error(node.create_runtime_class, client.V1RuntimeClass(metadata=meta(unique("bad")), handler="Not_A_Label"))
+        self.assertEqual((status, body["reason"], body["details"]["causes"][0]["field"]), (422, "Invalid", "handler"))
+        # RuntimeClass admission: overhead and scheduling go into the pod; a missing class is refused.
+        spec = client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox")], runtime_class_name=rc, node_selector={"disk": "ssd"})
+        pod = core.create_namespaced_pod(NS, client.V1Pod(metadata=meta(unique("rcpod")), spec=spec))
+        self.assertEqual(pod.spec.overhead, {"cpu": "10m"})
+        self.assertEqual(pod.spec.node_selector, {"disk": "ssd", "runtime": "runc"})
+        self.assertIn("sandboxed", [t.key for t in pod.spec.tolerations])
+        core.delete_namespaced_pod(pod.metadata.name, NS, grace_period_seconds=0)
+        spec.runtime_class_name = "missing"
+        status, body = api_error(core.create_namespaced_pod, NS, client.V1Pod(metadata=meta("orphan"), spec=spec))
+        self.assertEqual((status, body["reason"]), (403, "Forbidden"))
+        self.assertIn('pod rejected: RuntimeClass "missing" not found', body["message"])
+        spec.runtime_class_name = rc
+        spec.node_selector = {"runtime": "kata"}
+        status, body = api_error(core.create_namespaced_pod, NS, client.V1Pod(metadata=meta("conflict"), spec=spec))
+        self.assertEqual(status, 403)
+        self.assertIn("conflict: runtimeClass.scheduling.nodeSelector[runtime] = runc; pod.spec.nodeSelector[runtime] = kata", body["message"])
+        node.delete_runtime_class(rc)
 
     @unittest.skip("needs ServiceAccount TokenRequest and TokenReview (issue 14)")
     def test_service_account_tokens(self):

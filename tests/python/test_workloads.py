@@ -96,7 +96,6 @@ class DaemonSets(Case):
         apps.delete_namespaced_daemon_set(name, NS)
         wait_gone(f"daemonset {name}", lambda: apps.read_namespaced_daemon_set(name, NS))
 
-    @unittest.skip("needs the DaemonSet controller (issue 13)")
     def test_runs_on_the_node(self):
         name = unique("ds")
         labels = {"app": name}
@@ -105,6 +104,14 @@ class DaemonSets(Case):
         wait_for(f"daemonset {name} ready", lambda: apps.read_namespaced_daemon_set_status(name, NS).status.number_ready == 1, timeout=60)
         listed = apps.list_daemon_set_for_all_namespaces().items
         self.assertIn(name, [d.metadata.name for d in listed])
+        # Upstream's template generation: an annotation on the DaemonSet, a label on its pods.
+        ds = apps.read_namespaced_daemon_set(name, NS)
+        self.assertEqual(ds.metadata.annotations["deprecated.daemonset.template.generation"], "1")
+        pods = core.list_namespaced_pod(NS, label_selector=f"app={name}").items
+        self.assertEqual([p.metadata.labels.get("pod-template-generation") for p in pods], ["1"])
+        ds.spec.template.metadata.labels["rev"] = "2"
+        replaced = apps.replace_namespaced_daemon_set(name, NS, ds)
+        self.assertEqual(replaced.metadata.annotations["deprecated.daemonset.template.generation"], "2")
         apps.delete_namespaced_daemon_set(name, NS)
         wait_gone(f"daemonset {name}", lambda: apps.read_namespaced_daemon_set(name, NS))
 
@@ -123,7 +130,6 @@ class StatefulSets(Case):
         apps.delete_namespaced_stateful_set(name, NS)
         wait_gone(f"statefulset {name}", lambda: apps.read_namespaced_stateful_set(name, NS))
 
-    @unittest.skip("needs the StatefulSet controller (issue 13)")
     def test_ordinal_pods(self):
         name = unique("sts")
         labels = {"app": name}
@@ -175,7 +181,6 @@ class Jobs(Case):
         batch.delete_namespaced_job(name, NS, propagation_policy="Background")
         wait_gone(f"job {name}", lambda: batch.read_namespaced_job(name, NS))
 
-    @unittest.skip("needs the Job controller (issue 13)")
     def test_job_completes(self):
         name = unique("job")
         template = pod_template({"app": name}, command=["sh", "-c", "echo job-done"], restart_policy="Never")

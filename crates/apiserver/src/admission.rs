@@ -119,7 +119,10 @@ impl Admission {
         }
         match (info.group, info.kind) {
             ("", "Service") => self.allocate(reg, info, obj, None).await?,
-            ("", "Pod") => crate::priority::admit_new_pod(reg, info, obj).await?,
+            ("", "Pod") => {
+                crate::priority::admit_new_pod(reg, info, obj).await?;
+                crate::runtime_class::admit_new_pod(reg, info, obj).await?;
+            }
             ("", "PersistentVolumeClaim") => crate::storage_admission::admit_new_claim(reg, obj),
             ("", "PersistentVolume") => crate::storage_admission::admit_new_volume(obj),
             ("scheduling.k8s.io", "PriorityClass") => crate::priority::admit_class(reg, info, obj)?,

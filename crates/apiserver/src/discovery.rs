@@ -65,11 +65,13 @@ const SUBRESOURCES: &[(&str, &str, &str, (&str, &str, &str), &[&str])] = &[
     ("", "pods", "attach", ("", "v1", "PodAttachOptions"), &["create", "get"]),
     // kubectl drain looks for pods/eviction (policy/v1 Eviction) before it evicts rather than deletes.
     ("", "pods", "binding", ("", "v1", "Binding"), &["create"]),
+    ("", "pods", "ephemeralcontainers", ("", "v1", "Pod"), &["get", "patch", "update"]),
     ("", "pods", "eviction", ("policy", "v1", "Eviction"), &["create"]),
     ("", "pods", "exec", ("", "v1", "PodExecOptions"), &["create", "get"]),
     ("", "pods", "log", ("", "v1", "Pod"), &["get"]),
     ("", "pods", "portforward", ("", "v1", "PodPortForwardOptions"), &["create", "get"]),
     ("", "pods", "proxy", ("", "v1", "PodProxyOptions"), PROXY_VERBS),
+    ("", "pods", "resize", ("", "v1", "Pod"), &["get", "patch", "update"]),
     ("", "services", "proxy", ("", "v1", "ServiceProxyOptions"), PROXY_VERBS),
     ("", "nodes", "proxy", ("", "v1", "NodeProxyOptions"), PROXY_VERBS),
 ];

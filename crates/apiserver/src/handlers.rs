@@ -30,11 +30,24 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
     let into = |v: Value| conversion::to_storage(info, v);
     let ns = r.namespace.as_deref();
     let sub = r.subresource.as_deref();
+    if info.kind == "Binding" {
+        // The legacy `bindings` collection: a create naming the pod in its metadata.
+        if r.verb != Verb::Create || r.name.is_some() || sub.is_some() {
+            return Err(ApiError::method_not_allowed());
+        }
+        let (body, _) = parse_body(&body, &content_type(&headers))?;
+        let opts = WriteOptions { dry_run: q.dry_run()?, ..Default::default() };
+        let pod = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        pods::bind(&reg, ns, &pod, &body, &opts).await?;
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+        return respond::object(fmt, info, &q, &status, 201, &[]);
+    }
     match sub {
         None => {}
         Some("status") if info.status => {}
         Some("scale") if info.scale.is_some() => {}
         Some("finalize") if info.kind == "Namespace" && r.verb == Verb::Update => {}
+        Some("ephemeralcontainers") | Some("resize") if info.kind == "Pod" => {}
         Some("binding") | Some("eviction") if info.kind == "Pod" && r.verb == Verb::Create => {
             let (body, _) = parse_body(&body, &content_type(&headers))?;
             let opts = WriteOptions { dry_run: q.dry_run()?, ..Default::default() };

@@ -25,6 +25,7 @@ mod registry;
 mod request;
 mod resource_metrics;
 mod respond;
+mod runtime_class;
 pub mod serve;
 mod storage_admission;
 mod strategic;

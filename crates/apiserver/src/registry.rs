@@ -212,6 +212,7 @@ impl Registry {
             let errs = match subresource {
                 Some("binding") => Vec::new(),
                 Some("status") => validation::validate_status(info.group, info.kind, &new, &old),
+                Some(sub @ ("ephemeralcontainers" | "resize")) => validation::validate_pod_subresource(sub, &new, &old),
                 _ => validation::validate(info.group, info.kind, &new, Some(&old)),
             };
             check_invalid(info, &new, errs)?;
@@ -255,6 +256,14 @@ impl Registry {
     fn prepare_update(&self, info: &ResourceInfo, subresource: Option<&str>, new: &mut Value, old: &Value) {
         if subresource == Some("binding") {
             // The binding handler derived `new` from `old` itself (node name and condition).
+            return;
+        }
+        if let Some(sub @ ("ephemeralcontainers" | "resize")) = subresource {
+            // The stored pod with only what the subresource may change taken from `new`.
+            let mut merged = old.clone();
+            strategy::take_pod_subresource(sub, &mut merged, new);
+            defaults::apply(info.group, info.kind, &mut merged);
+            *new = merged;
             return;
         }
         if subresource == Some("status") {

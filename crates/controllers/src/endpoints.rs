@@ -21,6 +21,8 @@ use kube::{Client, ResourceExt};
 
 use client::informer::{self, benign, ready, Watched};
 
+use crate::slice_tracker::SliceTracker;
+
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
@@ -59,7 +61,7 @@ pub async fn run(client: Client, (pods, pod_events): Watched<Pod>) {
         .boxed(),
     ]);
     let mut batches = keys.ready_chunks(4096);
-    let c = Controller { client, services, pods, endpoints, slices };
+    let c = Controller { client, services, pods, endpoints, slices, tracker: Default::default() };
     let mut synced = false;
     while let Some(batch) = batches.next().await {
         if !(ready(&c.services) && ready(&c.pods) && ready(&c.endpoints) && ready(&c.slices)) {
@@ -112,6 +114,8 @@ struct Controller {
     pods: Store<Pod>,
     endpoints: Store<Endpoints>,
     slices: Store<EndpointSlice>,
+    /// Our own slice writes the cache may not show yet.
+    tracker: std::sync::Mutex<SliceTracker>,
 }
 
 impl Controller {
@@ -136,6 +140,11 @@ impl Controller {
             v.sort_by_key(|s| s.name_any());
             v
         };
+        let cached: Vec<(String, Option<String>)> = existing_slices.iter().map(|s| (s.name_any(), s.resource_version())).collect();
+        if self.tracker.lock().unwrap().stale(ns, name, &cached) {
+            // Our last write is not in the cache yet; its watch event syncs this service again.
+            return Ok(());
+        }
         let existing_ep = self.endpoints.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns));
         let Some(svc) = self.services.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns)) else {
             // The service is gone: so are its endpoints.
@@ -145,6 +154,7 @@ impl Controller {
             for s in existing_slices {
                 ignore_missing(slice_api.delete(&s.name_any(), &DeleteParams::default()).await.map(drop))?;
             }
+            self.tracker.lock().unwrap().forget(ns, name);
             return Ok(());
         };
         let spec = svc.spec.clone().unwrap_or_default();
@@ -241,7 +251,8 @@ impl Controller {
                     next.metadata.owner_references = Some(vec![owner.clone()]);
                     next.endpoints = endpoints;
                     next.ports = ports;
-                    api.replace(&cur.name_any(), &PostParams::default(), &next).await?;
+                    let written = api.replace(&cur.name_any(), &PostParams::default(), &next).await?;
+                    self.track(svc, &written);
                 }
                 None => {
                     let mut prefix: String = svc.name_any().chars().take(57).collect();
@@ -257,14 +268,21 @@ impl Controller {
                         endpoints,
                         ports,
                     };
-                    api.create(&PostParams::default(), &slice).await?;
+                    let written = api.create(&PostParams::default(), &slice).await?;
+                    self.track(svc, &written);
                 }
             }
         }
         for stale in existing {
             ignore_missing(api.delete(&stale.name_any(), &DeleteParams::default()).await.map(drop))?;
+            self.tracker.lock().unwrap().deleted(&svc.namespace().unwrap_or_default(), &svc.name_any(), &stale.name_any());
         }
         Ok(())
+    }
+
+    fn track(&self, svc: &Service, written: &EndpointSlice) {
+        let ns = svc.namespace().unwrap_or_default();
+        self.tracker.lock().unwrap().wrote(&ns, &svc.name_any(), &written.name_any(), written.resource_version().as_deref());
     }
 }
 

@@ -34,6 +34,7 @@ mod statefulset;
 mod statefulset_sync;
 mod ttl_after_finished;
 pub mod servicelb;
+mod slice_tracker;
 mod volume_protection;
 mod workload;
 

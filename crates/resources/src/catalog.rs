@@ -57,6 +57,8 @@ impl ResourceInfo {
             &["create", "delete", "get", "list", "patch", "update", "watch"]
         } else if self.kind == "ComponentStatus" {
             &["get", "list"]
+        } else if self.kind == "Binding" {
+            &["create"]
         } else {
             &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
         }
@@ -167,7 +169,8 @@ macro_rules! const_lower {
     ("RoleBinding") => { "rolebinding" }; ("ClusterRole") => { "clusterrole" };
     ("ClusterRoleBinding") => { "clusterrolebinding" }; ("StorageClass") => { "storageclass" };
     ("PriorityClass") => { "priorityclass" }; ("ComponentStatus") => { "componentstatus" };
-    ("APIService") => { "apiservice" };
+    ("APIService") => { "apiservice" }; ("Binding") => { "binding" };
+    ("RuntimeClass") => { "runtimeclass" };
 }
 
 /// Every served kind, in the order discovery lists them.
@@ -189,6 +192,8 @@ pub static CATALOG: &[ResourceInfo] = &[
     entry!("", "v1", "ResourceQuota", "resourcequotas", k::core::v1::ResourceQuota, ns=true, short=&["quota"], cat=NONE, status=true, scale=None, gen=false, fields=&[], storage="resourcequotas"),
     // Answered live, never stored (see the API server's components module).
     entry!("", "v1", "ComponentStatus", "componentstatuses", k::core::v1::ComponentStatus, ns=false, short=&["cs"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="componentstatuses"),
+    // The legacy form of pods/binding: create only, never stored (see pods.rs).
+    entry!("", "v1", "Binding", "bindings", k::core::v1::Binding, ns=true, short=NONE, cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="bindings"),
     entry!("", "v1", "PodTemplate", "podtemplates", k::core::v1::PodTemplate, ns=true, short=NONE, cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="podtemplates"),
     // apps/v1
     entry!("apps", "v1", "Deployment", "deployments", k::apps::v1::Deployment, ns=true, short=&["deploy"], cat=ALL, status=true, scale=SCALE_SEL, gen=true, fields=&[], storage="deployments"),
@@ -223,6 +228,8 @@ pub static CATALOG: &[ResourceInfo] = &[
     entry!("storage.k8s.io", "v1", "StorageClass", "storageclasses", k::storage::v1::StorageClass, ns=false, short=&["sc"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="storageclasses"),
     // scheduling.k8s.io/v1
     entry!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", k::scheduling::v1::PriorityClass, ns=false, short=&["pc"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="priorityclasses"),
+    // node.k8s.io/v1
+    entry!("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", k::node::v1::RuntimeClass, ns=false, short=NONE, cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="runtimeclasses"),
     // apiregistration.k8s.io/v1: the API server registers its own group versions.
     entry!("apiregistration.k8s.io", "v1", "APIService", "apiservices", k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService, ns=false, short=NONE, cat=&["api-extensions"], status=true, scale=None, gen=false, fields=&[], storage="apiservices"),
 ];

@@ -8,9 +8,17 @@ use serde_json::{json, Map, Value};
 use crate::catalog::ResourceInfo;
 use crate::quantity::Quantity;
 
+/// A DaemonSet's template generation, which upstream keeps in its internal
+/// spec and writes to v1 objects as this annotation; the DaemonSet
+/// controller labels pods with it (`pod-template-generation`).
+pub const TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
+
 /// The status a new object starts with: clients cannot create an object with
 /// a status of their choosing on kinds that have a /status subresource.
 pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
+    if (info.group, info.kind) == ("apps", "DaemonSet") {
+        obj["metadata"]["annotations"][TEMPLATE_GENERATION] = json!("1");
+    }
     if !info.status {
         return;
     }
@@ -33,6 +41,12 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
 /// What an update that leaves them out keeps of the stored object: a pod's
 /// priority, set by admission on create (validation then refuses changes).
 pub fn prepare_for_update(info: &ResourceInfo, new: &mut Value, old: &Value) {
+    if (info.group, info.kind) == ("apps", "DaemonSet") {
+        let was = old["metadata"]["annotations"][TEMPLATE_GENERATION].as_str().and_then(|g| g.parse::<i64>().ok()).unwrap_or(1);
+        let changed = !crate::validation::semantically_equal(&new["spec"]["template"], &old["spec"]["template"]);
+        new["metadata"]["annotations"][TEMPLATE_GENERATION] = json!((was + i64::from(changed)).to_string());
+        return;
+    }
     if (info.group, info.kind) != ("", "Pod") || !new["spec"].is_object() {
         return;
     }
@@ -40,6 +54,33 @@ pub fn prepare_for_update(info: &ResourceInfo, new: &mut Value, old: &Value) {
         if new["spec"][field].is_null() && !old["spec"][field].is_null() {
             new["spec"][field] = old["spec"][field].clone();
         }
+    }
+}
+
+/// What a pod subresource that changes part of the spec takes from the
+/// client's pod into the stored one (`into`): the ephemeral containers, or
+/// the resources and resize policies of containers matched by name.
+pub fn take_pod_subresource(sub: &str, into: &mut Value, from: &Value) {
+    match sub {
+        "ephemeralcontainers" => into["spec"]["ephemeralContainers"] = from["spec"]["ephemeralContainers"].clone(),
+        "resize" => {
+            for list in ["containers", "initContainers"] {
+                let Some(targets) = into["spec"][list].as_array_mut() else { continue };
+                for given in from["spec"][list].as_array().into_iter().flatten() {
+                    if let Some(t) = targets.iter_mut().find(|t| t["name"] == given["name"]) {
+                        for f in ["resources", "resizePolicy"] {
+                            match given.get(f) {
+                                Some(v) => t[f] = v.clone(),
+                                None => {
+                                    t.as_object_mut().map(|m| m.remove(f));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
     }
 }
 

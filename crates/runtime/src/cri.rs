@@ -32,7 +32,12 @@ pub struct PodSandboxConfig {
     pub pids_limit: Option<i64>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// CRI's runtime handler (a RuntimeClass's `handler`); empty = the default.
+    pub runtime_handler: String,
 }
+
+/// The runtime handlers the embedded runtime serves: it is runc underneath.
+pub const RUNTIME_HANDLERS: &[&str] = &["", "runc"];
 
 #[derive(Clone, Debug, Default)]
 pub struct DnsConfig {
@@ -84,6 +89,9 @@ pub struct ContainerConfig {
     pub tty: bool,
     pub resources: LinuxResources,
     pub security: SecurityConfig,
+    /// CRI's `NamespaceOption.target_id`: a container of the same sandbox
+    /// whose PID namespace this one joins (kubectl debug --target).
+    pub target_id: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
 }
@@ -97,7 +105,7 @@ pub struct Mount {
     pub propagation: String,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LinuxResources {
     /// cpu.shares from requests.cpu (2 minimum, as upstream).
     pub cpu_shares: Option<u64>,
@@ -229,6 +237,10 @@ pub trait RuntimeService: Send + Sync {
     async fn exec(&self, container_id: &str, cmd: &[String], tty: bool, stdin: bool) -> anyhow::Result<ExecProcess>;
     /// Attaches to the container's main process (kubectl attach); needs `stdin`/`tty` in its config.
     async fn attach(&self, container_id: &str, stdin: bool) -> anyhow::Result<ExecProcess>;
+    /// Changes a running container's cpu and memory limits in place (pods/resize).
+    async fn update_container_resources(&self, container_id: &str, _resources: &LinuxResources) -> anyhow::Result<()> {
+        anyhow::bail!("container {container_id}: this runtime cannot change resources in place")
+    }
 }
 
 #[derive(Clone, Debug)]

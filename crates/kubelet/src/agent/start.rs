@@ -161,6 +161,7 @@ impl Worker {
             tty: c.tty == Some(true),
             resources: linux_resources(c),
             security: security(&spec, c),
+            target_id: self.debug_target(&spec, &c.name),
             labels,
             annotations: Default::default(),
         };
@@ -191,6 +192,7 @@ impl Worker {
         memo.probed_id = Some(id.clone());
         memo.ready = false;
         memo.started = false;
+        memo.applied = Some(c.resources.clone().unwrap_or_default());
         if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
             if let Err(msg) = self.run_hook(&hook, c, &id, self.grace_period().max(Duration::from_secs(2))).await {
                 self.agent.events.warning(about.clone(), "FailedPostStartHook", format!("PostStartHook failed: {msg}"));
@@ -200,6 +202,34 @@ impl Worker {
             }
         }
         self.watch_probes(c, &id);
+    }
+
+    /// pods/resize: a running container whose cpu or memory changed in the
+    /// spec gets the new limits written to its cgroup in place.
+    pub async fn resize_if_changed(&mut self, c: &Container) {
+        let Some(id) = self.latest(&c.name).0.filter(|l| l.state == runtime::cri::ContainerState::Running).map(|l| l.id.clone()) else { return };
+        let want = c.resources.clone().unwrap_or_default();
+        let memo = self.memo.entry(c.name.clone()).or_default();
+        match &memo.applied {
+            // Adopted from an earlier agent: it was started with the spec's.
+            None => memo.applied = Some(want),
+            Some(a) if *a == want => {}
+            Some(_) => match self.agent.runtime.update_container_resources(&id, &linux_resources(c)).await {
+                Ok(()) => {
+                    tracing::info!(pod = self.pod_desc(), container = c.name, "resized in place");
+                    self.memo.entry(c.name.clone()).or_default().applied = Some(want);
+                }
+                Err(e) => tracing::warn!(pod = self.pod_desc(), container = c.name, "resizing: {e:#}"),
+            },
+        }
+    }
+
+    /// An ephemeral container's running target container (kubectl debug
+    /// --target), whose PID namespace it joins.
+    fn debug_target(&self, spec: &k8s_openapi::api::core::v1::PodSpec, name: &str) -> Option<String> {
+        let target = spec.ephemeral_containers.iter().flatten().find(|e| e.name == name)?.target_container_name.clone()?;
+        let running = self.latest(&target).0.filter(|l| l.state == runtime::cri::ContainerState::Running)?;
+        Some(running.id.clone())
     }
 
     /// Removes dead attempts of a container but the newest (kept for

@@ -152,6 +152,7 @@ impl Worker {
             pids_limit: self.agent.config.pod_max_pids,
             labels: self.pod.metadata.labels.clone().unwrap_or_default(),
             annotations: self.pod.metadata.annotations.clone().unwrap_or_default(),
+            runtime_handler: String::new(),
         }
     }
 
@@ -210,9 +211,24 @@ impl Worker {
                 m.stop_probes();
             }
         }
-        let cfg = self.sandbox_config();
+        let mut cfg = self.sandbox_config();
+        cfg.runtime_handler = self.runtime_handler().await?;
         let id = rt.run_pod_sandbox(&cfg).await?;
         self.attach(&id).await
+    }
+
+    /// The handler of the pod's RuntimeClass, as the kubelet looks it up
+    /// before creating a sandbox (the runtime refuses handlers it lacks).
+    async fn runtime_handler(&self) -> anyhow::Result<String> {
+        let Some(name) = self.pod.spec.as_ref().and_then(|s| s.runtime_class_name.clone()).filter(|n| !n.is_empty()) else {
+            return Ok(String::new());
+        };
+        let api: kube::Api<k8s_openapi::api::node::v1::RuntimeClass> = kube::Api::all(self.agent.client.clone());
+        match api.get_opt(&name).await {
+            Ok(Some(rc)) => Ok(rc.handler),
+            Ok(None) => anyhow::bail!("runtimeclass.node.k8s.io {name:?} not found"),
+            Err(e) => anyhow::bail!("failed to lookup RuntimeClass {name}: {e}"),
+        }
     }
 
     /// Takes over the newest sandbox found at agent start (if Ready, or in
@@ -337,6 +353,7 @@ impl Worker {
         }
         for c in &spec.containers {
             self.restart_if_changed(c).await;
+            self.resize_if_changed(c).await;
             let (latest, _) = self.latest(&c.name);
             let restart = match latest.map(|l| (l.state, l.exit_code.unwrap_or(0))) {
                 None | Some((ContainerState::Created, _)) | Some((ContainerState::Unknown, _)) => true,

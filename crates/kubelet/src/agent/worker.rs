@@ -46,6 +46,9 @@ pub(crate) struct Memo {
     pub ready: bool,
     pub started: bool,
     pub probe_task: Option<tokio::task::JoinHandle<()>>,
+    /// The resources the running container was given (at start or by an
+    /// in-place resize), reported as its status `resources`.
+    pub applied: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 impl Memo {

@@ -163,6 +163,8 @@ impl Worker {
             started: Some(started),
             state: Some(state),
             last_state: Some(last_state.unwrap_or_default()),
+            resources: running.then(|| memo.and_then(|m| m.applied.clone()).map(cpu_and_memory)).flatten(),
+            allocated_resources: running.then(|| memo.and_then(|m| m.applied.clone()).and_then(|r| cpu_and_memory(r).requests)).flatten(),
             ..Default::default()
         }
     }
@@ -320,4 +322,12 @@ mod tests {
         assert_eq!(normalized_image(&format!("nginx@{d}")), format!("docker.io/library/nginx@{d}"));
         assert_eq!(normalized_image("Not A Reference"), "Not A Reference");
     }
+}
+
+/// A container's status `resources`: the cpu and memory it runs with.
+fn cpu_and_memory(r: k8s_openapi::api::core::v1::ResourceRequirements) -> k8s_openapi::api::core::v1::ResourceRequirements {
+    let keep = |m: Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+        m.map(|m| m.into_iter().filter(|(k, _)| k == "cpu" || k == "memory").collect::<std::collections::BTreeMap<_, _>>()).filter(|m| !m.is_empty())
+    };
+    k8s_openapi::api::core::v1::ResourceRequirements { limits: keep(r.limits), requests: keep(r.requests), claims: None }
 }

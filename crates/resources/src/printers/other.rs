@@ -18,6 +18,7 @@ pub(super) fn lookup(group: &str, kind: &str) -> Option<Printer> {
         }
         ("storage.k8s.io", "StorageClass") => p(storageclass_columns, storageclass_cells),
         ("scheduling.k8s.io", "PriorityClass") => p(priorityclass_columns, priorityclass_cells),
+        ("node.k8s.io", "RuntimeClass") => p(runtimeclass_columns, runtimeclass_cells),
         ("", "ComponentStatus") => p(componentstatus_columns, componentstatus_cells),
         ("apiregistration.k8s.io", "APIService") => p(apiservice_columns, apiservice_cells),
         // No upstream printer: the default table convertor.
@@ -427,4 +428,18 @@ fn priorityclass_cells(pc: &Value, now: DateTime<Utc>) -> Vec<Value> {
         s(obj_age(pc, now)),
         s(str_at(pc, "preemptionPolicy")),
     ]
+}
+
+// --- RuntimeClass ----------------------------------------------------------------------
+
+fn runtimeclass_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col("Handler", "string", "handler specifies the underlying runtime and configuration that the CRI implementation will use to handle pods of this class."),
+        age_col(),
+    ]
+}
+
+fn runtimeclass_cells(rc: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    vec![name_cell(rc), s(str_at(rc, "handler")), s(obj_age(rc, now))]
 }

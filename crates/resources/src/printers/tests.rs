@@ -88,6 +88,7 @@ const KINDS: &[(&str, &str, &str)] = &[
         "NAME PROVISIONER RECLAIMPOLICY VOLUMEBINDINGMODE ALLOWVOLUMEEXPANSION AGE",
     ),
     ("scheduling.k8s.io", "PriorityClass", "NAME VALUE GLOBAL-DEFAULT AGE PREEMPTIONPOLICY"),
+    ("node.k8s.io", "RuntimeClass", "NAME HANDLER AGE"),
     ("example.com", "Widget", "NAME AGE"),
 ];
 

@@ -585,3 +585,59 @@ pub(crate) fn image_whitespace(errs: &mut Errs, ctrs: &[Value], path: &str) {
         }
     }
 }
+
+/// Fields an ephemeral container may not set (upstream's allow list, inverted).
+const EPHEMERAL_FORBIDDEN: &[&str] = &[
+    "ports", "resources", "resizePolicy", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "restartPolicy",
+];
+
+/// Go's zero value, looking into structs: `resources: {limits: {}}` is unset.
+fn unset(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.values().all(unset),
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+    }
+}
+
+/// `spec.ephemeralContainers` (kubectl debug): common container rules,
+/// names unique across every container, a target that is a regular or init
+/// container, and none of the fields that make a container part of the workload.
+pub(crate) fn validate_ephemeral_containers(
+    errs: &mut Errs,
+    spec: &Value,
+    vols: &VolumeSet,
+    host_users: bool,
+    path: &str,
+) {
+    let others: HashSet<&str> = arr(spec, "containers").iter().chain(arr(spec, "initContainers")).map(|c| s(c, "name")).collect();
+    let mut names = others.clone();
+    for (i, c) in arr(spec, "ephemeralContainers").iter().enumerate() {
+        let p = idx(path, i);
+        validate_container_common(errs, c, vols, host_users, &p);
+        let name = s(c, "name");
+        if !names.insert(name) {
+            errs.push(FieldError::duplicate(child(&p, "name"), name));
+        }
+        let target = s(c, "targetContainerName");
+        if !target.is_empty() && !others.contains(target) {
+            errs.push(FieldError::not_found(child(&p, "targetContainerName"), target));
+        }
+        for f in EPHEMERAL_FORBIDDEN {
+            if get(c, f).is_some_and(|v| !unset(v)) {
+                errs.push(FieldError::forbidden(child(&p, f), "cannot be set for an Ephemeral Container"));
+            }
+        }
+        for (mi, m) in arr(c, "volumeMounts").iter().enumerate() {
+            for f in ["subPath", "subPathExpr"] {
+                if !s(m, f).is_empty() {
+                    let mp = child(&idx(&child(&p, "volumeMounts"), mi), f);
+                    errs.push(FieldError::forbidden(mp, "cannot be set for an Ephemeral Container"));
+                }
+            }
+        }
+    }
+}

@@ -21,6 +21,7 @@ mod errors;
 mod meta;
 mod names;
 mod networking;
+mod node;
 mod pod;
 mod podspec;
 mod probes;
@@ -74,6 +75,11 @@ const CLUSTER_SCOPED: &[&str] = &[
     "VolumeAttributesClass",
 ];
 
+/// Upstream's semantic equality (an omitted field equals its zero value).
+pub fn semantically_equal(a: &Value, b: &Value) -> bool {
+    util::sem_eq(Some(a), Some(b))
+}
+
 /// Validates a create (`old` = None) or an update (`old` = the stored object).
 pub fn validate(group: &str, kind: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut errs = Vec::new();
@@ -123,6 +129,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value, old: Option<&Value>) -> Ve
         ("coordination.k8s.io", "Lease") => cluster::validate_lease(e, obj, old),
         ("scheduling.k8s.io", "PriorityClass") => cluster::validate_priority_class(e, obj, old),
         ("apiregistration.k8s.io", "APIService") => cluster::validate_api_service(e, obj, old),
+        ("node.k8s.io", "RuntimeClass") => node::validate_runtime_class(e, obj, old),
         _ => generic(e, kind, obj, old),
     }
     errs
@@ -165,6 +172,18 @@ fn generic(errs: &mut Vec<FieldError>, kind: &str, obj: &Value, old: Option<&Val
             meta::validate_object_meta(errs, obj, scope, names::name_is_dns_subdomain);
         }
     }
+}
+
+/// Validates an update through a pod subresource that changes part of the
+/// spec (`ephemeralcontainers`, `resize`).
+pub fn validate_pod_subresource(sub: &str, new: &Value, old: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    match sub {
+        "ephemeralcontainers" => pod::validate_pod_ephemeral_update(&mut errs, new, old),
+        "resize" => pod::validate_pod_resize(&mut errs, new, old),
+        _ => {}
+    }
+    errs
 }
 
 /// Validates a `/status` update: metadata update rules plus the status

@@ -279,3 +279,78 @@ pub(crate) fn validate_pod_template_object(errs: &mut Errs, obj: &Value, old: Op
     }
     validate_pod_template(errs, get(obj, "template"), "template");
 }
+
+const MIRROR_POD: &str = "kubernetes.io/config.mirror";
+
+/// `pods/ephemeralcontainers`: the pod as a whole stays valid, and ephemeral
+/// containers may only be added, never changed or removed.
+pub(crate) fn validate_pod_ephemeral_update(errs: &mut Errs, new: &Value, old: &Value) {
+    validate_object_meta_update(errs, new, old);
+    pod_meta_and_spec(errs, new);
+    if at(old, &["metadata", "annotations", MIRROR_POD]).is_some() {
+        *errs = vec![FieldError::forbidden("", "static pods do not support ephemeral containers")];
+        return;
+    }
+    let path = "spec.ephemeralContainers";
+    let added = arr(get(new, "spec").unwrap_or(&Value::Null), "ephemeralContainers");
+    for o in arr(get(old, "spec").unwrap_or(&Value::Null), "ephemeralContainers") {
+        let name = s(o, "name");
+        match added.iter().find(|n| s(n, "name") == name) {
+            None => errs.push(FieldError::forbidden(path, format!("existing ephemeral containers {name:?} may not be removed\n"))),
+            Some(n) if !sem_eq(Some(n), Some(o)) => {
+                errs.push(FieldError::forbidden(path, format!("existing ephemeral containers {name:?} may not be changed")))
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// `pods/resize`: only the cpu and memory of regular containers change,
+/// none is removed, and the pod keeps its QoS class.
+pub(crate) fn validate_pod_resize(errs: &mut Errs, new: &Value, old: &Value) {
+    validate_object_meta_update(errs, new, old);
+    pod_meta_and_spec(errs, new);
+    if at(old, &["metadata", "annotations", MIRROR_POD]).is_some() {
+        *errs = vec![FieldError::forbidden("", "static pods cannot be resized")];
+        return;
+    }
+    let null = Value::Null;
+    let (ns, os) = (get(new, "spec").unwrap_or(&null), get(old, "spec").unwrap_or(&null));
+    let old_qos = at(old, &["status", "qosClass"]).and_then(Value::as_str).unwrap_or_else(|| crate::strategy::qos_class(os));
+    if crate::strategy::qos_class(ns) != old_qos {
+        errs.push(FieldError::invalid("spec", old_qos, "Pod QOS Class may not change as a result of resizing"));
+    }
+    let (nc, oc) = (arr(ns, "containers"), arr(os, "containers"));
+    if nc.len() != oc.len() || nc.iter().zip(oc).any(|(n, o)| s(n, "name") != s(o, "name")) {
+        errs.push(FieldError::forbidden("spec.containers", "containers may not be added, removed or reordered"));
+        return;
+    }
+    let mut munged = ns.clone();
+    for (i, (n, o)) in nc.iter().zip(oc).enumerate() {
+        for list in ["requests", "limits"] {
+            let had = at(o, &["resources", list]).and_then(Value::as_object);
+            let has = at(n, &["resources", list]).and_then(Value::as_object);
+            if had.into_iter().flatten().any(|(k, _)| !has.is_some_and(|h| h.contains_key(k))) {
+                let what = if list == "requests" { "resource requests" } else { "resource limits" };
+                errs.push(FieldError::forbidden(format!("spec.containers[{i}].resources.{list}"), format!("{what} cannot be removed")));
+            }
+            if had.is_none() && has.is_none() {
+                continue;
+            }
+            // cpu and memory may change: compare the rest with them put back.
+            let target = &mut munged["containers"][i]["resources"][list];
+            for res in ["cpu", "memory"] {
+                match at(o, &["resources", list, res]) {
+                    Some(v) => target[res] = v.clone(),
+                    None => {
+                        target.as_object_mut().map(|m| m.remove(res));
+                    }
+                }
+            }
+        }
+        munged["containers"][i]["resizePolicy"] = o.get("resizePolicy").cloned().unwrap_or(Value::Null);
+    }
+    if !sem_eq(Some(&munged), Some(os)) {
+        errs.push(FieldError::forbidden("spec", "only cpu and memory resources are mutable"));
+    }
+}

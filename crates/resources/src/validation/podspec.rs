@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::container::{validate_containers, validate_init_containers};
+use super::container::{validate_containers, validate_ephemeral_containers, validate_init_containers};
 use super::errors::FieldError;
 use super::meta::{validate_annotations, validate_label_selector, validate_labels};
 use super::names::*;
@@ -55,6 +55,9 @@ pub(crate) fn validate_pod_spec(errs: &mut Errs, spec: &Value, path: &str, opts:
         host_users,
         &child(path, "initContainers"),
     );
+    if opts.is_pod {
+        validate_ephemeral_containers(errs, spec, &vols, host_users, &child(path, "ephemeralContainers"));
+    }
     if boolean(spec, "hostNetwork") {
         for (i, c) in ctrs.iter().enumerate() {
             for (j, port) in arr(c, "ports").iter().enumerate() {

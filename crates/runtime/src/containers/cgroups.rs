@@ -72,6 +72,38 @@ pub fn set_pids_max(path: &str, max: i64) -> Result<()> {
     anyhow::bail!("no pids controller for cgroup {path}")
 }
 
+/// Writes a container's cpu and memory limits into its cgroup, for either
+/// layout (the files runc writes at create, with the same conversions).
+pub fn set_limits(path: &str, r: &crate::cri::LinuxResources) -> Result<()> {
+    let period = r.cpu_period.unwrap_or(100_000);
+    let v2_quota = r.cpu_quota.map_or_else(|| format!("max {period}"), |q| format!("{q} {period}"));
+    // runc's shares -> weight conversion (1..10000 from 2..262144).
+    let weight = r.cpu_shares.map(|s| 1 + (s.clamp(2, 262_144) - 2) * 9999 / 262_142);
+    let files: Vec<(&str, String)> = vec![
+        ("cpu.max", v2_quota),
+        ("cpu.weight", weight.map(|w| w.to_string()).unwrap_or_default()),
+        ("memory.max", r.memory_limit.map_or_else(|| "max".into(), |m| m.to_string())),
+        ("cpu.cfs_period_us", period.to_string()),
+        ("cpu.cfs_quota_us", r.cpu_quota.unwrap_or(-1).to_string()),
+        ("cpu.shares", r.cpu_shares.map(|s| s.to_string()).unwrap_or_default()),
+        ("memory.limit_in_bytes", r.memory_limit.unwrap_or(-1).to_string()),
+    ];
+    let rel = relative(path);
+    let mut written = false;
+    for h in hierarchies() {
+        let dir = h.join(rel);
+        for (file, value) in files.iter().filter(|(_, v)| !v.is_empty()) {
+            let f = dir.join(file);
+            if f.exists() {
+                std::fs::write(&f, value).with_context(|| format!("writing {value} to {}", f.display()))?;
+                written = true;
+            }
+        }
+    }
+    anyhow::ensure!(written, "no cpu or memory controller for cgroup {path}");
+    Ok(())
+}
+
 /// Removes `path` (and any cgroups below it) from every hierarchy. A cgroup
 /// still holding processes cannot be removed; we retry briefly, since the
 /// kernel frees a cgroup a moment after its last task exits.

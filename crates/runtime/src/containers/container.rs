@@ -78,6 +78,16 @@ impl Runtime {
         Ok(id)
     }
 
+    /// The PID namespace of a running container of the same sandbox.
+    fn pid_ns_of(&self, target: &str, sandbox_id: &str) -> Result<PathBuf> {
+        let meta = self.load_container(target).with_context(|| format!("target container {target}"))?;
+        if meta.sandbox_id != sandbox_id {
+            bail!("target container {target} is not in sandbox {sandbox_id}");
+        }
+        let pid = init_pid(&self.container_dir(&meta.id)).ok_or_else(|| anyhow::anyhow!("target container {target} is not running"))?;
+        Ok(PathBuf::from(format!("/proc/{pid}/ns/pid")))
+    }
+
     fn build_container(
         &self,
         meta: &ContainerMeta,
@@ -94,7 +104,11 @@ impl Runtime {
         let lower: Vec<PathBuf> = image.layers.iter().rev().cloned().collect();
         mounts::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &rootfs)?;
         let user = user::resolve(&rootfs, &image.user, &config.security).map_err(|e| super::ConfigError(format!("{e:#}")))?;
-        let pid_ns = sandbox::shares_pid(sandbox).then(|| super::pid_holder::ns_file(&self.sandbox_dir(&sandbox.id)));
+        let pid_ns = match &config.target_id {
+            // A shared pod PID namespace already holds the target's processes.
+            Some(target) if !sandbox::shares_pid(sandbox) && !sandbox.host_pid => Some(self.pid_ns_of(target, &sandbox.id)?),
+            _ => sandbox::shares_pid(sandbox).then(|| super::pid_holder::ns_file(&self.sandbox_dir(&sandbox.id))),
+        };
         let spec = spec::build(&SpecInput {
             config,
             image,

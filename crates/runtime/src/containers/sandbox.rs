@@ -25,6 +25,10 @@ impl Runtime {
     }
 
     pub(super) fn run_sandbox(&self, config: &PodSandboxConfig) -> Result<String> {
+        if !crate::cri::RUNTIME_HANDLERS.contains(&config.runtime_handler.as_str()) {
+            // containerd's words for a handler it has no runtime for.
+            anyhow::bail!("failed to get sandbox runtime: no runtime for {:?} is configured", config.runtime_handler);
+        }
         let id = super::new_id()?;
         let short = &id[..12];
         let dir = self.sandbox_dir(&id);

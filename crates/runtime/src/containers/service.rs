@@ -8,7 +8,8 @@ use async_trait::async_trait;
 
 use super::Runtime;
 use crate::cri::{
-    ContainerConfig, ContainerStats, ContainerStatus, ExecProcess, ExecResult, PodSandboxConfig, PodSandboxStatus,
+    ContainerConfig, ContainerStats, ContainerStatus, ExecProcess, ExecResult, LinuxResources, PodSandboxConfig,
+    PodSandboxStatus,
     RuntimeService,
 };
 
@@ -46,6 +47,15 @@ impl RuntimeService for Runtime {
     async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String> {
         let (id, config) = (sandbox_id.to_string(), config.clone());
         self.blocking(move |rt| rt.create(&id, &config)).await
+    }
+
+    async fn update_container_resources(&self, container_id: &str, resources: &LinuxResources) -> Result<()> {
+        let (id, resources) = (container_id.to_string(), resources.clone());
+        self.blocking(move |rt| {
+            let meta = rt.load_container(&id)?;
+            super::cgroups::set_limits(&meta.cgroups_path, &resources)
+        })
+        .await
     }
 
     async fn start_container(&self, container_id: &str) -> Result<()> {
