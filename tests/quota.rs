@@ -134,7 +134,7 @@ fn concurrent_creates_do_not_overshoot(s: &Server) {
     wait_used(s, ns, "pods", "0");
     let admitted = std::thread::scope(|scope| {
         let runs: Vec<_> = (0..12).map(|i| scope.spawn(move || s.kubectl(&["run", &format!("p{i}"), "--image=nginx", "-n", ns]).ok())).collect();
-        runs.into_iter().filter(|r| r.join().unwrap()).count()
+        runs.into_iter().map(|r| r.join().unwrap()).filter(|ok| *ok).count()
     });
     assert_eq!(admitted, 5);
     let pods = json(s, &["get", "pods", "-n", ns]);
