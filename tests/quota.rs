@@ -1,4 +1,4 @@
-//! ResourceQuota and LimitRange through the real kubectl, on one server
+//! ResourceQuota, LimitRange and claim expansion through the real kubectl, on one server
 //! without a node agent: pods stay Pending (they still count), and the test
 //! plays the kubelet where a pod must finish.
 
@@ -46,6 +46,7 @@ fn quotas_and_limit_ranges() {
     concurrent_creates_do_not_overshoot(&s);
     deployment_stops_at_the_pods_quota(&s);
     claims_are_held_to_storage_quota_and_limits(&s);
+    bound_claims_grow_when_their_class_allows(&s);
 }
 
 fn object_counts_are_enforced_and_released(s: &Server) {
@@ -183,4 +184,54 @@ fn claims_are_held_to_storage_quota_and_limits(s: &Server) {
     create(s, ns, range).unwrap();
     let err = create(s, ns, &claim("tiny", "local-path", "10Mi")).unwrap_err();
     assert!(err.contains(r#"persistentvolumeclaims "tiny" is forbidden: minimum storage usage per PersistentVolumeClaim is 100Mi, but request is 10Mi"#), "{err}");
+}
+
+/// A hand-made local-path volume of `class` and a claim bound to it.
+fn bound_claim(s: &Server, ns: &str, name: &str, class: &str, expandable: bool) {
+    let sc = format!(r#"{{"apiVersion":"storage.k8s.io/v1","kind":"StorageClass","metadata":{{"name":"{class}"}},"provisioner":"rancher.io/local-path","allowVolumeExpansion":{expandable}}}"#);
+    s.apply_stdin(&["create", "-f", "-"], &sc);
+    let pv = format!(r#"{{"apiVersion":"v1","kind":"PersistentVolume","metadata":{{"name":"{ns}-{name}","annotations":{{"pv.kubernetes.io/provisioned-by":"rancher.io/local-path"}}}},
+        "spec":{{"storageClassName":"{class}","capacity":{{"storage":"1Gi"}},"accessModes":["ReadWriteOnce"],"hostPath":{{"path":"/tmp/{ns}-{name}"}}}}}}"#);
+    s.apply_stdin(&["create", "-f", "-"], &pv);
+    let pvc = format!(r#"{{"apiVersion":"v1","kind":"PersistentVolumeClaim","metadata":{{"name":"{name}"}},
+        "spec":{{"storageClassName":"{class}","volumeName":"{ns}-{name}","accessModes":["ReadWriteOnce"],"resources":{{"requests":{{"storage":"1Gi"}}}}}}}}"#);
+    create(s, ns, &pvc).unwrap();
+    eventually(30, "the claim bound", || {
+        let c = json(s, &["get", "pvc", name, "-n", ns]);
+        (c["status"]["phase"] == "Bound" && c["status"]["capacity"]["storage"] == "1Gi").then_some(())
+    });
+}
+
+fn resize(s: &Server, ns: &str, name: &str, size: &str) -> e2e::Out {
+    let patch = format!(r#"{{"spec":{{"resources":{{"requests":{{"storage":"{size}"}}}}}}}}"#);
+    s.kubectl(&["patch", "pvc", name, "-n", ns, "--type=merge", "-p", &patch])
+}
+
+fn bound_claims_grow_when_their_class_allows(s: &Server) {
+    let ns = "claim-resize";
+    s.ok(&["create", "namespace", ns]);
+    s.ok(&["create", "quota", "q", "--hard=requests.storage=3Gi", "-n", ns]);
+    wait_used(s, ns, "requests.storage", "0");
+    bound_claim(s, ns, "fixed", "resize-fixed", false);
+    let out = resize(s, ns, "fixed", "2Gi");
+    assert!(out.stderr.contains(r#"persistentvolumeclaims "fixed" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"#), "{}", out.stderr);
+
+    bound_claim(s, ns, "grows", "resize-allowed", true);
+    wait_used(s, ns, "requests.storage", "2Gi");
+    let out = resize(s, ns, "grows", "4Gi");
+    assert!(out.stderr.contains("exceeded quota: q, requested: requests.storage=3Gi, used: requests.storage=2Gi, limited: requests.storage=3Gi"), "{}", out.stderr);
+    assert!(resize(s, ns, "grows", "2Gi").ok());
+    eventually(30, "the claim's capacity grown", || {
+        let c = json(s, &["get", "pvc", "grows", "-n", ns]);
+        (c["status"]["capacity"]["storage"] == "2Gi").then_some(())
+    });
+    assert_eq!(json(s, &["get", "pv", &format!("{ns}-grows")])["spec"]["capacity"]["storage"], "2Gi");
+    let events = eventually(30, "the resize events", || {
+        let e = s.ok(&["get", "events", "-n", ns, "--field-selector=involvedObject.name=grows"]);
+        (e.contains("VolumeResizeSuccessful") && e.contains("FileSystemResizeSuccessful")).then_some(e)
+    });
+    assert!(events.contains("Resizing"), "{events}");
+    wait_used(s, ns, "requests.storage", "3Gi");
+    let out = resize(s, ns, "grows", "1Gi");
+    assert!(out.stderr.contains("spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"), "{}", out.stderr);
 }

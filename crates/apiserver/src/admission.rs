@@ -149,6 +149,7 @@ impl Admission {
             return Ok(());
         }
         if (info.group, info.kind) == ("", "PersistentVolumeClaim") {
+            crate::storage_admission::admit_claim_resize(reg, info, new, old)?;
             crate::limit_ranger::admit_claim(reg, info, new).await?;
         }
         match new["metadata"]["namespace"].as_str() {

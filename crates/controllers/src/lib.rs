@@ -32,6 +32,7 @@ mod statefulset;
 mod statefulset_sync;
 mod ttl_after_finished;
 pub mod servicelb;
+mod volume_expansion;
 mod volume_protection;
 mod workload;
 
