@@ -100,7 +100,7 @@ impl Admission {
         Admission { service_cidr, node_ports, service_writes: tokio::sync::Mutex::new(()), allocated: Default::default() }
     }
 
-    pub async fn admit_create(&self, reg: &Registry, info: &ResourceInfo, ns: Option<&str>, obj: &mut Value) -> ApiResult<()> {
+    pub async fn admit_create(&self, reg: &Registry, info: &ResourceInfo, ns: Option<&str>, obj: &mut Value, dry_run: bool) -> ApiResult<()> {
         if let (true, Some(ns)) = (info.namespaced, ns) {
             let ns_info = catalog::lookup("", "v1", "namespaces").unwrap();
             match reg.store.get(&key(ns_info, None, ns)).await? {
@@ -122,22 +122,41 @@ impl Admission {
             ("", "Pod") => {
                 crate::priority::admit_new_pod(reg, info, obj).await?;
                 crate::runtime_class::admit_new_pod(reg, info, obj).await?;
+                crate::limit_ranger::admit_pod(reg, info, obj).await?;
             }
-            ("", "PersistentVolumeClaim") => crate::storage_admission::admit_new_claim(reg, obj),
+            ("", "PersistentVolumeClaim") => {
+                crate::storage_admission::admit_new_claim(reg, obj);
+                crate::limit_ranger::admit_claim(reg, info, obj).await?;
+            }
             ("", "PersistentVolume") => crate::storage_admission::admit_new_volume(obj),
             ("scheduling.k8s.io", "PriorityClass") => crate::priority::admit_class(reg, info, obj)?,
             _ => {}
         }
-        Ok(())
+        // Quota comes last, to see the object as stored.
+        match ns {
+            Some(ns) if info.namespaced => crate::quota_admission::admit(reg, info, ns, obj, None, dry_run).await,
+            _ => Ok(()),
+        }
     }
 
-    pub async fn admit_update(&self, reg: &Registry, info: &ResourceInfo, new: &mut Value, old: &Value) -> ApiResult<()> {
+    pub async fn admit_update(&self, reg: &Registry, info: &ResourceInfo, subresource: Option<&str>, new: &mut Value, old: &Value, dry_run: bool) -> ApiResult<()> {
         match (info.group, info.kind) {
             ("", "Service") => self.allocate(reg, info, new, Some(old)).await?,
             ("scheduling.k8s.io", "PriorityClass") => crate::priority::admit_class(reg, info, new)?,
             _ => {}
         }
-        Ok(())
+        // Status and other subresources change no usage a user asked for.
+        if subresource.is_some() {
+            return Ok(());
+        }
+        if (info.group, info.kind) == ("", "PersistentVolumeClaim") {
+            crate::storage_admission::admit_claim_resize(reg, info, new, old)?;
+            crate::limit_ranger::admit_claim(reg, info, new).await?;
+        }
+        match new["metadata"]["namespace"].as_str() {
+            Some(ns) if info.namespaced => crate::quota_admission::admit(reg, info, ns, new, Some(old), dry_run).await,
+            _ => Ok(()),
+        }
     }
 
     /// Values in use by stored services other than `except_uid`.

@@ -148,7 +148,7 @@ impl Registry {
         check_invalid(info, &obj, validation::validate(info.group, info.kind, &obj, None))?;
         let name = name_of(&obj).to_string();
         let _allocating = self.service_lock(info).await;
-        self.admission.admit_create(self, info, ns, &mut obj).await?;
+        self.admission.admit_create(self, info, ns, &mut obj, opts.dry_run).await?;
         crate::go_form::shape(&mut obj);
         if opts.dry_run {
             return Ok(obj);
@@ -217,7 +217,7 @@ impl Registry {
             };
             check_invalid(info, &new, errs)?;
             let _allocating = self.service_lock(info).await;
-            self.admission.admit_update(self, info, &mut new, &old).await?;
+            self.admission.admit_update(self, info, subresource, &mut new, &old, opts.dry_run).await?;
             crate::go_form::shape(&mut new);
             // Finalizers gone from an object being deleted: the delete completes.
             let finalizers_done = should_delete_during_update(&new);

@@ -5,11 +5,15 @@
 //! `kubernetes.io/pvc-protection` / `kubernetes.io/pv-protection`
 //! finalizer, which the protection controller removes once nothing uses
 //! them, so a claim a pod still mounts is not lost under it.
+//! PersistentVolumeClaimResize: a claim may grow only once bound, and only
+//! when its class sets `allowVolumeExpansion`.
 
 use resources::catalog::{self, ResourceInfo};
+use resources::quantity::Quantity;
 use serde_json::{json, Value};
 
-use crate::registry::Registry;
+use crate::errors::{ApiError, ApiResult};
+use crate::registry::{name_of, Registry};
 
 const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
@@ -55,6 +59,26 @@ pub fn admit_new_claim(reg: &Registry, claim: &mut Value) {
         }
     }
     add_finalizer(claim, PVC_PROTECTION);
+}
+
+/// Refuses growing a claim that is not bound or whose class does not allow
+/// expansion (a class that is gone allows nothing).
+pub fn admit_claim_resize(reg: &Registry, info: &ResourceInfo, claim: &Value, old: &Value) -> ApiResult<()> {
+    let size = |c: &Value| Quantity::from_json(&c["spec"]["resources"]["requests"]["storage"]).unwrap_or_default();
+    if size(claim) <= size(old) {
+        return Ok(());
+    }
+    if old["status"]["phase"] != "Bound" {
+        return Err(ApiError::forbidden(info, name_of(claim), "Only bound persistent volume claims can be expanded"));
+    }
+    let class = claim["spec"]["storageClassName"].as_str().unwrap_or("");
+    let allowed = !class.is_empty()
+        && old["spec"]["storageClassName"].as_str() == Some(class)
+        && reg.cache.all(classes().storage).iter().map(|c| c.obj()).any(|c| c["metadata"]["name"] == class && c["allowVolumeExpansion"] == true);
+    if !allowed {
+        return Err(ApiError::forbidden(info, name_of(claim), "only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"));
+    }
+    Ok(())
 }
 
 pub fn admit_new_volume(volume: &mut Value) {

@@ -28,6 +28,7 @@ mod per_namespace;
 mod persistentvolume;
 mod podgc;
 mod replicaset;
+mod resourcequota;
 mod rootca;
 mod serviceaccount;
 mod statefulset;
@@ -35,6 +36,7 @@ mod statefulset_sync;
 mod ttl_after_finished;
 pub mod servicelb;
 mod slice_tracker;
+mod volume_expansion;
 mod volume_protection;
 mod workload;
 
@@ -83,7 +85,7 @@ pub async fn run(client: Client, identity: String, options: Options, stop: impl 
     .await
 }
 
-/// Endpoints/EndpointSlices, node IPAM, node lifecycle and taint eviction, pod GC, disruption budgets, the service load balancer, volume binding and local-path provisioning, volume protection.
+/// Endpoints/EndpointSlices, node IPAM, node lifecycle and taint eviction, pod GC, disruption budgets, the service load balancer, volume binding and local-path provisioning, volume protection, resource quota usage.
 fn housekeeping(client: Client, options: &Options, pods: &mut Shared<Pod>, nodes: &mut Shared<Node>) -> impl std::future::Future<Output = ()> {
     let cluster_cidr = if options.cluster_cidr.is_empty() { "10.42.0.0/16".to_string() } else { options.cluster_cidr.clone() };
     let endpoints = endpoints::run(client.clone(), pods.subscribe());
@@ -94,9 +96,10 @@ fn housekeeping(client: Client, options: &Options, pods: &mut Shared<Pod>, nodes
     let services = client::informer::watch(Api::all(client.clone()), Default::default());
     let servicelb = servicelb::run(client.clone(), nodes.subscribe(), services);
     let protection = volume_protection::run(client.clone(), pods.subscribe());
+    let quotas = resourcequota::run(client.clone(), pods.subscribe());
     let volumes = persistentvolume::run(client, options.local_storage.clone());
     async move {
-        tokio::join!(endpoints, nodeipam, nodelifecycle, podgc, disruption, servicelb, volumes, protection);
+        tokio::join!(endpoints, nodeipam, nodelifecycle, podgc, disruption, servicelb, volumes, protection, quotas);
     }
 }
 

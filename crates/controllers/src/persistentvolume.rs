@@ -8,7 +8,8 @@
 //!
 //! Claims of a class with a provisioner wait for it: a `WaitForFirstConsumer`
 //! class until the scheduler names the node of the claim's first pod. The
-//! built-in local-path provisioner (local_path.rs) is called from here.
+//! built-in local-path provisioner (local_path.rs) is called from here, and
+//! so is the resize of its volumes (volume_expansion.rs).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -191,6 +192,8 @@ impl Controller {
                     let patch = json!({"status": {"phase": "Lost"}});
                     let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await;
                     record(&self.client, COMPONENT, reference(pvc.as_ref()), "Warning", "ClaimLost", "Bound claim has lost its PersistentVolume. Data on the volume is lost!".into()).await;
+                } else if let Some(pv) = self.volumes.iter().find(|pv| named.as_ref() == Some(&pv.name_any())) {
+                    crate::volume_expansion::expand(&self.client, pvc, pv).await;
                 }
                 continue;
             }

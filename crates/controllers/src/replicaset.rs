@@ -322,8 +322,9 @@ async fn manage_replicas<K: Replicated>(ctx: &Ctx, obj: &K, view: &View, mut own
                         events.push(("Normal", "SuccessfulCreate", format!("Created pod: {}", p.name_any())));
                     }
                     Err(e) => {
-                        if !is_status(&e, &[403]) {
-                            events.push(("Warning", "FailedCreate", format!("Error creating: {e}")));
+                        // Refusals (quota, limits) are recorded too: they are how users learn why replicas are missing.
+                        if !workload::namespace_terminating(&e) {
+                            events.push(("Warning", "FailedCreate", format!("Error creating: {}", workload::error_message(&e))));
                         }
                         failed = Some(e);
                     }

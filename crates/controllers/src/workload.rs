@@ -35,6 +35,20 @@ pub fn is_status(e: &kube::Error, codes: &[u16]) -> bool {
     matches!(e, kube::Error::Api(r) if codes.contains(&r.code))
 }
 
+/// An error as upstream's events word it: the API's own message.
+pub fn error_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(r) => r.message.clone(),
+        e => e.to_string(),
+    }
+}
+
+/// A create refused because its namespace is being deleted, for which
+/// upstream records no event.
+pub fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(r) if r.code == 403 && r.message.contains("because it is being terminated"))
+}
+
 /// Upstream's LabelSelectorAsSelector: an empty selector matches everything,
 /// a missing one nothing (callers treat `None` as nothing).
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {

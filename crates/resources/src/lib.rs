@@ -7,6 +7,7 @@ pub mod defaults;
 pub mod local_path;
 pub mod printers;
 pub mod quantity;
+pub mod quota;
 pub mod selectors;
 pub mod strategy;
 pub mod validation;

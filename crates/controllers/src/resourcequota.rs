@@ -1,0 +1,204 @@
+//! The resource quota controller, as upstream's: every quota's
+//! `status.hard` follows `spec.hard`, and `status.used` is recounted from
+//! the objects in its namespace (`resources::quota` says what each uses),
+//! when a quota's limits change, when objects it may count change or go
+//! away (finished and deleted pods, deleted claims, services, ...), and on a
+//! full resync. Admission charges usage as objects are created; this
+//! returns what was charged for writes that failed and what was released.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::{stream, StreamExt};
+use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use kube::discovery::Discovery;
+use kube::runtime::watcher::{self, metadata_watcher};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+
+use client::informer::{self, benign, ready, Watched};
+use resources::quota::{self, ResourceList, LEGACY_COUNTS};
+
+/// Upstream's `--resource-quota-sync-period` default.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// One kind a quota can count, by group and plural.
+type Kind = (String, String);
+
+pub async fn run(client: Client, (pods, pod_events): Watched<Pod>) {
+    let (quotas, quota_events) = informer::watch(Api::<ResourceQuota>::all(client.clone()), watcher::Config::default());
+    // Only a quota whose limits changed, or that has never been counted,
+    // needs a recount of its own: admission's charges change its status
+    // all the time, and recounting then would race with the object writes
+    // those charges are for.
+    let quota_events = quota_events.filter(|q| std::future::ready(needs_count(&json(q.as_ref())))).map(|q| q.namespace());
+    let pod_events = pod_events.map(|p| p.namespace());
+    // Other counted kinds are only watched for which namespace changed.
+    let others = LEGACY_COUNTS.iter().filter(|p| !matches!(**p, "pods" | "resourcequotas")).map(|plural| {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &core_resource(plural));
+        metadata_watcher(api, watcher::Config::default()).default_backoff().touched_objects().filter_map(|r| std::future::ready(r.ok().map(|o| o.namespace()))).boxed()
+    });
+    let mut events = stream::select_all(others.chain([quota_events.boxed(), pod_events.boxed()])).ready_chunks(4096);
+    let mut tick = tokio::time::interval(RESYNC);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut kinds = Kinds::default();
+    loop {
+        let namespaces: BTreeSet<String> = tokio::select! {
+            e = events.next() => match e {
+                Some(batch) => batch.into_iter().flatten().collect(),
+                None => return,
+            },
+            _ = tick.tick() => quotas.state().iter().filter_map(|q| q.namespace()).collect(),
+        };
+        if !(ready(&quotas) && ready(&pods)) {
+            continue;
+        }
+        let all = quotas.state();
+        for ns in namespaces {
+            let in_ns: Vec<&Arc<ResourceQuota>> = all.iter().filter(|q| q.namespace().as_deref() == Some(ns.as_str())).collect();
+            if !in_ns.is_empty() {
+                sync_namespace(&client, &ns, &in_ns, &pods.state(), &mut kinds).await;
+            }
+        }
+    }
+}
+
+fn json(q: &ResourceQuota) -> Value {
+    serde_json::to_value(q).unwrap_or_default()
+}
+
+/// `status.hard` differs from `spec.hard`, or `status.used` lacks one of them.
+fn needs_count(q: &Value) -> bool {
+    let (spec, status) = (quota::list(&q["spec"]["hard"]), quota::list(&q["status"]["hard"]));
+    let used = quota::list(&q["status"]["used"]);
+    spec != status || spec.keys().any(|k| !used.contains_key(k))
+}
+
+fn core_resource(plural: &str) -> ApiResource {
+    let kind = match plural {
+        "services" => "Service",
+        "replicationcontrollers" => "ReplicationController",
+        "resourcequotas" => "ResourceQuota",
+        "secrets" => "Secret",
+        "configmaps" => "ConfigMap",
+        "persistentvolumeclaims" => "PersistentVolumeClaim",
+        _ => "Pod",
+    };
+    ApiResource { group: String::new(), version: "v1".into(), api_version: "v1".into(), kind: kind.into(), plural: plural.into() }
+}
+
+/// Kinds found through discovery, for `count/<plural>.<group>`.
+#[derive(Default)]
+struct Kinds(HashMap<Kind, Option<ApiResource>>);
+
+impl Kinds {
+    async fn resolve(&mut self, client: &Client, (group, plural): &Kind) -> Option<ApiResource> {
+        if group.is_empty() && LEGACY_COUNTS.contains(&plural.as_str()) {
+            return Some(core_resource(plural));
+        }
+        let key = (group.clone(), plural.clone());
+        if let Some(Some(found)) = self.0.get(&key) {
+            return Some(found.clone());
+        }
+        let discovery = Discovery::new(client.clone()).filter(&[group.as_str()]).run().await.ok()?;
+        let found = discovery.groups().flat_map(|g| g.recommended_resources()).map(|(ar, _)| ar).find(|ar| ar.plural == *plural);
+        self.0.insert(key, found.clone());
+        found
+    }
+}
+
+/// The kinds whose objects the quota's hard resources count.
+fn counted_kinds(hard: &ResourceList) -> BTreeSet<Kind> {
+    let mut out = BTreeSet::new();
+    for plural in LEGACY_COUNTS {
+        if !quota::matching_resources("", plural, hard.keys()).is_empty() {
+            out.insert((String::new(), plural.to_string()));
+        }
+    }
+    for name in hard.keys() {
+        if let Some(rest) = name.strip_prefix("count/") {
+            let (plural, group) = rest.split_once('.').unwrap_or((rest, ""));
+            out.insert((group.to_string(), plural.to_string()));
+        }
+    }
+    out
+}
+
+async fn sync_namespace(client: &Client, ns: &str, quotas: &[&Arc<ResourceQuota>], pods: &[Arc<Pod>], kinds: &mut Kinds) {
+    let wanted: BTreeSet<Kind> = quotas.iter().flat_map(|q| counted_kinds(&quota::list(&json(q)["spec"]["hard"]))).collect();
+    let mut objects: BTreeMap<Kind, Vec<Value>> = BTreeMap::new();
+    for kind in wanted {
+        let listed = if kind.0.is_empty() && kind.1 == "pods" {
+            pods.iter().filter(|p| p.namespace().as_deref() == Some(ns)).filter_map(|p| serde_json::to_value(p.as_ref()).ok()).collect()
+        } else {
+            match kinds.resolve(client, &kind).await {
+                Some(ar) => match Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar).list(&ListParams::default()).await {
+                    Ok(list) => list.items.iter().filter_map(|o| serde_json::to_value(o).ok()).collect(),
+                    Err(e) => {
+                        tracing::debug!(ns, kind = kind.1, "quota: listing: {e}");
+                        continue;
+                    }
+                },
+                None => continue,
+            }
+        };
+        objects.insert(kind, listed);
+    }
+    let now = Utc::now();
+    let api: Api<ResourceQuota> = Api::namespaced(client.clone(), ns);
+    for q in quotas {
+        let mut value = json(q);
+        let hard = quota::list(&value["spec"]["hard"]);
+        let mut used: ResourceList = hard.keys().map(|k| (k.clone(), Default::default())).collect();
+        for ((group, plural), objs) in &objects {
+            used = quota::add(&used, &quota::used_by(&value, group, plural, objs, now));
+        }
+        // What could not be counted (an unknown kind) keeps its last count.
+        let old_used = quota::list(&value["status"]["used"]);
+        for (k, q) in used.iter_mut() {
+            if !counted(k, &objects) {
+                *q = old_used.get(k).cloned().unwrap_or_default();
+            }
+        }
+        if quota::list(&value["status"]["hard"]) == hard && old_used == used {
+            continue;
+        }
+        value["status"] = serde_json::json!({"hard": quota::to_json(&hard), "used": quota::to_json(&used)});
+        let body = serde_json::to_vec(&value).unwrap_or_default();
+        match api.replace_status(&q.name_any(), &PostParams::default(), body).await {
+            Ok(_) => tracing::debug!(ns, quota = q.name_any(), "quota: recounted usage"),
+            // A conflict means admission charged it meanwhile: its own event brings a recount if needed.
+            Err(e) if benign(&e) => {}
+            Err(e) => tracing::warn!(ns, quota = q.name_any(), "quota: updating status: {e}"),
+        }
+    }
+}
+
+/// Whether some listed kind counts resource `name`.
+fn counted(name: &str, objects: &BTreeMap<Kind, Vec<Value>>) -> bool {
+    objects.keys().any(|(g, p)| !quota::matching_resources(g, p, [&name.to_string()]).is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_quota_needs_counting_until_its_status_covers_its_limits() {
+        assert!(needs_count(&json!({"spec": {"hard": {"pods": "2"}}})));
+        assert!(needs_count(&json!({"spec": {"hard": {"pods": "3"}}, "status": {"hard": {"pods": "2"}, "used": {"pods": "1"}}})));
+        assert!(!needs_count(&json!({"spec": {"hard": {"pods": "2"}}, "status": {"hard": {"pods": "2"}, "used": {"pods": "1"}}})));
+    }
+
+    #[test]
+    fn hard_resources_name_the_kinds_to_count() {
+        let hard = quota::list(&json!({"pods": "1", "requests.storage": "1Gi", "count/deployments.apps": "2", "count/secrets": "1", "services.nodeports": "0"}));
+        let kinds: Vec<String> = counted_kinds(&hard).into_iter().map(|(g, p)| format!("{p}.{g}")).collect();
+        assert_eq!(kinds, vec!["persistentvolumeclaims.", "pods.", "secrets.", "services.", "deployments.apps"]);
+    }
+}
