@@ -13,17 +13,6 @@ use serde_json::Value;
 
 const IMAGE: &str = "e2e.local/busybox:batch";
 
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&all)).unwrap()
-}
-
-fn apply(s: &Server, manifest: &str) {
-    let out = s.apply_stdin(&["apply", "-f", "-"], manifest);
-    assert!(out.ok(), "apply: {}\n{}", out.stderr, manifest);
-}
-
 /// A Job manifest: `extra` is spliced into its spec, `pod_extra` into the pod spec.
 fn job(name: &str, extra: &str, command: &str, pod_extra: &str) -> String {
     format!(
@@ -43,18 +32,18 @@ fn condition<'a>(job: &'a Value, type_: &str) -> Option<&'a Value> {
 }
 
 fn job_pods(s: &Server, job: &str) -> Vec<Value> {
-    json(s, &["get", "pods", "-l", &format!("batch.kubernetes.io/job-name={job}")])["items"].as_array().cloned().unwrap_or_default()
+    s.json(&["get", "pods", "-l", &format!("batch.kubernetes.io/job-name={job}")])["items"].as_array().cloned().unwrap_or_default()
 }
 
 fn events(s: &Server, name: &str, reason: &str) -> usize {
-    let list = json(s, &["get", "events", "--field-selector", &format!("involvedObject.name={name},reason={reason}")]);
+    let list = s.json(&["get", "events", "--field-selector", &format!("involvedObject.name={name},reason={reason}")]);
     list["items"].as_array().map_or(0, |items| items.iter().map(|e| e["count"].as_u64().unwrap_or(1) as usize).sum())
 }
 
 fn completions_and_parallelism(s: &Server) {
-    apply(s, &job("five", r#""completions": 5, "parallelism": 2,"#, "sleep 1", ""));
+    s.apply(&job("five", r#""completions": 5, "parallelism": 2,"#, "sleep 1", ""));
     wait_condition(s, "five", "complete");
-    let j = json(s, &["get", "job", "five"]);
+    let j = s.json(&["get", "job", "five"]);
     assert_eq!(j["status"]["succeeded"], 5, "{j}");
     assert_eq!(condition(&j, "Complete").unwrap()["reason"], "CompletionsReached", "{j}");
     assert_eq!(condition(&j, "SuccessCriteriaMet").unwrap()["status"], "True", "{j}");
@@ -73,9 +62,9 @@ fn completions_and_parallelism(s: &Server) {
 }
 
 fn backoff_limit(s: &Server) {
-    apply(s, &job("failing", r#""backoffLimit": 1,"#, "exit 1", ""));
+    s.apply(&job("failing", r#""backoffLimit": 1,"#, "exit 1", ""));
     wait_condition(s, "failing", "failed");
-    let j = json(s, &["get", "job", "failing"]);
+    let j = s.json(&["get", "job", "failing"]);
     assert_eq!(j["status"]["failed"], 2, "{j}");
     let failed = condition(&j, "Failed").unwrap();
     assert_eq!((&failed["reason"], &failed["message"]), (&Value::from("BackoffLimitExceeded"), &Value::from("Job has reached the specified backoff limit")));
@@ -98,9 +87,9 @@ fn chrono_secs(s: &str) -> i64 {
 
 fn indexed(s: &Server) {
     let extra = r#""completions": 3, "parallelism": 3, "completionMode": "Indexed","#;
-    apply(s, &job("indexed", extra, "echo index=$JOB_COMPLETION_INDEX host=$(hostname)", ""));
+    s.apply(&job("indexed", extra, "echo index=$JOB_COMPLETION_INDEX host=$(hostname)", ""));
     wait_condition(s, "indexed", "complete");
-    let j = json(s, &["get", "job", "indexed"]);
+    let j = s.json(&["get", "job", "indexed"]);
     assert_eq!(j["status"]["completedIndexes"], "0-2", "{j}");
     for p in job_pods(s, "indexed") {
         let i = p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"].as_str().unwrap().to_string();
@@ -121,40 +110,40 @@ fn pod_failure_policy(s: &Server) {
     let volumes = format!(r#""volumes": [{{"name": "m", "hostPath": {{"path": "{}"}}}}],"#, marker.display());
     let manifest = job("ignore", extra, "if [ -e /m/seen ]; then exit 0; fi; touch /m/seen; exit 3", &volumes)
         .replace(r#""command""#, r#""volumeMounts": [{"name": "m", "mountPath": "/m"}], "command""#);
-    apply(s, &manifest);
+    s.apply(&manifest);
     wait_condition(s, "ignore", "complete");
-    let j = json(s, &["get", "job", "ignore"]);
+    let j = s.json(&["get", "job", "ignore"]);
     // The ignored failure is not counted (upstream leaves a zero counter out).
     assert_eq!((j["status"]["succeeded"].as_i64(), j["status"]["failed"].as_i64().unwrap_or(0)), (Some(1), 0), "{j}");
     assert_eq!(job_pods(s, "ignore").len(), 2);
 }
 
 fn ttl_after_finished(s: &Server) {
-    apply(s, &job("short-lived", r#""ttlSecondsAfterFinished": 2,"#, "true", ""));
+    s.apply(&job("short-lived", r#""ttlSecondsAfterFinished": 2,"#, "true", ""));
     wait_condition(s, "short-lived", "complete");
     eventually(60, "the finished Job to be deleted", || (!s.kubectl(&["get", "job", "short-lived"]).ok()).then_some(()));
     eventually(60, "its pods to be deleted", || job_pods(s, "short-lived").is_empty().then_some(()));
 }
 
 fn suspend_and_resume(s: &Server) {
-    apply(s, &job("held", r#""suspend": true,"#, "true", ""));
+    s.apply(&job("held", r#""suspend": true,"#, "true", ""));
     eventually(30, "the Suspended condition", || {
-        let j = json(s, &["get", "job", "held"]);
+        let j = s.json(&["get", "job", "held"]);
         (condition(&j, "Suspended").is_some_and(|c| c["status"] == "True" && c["reason"] == "JobSuspended")).then_some(())
     });
-    let j = json(s, &["get", "job", "held"]);
+    let j = s.json(&["get", "job", "held"]);
     assert!(j["status"]["startTime"].is_null(), "{j}");
     assert!(job_pods(s, "held").is_empty(), "a suspended Job made pods");
     s.ok(&["patch", "job", "held", "--type=merge", "-p", r#"{"spec":{"suspend":false}}"#]);
     wait_condition(s, "held", "complete");
-    let j = json(s, &["get", "job", "held"]);
+    let j = s.json(&["get", "job", "held"]);
     assert_eq!(condition(&j, "Suspended").unwrap()["reason"], "JobResumed", "{j}");
     assert!(events(s, "held", "Resumed") >= 1);
 }
 
 /// Jobs whose controller is the CronJob.
 fn cron_children(s: &Server, cron: &str) -> Vec<Value> {
-    let jobs = json(s, &["get", "jobs"]);
+    let jobs = s.json(&["get", "jobs"]);
     let owned = |j: &&Value| j["metadata"]["ownerReferences"].as_array().is_some_and(|r| r.iter().any(|o| o["kind"] == "CronJob" && o["name"] == cron));
     jobs["items"].as_array().unwrap().iter().filter(owned).cloned().collect()
 }
@@ -166,9 +155,9 @@ fn cronjob(s: &Server) {
     "jobTemplate": {{"spec": {{"template": {{"spec": {{"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
       "containers": [{{"name": "main", "image": "{IMAGE}", "command": ["true"]}}]}}}}}}}}}}}}"#
     );
-    apply(s, &manifest);
+    s.apply(&manifest);
     // A Job run by hand from a (suspended) CronJob's template; kubectl builds it client-side.
-    apply(s, &manifest.replace(r#""name": "minutely""#, r#""name": "on-demand""#).replace(r#""schedule""#, r#""suspend": true, "schedule""#));
+    s.apply(&manifest.replace(r#""name": "minutely""#, r#""name": "on-demand""#).replace(r#""schedule""#, r#""suspend": true, "schedule""#));
     s.ok(&["create", "job", "--from=cronjob/on-demand", "by-hand"]);
     wait_condition(s, "by-hand", "complete");
     assert_eq!(cron_children(s, "on-demand").len(), 1);
@@ -192,7 +181,7 @@ fn cronjob(s: &Server) {
     eventually(60, "the oldest scheduled Job to be deleted by the history limit", || {
         (!cron_children(s, "minutely").iter().any(|j| j["metadata"]["name"] == first.as_str())).then_some(())
     });
-    let cj = json(s, &["get", "cronjob", "minutely"]);
+    let cj = s.json(&["get", "cronjob", "minutely"]);
     assert!(cj["status"]["lastScheduleTime"].is_string() && cj["status"]["lastSuccessfulTime"].is_string(), "{cj}");
     assert!(events(s, "minutely", "SuccessfulCreate") >= 2);
     s.ok(&["delete", "cronjob", "minutely"]);
@@ -208,7 +197,7 @@ fn autoscaling(s: &Server) {
       "containers": [{{"name": "burn", "image": "{IMAGE}", "command": ["sh", "-c", "while :; do :; done"],
         "resources": {{"requests": {{"cpu": "100m"}}, "limits": {{"cpu": "200m"}}}}}}]}}}}}}}}"#
     );
-    apply(s, &deployment);
+    s.apply(&deployment);
     s.ok(&["autoscale", "deployment", "burn", "--cpu-percent=50", "--min=1", "--max=3"]);
     // No five-minute wait on the way down.
     s.ok(&["patch", "hpa", "burn", "--type=merge", "-p", r#"{"spec":{"behavior":{"scaleDown":{"stabilizationWindowSeconds":0}}}}"#]);
@@ -225,9 +214,9 @@ fn autoscaling(s: &Server) {
     assert!(containers.split_whitespace().nth(1) == Some("burn"), "{containers}");
 
     eventually(150, "the HPA to scale burn up to 3", || {
-        (json(s, &["get", "deployment", "burn"])["spec"]["replicas"] == 3).then_some(())
+        (s.json(&["get", "deployment", "burn"])["spec"]["replicas"] == 3).then_some(())
     });
-    let hpa = json(s, &["get", "hpa", "burn"]);
+    let hpa = s.json(&["get", "hpa", "burn"]);
     let cpu = &hpa["status"]["currentMetrics"][0]["resource"];
     assert_eq!(cpu["name"], "cpu", "{hpa}");
     assert!(cpu["current"]["averageUtilization"].as_i64().unwrap() > 50, "{hpa}");
@@ -237,14 +226,14 @@ fn autoscaling(s: &Server) {
     assert!(reason("AbleToScale").is_some(), "{hpa}");
     let table = s.ok(&["get", "hpa", "burn", "--no-headers"]);
     assert!(table.contains("Deployment/burn") && table.contains("%/50%") && table.contains("cpu: "), "kubectl get hpa: {table}");
-    let rescaled = json(s, &["get", "events", "--field-selector", "involvedObject.name=burn,reason=SuccessfulRescale"]);
+    let rescaled = s.json(&["get", "events", "--field-selector", "involvedObject.name=burn,reason=SuccessfulRescale"]);
     let message = rescaled["items"][0]["message"].as_str().unwrap_or_default().to_string();
     assert!(message.starts_with("New size: ") && message.ends_with("cpu resource utilization (percentage of request) above target"), "{message}");
 
     // Idle pods: back to the minimum.
     s.ok(&["patch", "deployment", "burn", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/template/spec/containers/0/command","value":["sleep","3600"]}]"#]);
     eventually(240, "the HPA to scale burn back down to 1", || {
-        (json(s, &["get", "deployment", "burn"])["spec"]["replicas"] == 1).then_some(())
+        (s.json(&["get", "deployment", "burn"])["spec"]["replicas"] == 1).then_some(())
     });
     s.ok(&["delete", "hpa", "burn"]);
     s.ok(&["delete", "deployment", "burn"]);

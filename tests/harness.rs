@@ -238,6 +238,25 @@ impl Server {
         self.kubectl_stdin(args, Some(manifest))
     }
 
+    /// `kubectl ARGS -o json` that must succeed, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// `kubectl apply -f -` of `manifest`, which must succeed.
+    pub fn apply(&self, manifest: &str) {
+        let out = self.apply_stdin(&["apply", "-f", "-"], manifest);
+        assert!(out.ok(), "apply: {}\n{}", out.stderr, manifest);
+    }
+
+    /// Waits (up to two minutes) for a pod's Ready condition.
+    pub fn wait_pod_ready(&self, pod: &str) {
+        let out = self.kubectl(&["wait", "--for=condition=Ready", &format!("pod/{pod}"), "--timeout=120s"]);
+        assert!(out.ok(), "pod {pod} not Ready: {}\n{}\n{}", out.stderr, self.ok(&["describe", "pod", pod]), self.log());
+    }
+
     /// Starts a long-running kubectl (e.g. `get -w`) whose output goes to a file.
     pub fn kubectl_background(&self, args: &[&str], out_file: &Path) -> Child {
         let f = std::fs::File::create(out_file).unwrap();

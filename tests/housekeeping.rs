@@ -8,27 +8,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use e2e::{eventually, Server};
-use serde_json::Value;
 
 fn now(fmt: &str) -> String {
     let out = Command::new("date").args(["-u", fmt]).output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn apply(s: &Server, manifest: &str) {
-    let out = s.apply_stdin(&["apply", "-f", "-"], manifest);
-    assert!(out.ok(), "apply failed: {}\n{manifest}", out.stderr);
-}
-
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&a)).unwrap()
-}
-
 /// A node that reports Ready (what a kubelet would post).
 fn ready_node(s: &Server, name: &str) {
-    apply(s, &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    kubernetes.io/hostname: {name}\n"));
+    s.apply(&format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    kubernetes.io/hostname: {name}\n"));
     heartbeat(s, name);
 }
 
@@ -40,20 +28,14 @@ fn heartbeat(s: &Server, name: &str) {
 
 fn renew_lease(s: &Server, node: &str) {
     let t = now("+%Y-%m-%dT%H:%M:%S.%6NZ");
-    apply(
-        s,
-        &format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {node}\n  namespace: kube-node-lease\nspec:\n  holderIdentity: {node}\n  leaseDurationSeconds: 40\n  renewTime: \"{t}\"\n"),
-    );
+    s.apply(&format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {node}\n  namespace: kube-node-lease\nspec:\n  holderIdentity: {node}\n  leaseDurationSeconds: 40\n  renewTime: \"{t}\"\n"));
 }
 
 fn pod(s: &Server, name: &str, labels: &str, node: Option<&str>, extra_spec: &str) {
     let node = node.map(|n| format!("  nodeName: {n}\n")).unwrap_or_default();
-    apply(
-        s,
-        &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\nspec:\n{node}  terminationGracePeriodSeconds: 0\n{extra_spec}  containers:\n  - name: app\n    image: nginx\n    ports:\n    - name: http\n      containerPort: 8080\n"
-        ),
-    );
+    s.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\nspec:\n{node}  terminationGracePeriodSeconds: 0\n{extra_spec}  containers:\n  - name: app\n    image: nginx\n    ports:\n    - name: http\n      containerPort: 8080\n"
+    ));
 }
 
 fn run_pod(s: &Server, name: &str, ip: &str, ready: bool) {
@@ -70,8 +52,8 @@ fn endpoints_and_endpointslices_follow_ready_and_not_ready_pods() {
     pod(&s, "web-a", "app: web", None, "");
     pod(&s, "web-b", "app: web", None, "");
     pod(&s, "other", "app: other", None, "");
-    apply(&s, "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n  - name: http\n    port: 80\n    targetPort: http\n");
-    apply(&s, "apiVersion: v1\nkind: Service\nmetadata:\n  name: manual\nspec:\n  ports:\n  - port: 80\n");
+    s.apply("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n  - name: http\n    port: 80\n    targetPort: http\n");
+    s.apply("apiVersion: v1\nkind: Service\nmetadata:\n  name: manual\nspec:\n  ports:\n  - port: 80\n");
     run_pod(&s, "web-a", "10.42.0.5", true);
     run_pod(&s, "web-b", "10.42.0.6", false);
     run_pod(&s, "other", "10.42.0.7", true);
@@ -81,7 +63,7 @@ fn endpoints_and_endpointslices_follow_ready_and_not_ready_pods() {
         let out = s.ok(&["get", "endpoints", "web"]);
         (out.contains("10.42.0.5:8080") && !out.contains("10.42.0.6") && !out.contains("10.42.0.7")).then_some(())
     });
-    let ep = json(&s, &["get", "endpoints", "web"]);
+    let ep = s.json(&["get", "endpoints", "web"]);
     let subset = &ep["subsets"][0];
     assert_eq!(subset["notReadyAddresses"][0]["ip"], "10.42.0.6", "{ep}");
     assert_eq!(subset["addresses"][0]["targetRef"]["name"], "web-a");
@@ -89,7 +71,7 @@ fn endpoints_and_endpointslices_follow_ready_and_not_ready_pods() {
     assert_eq!(subset["ports"][0]["port"], 8080);
     assert_eq!(subset["ports"][0]["name"], "http");
 
-    let slices = json(&s, &["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
+    let slices = s.json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
     let items = slices["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{slices}");
     let slice = &items[0];
@@ -114,7 +96,7 @@ fn endpoints_and_endpointslices_follow_ready_and_not_ready_pods() {
     });
     // A selector-less service is left to whoever manages it.
     assert!(!s.kubectl(&["get", "endpoints", "manual"]).ok());
-    let manual = json(&s, &["get", "endpointslices", "-l", "kubernetes.io/service-name=manual"]);
+    let manual = s.json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=manual"]);
     assert_eq!(manual["items"].as_array().unwrap().len(), 0);
     // The API server's own service keeps its API server-managed endpoints.
     let k = s.kubectl(&["get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes,endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io", "-o", "name"]);
@@ -133,7 +115,7 @@ fn endpoints_and_endpointslices_follow_ready_and_not_ready_pods() {
     // Deleting the service removes its endpoints and slices.
     s.ok(&["delete", "service", "web"]);
     eventually(20, "endpoints removed", || {
-        let slices = json(&s, &["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
+        let slices = s.json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
         (!s.kubectl(&["get", "endpoints", "web"]).ok() && slices["items"].as_array().unwrap().is_empty()).then_some(())
     });
 }
@@ -181,12 +163,12 @@ fn nodes_get_pod_cidrs_and_a_stale_lease_makes_a_node_unreachable() {
         None
     });
     assert!(start.elapsed() > Duration::from_secs(25), "went unknown too early: {:?}", start.elapsed());
-    let node = json(&s, &["get", "node", "hk-n1"]);
+    let node = s.json(&["get", "node", "hk-n1"]);
     let ready = node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
     assert_eq!(ready["reason"], "NodeStatusUnknown");
     assert_eq!(ready["message"], "Kubelet stopped posting node status.");
     let taints = eventually(20, "unreachable taints", || {
-        let node = json(&s, &["get", "node", "hk-n1"]);
+        let node = s.json(&["get", "node", "hk-n1"]);
         let taints = node["spec"]["taints"].as_array().cloned().unwrap_or_default();
         let has = |effect: &str| taints.iter().any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == effect);
         (has("NoSchedule") && has("NoExecute")).then_some(taints)
@@ -198,14 +180,14 @@ fn nodes_get_pod_cidrs_and_a_stale_lease_makes_a_node_unreachable() {
         out.contains("NodeNotReady hk-n1").then_some(())
     });
     // The healthy node is untouched.
-    let n2 = json(&s, &["get", "node", "hk-n2"]);
+    let n2 = s.json(&["get", "node", "hk-n2"]);
     assert!(n2["spec"]["taints"].is_null(), "{n2}");
 
     // The kubelet comes back: the taints go away.
     renew_lease(&s, "hk-n1");
     heartbeat(&s, "hk-n1");
     eventually(20, "taints removed", || {
-        let node = json(&s, &["get", "node", "hk-n1"]);
+        let node = s.json(&["get", "node", "hk-n1"]);
         node["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()).then_some(())
     });
 }
@@ -241,7 +223,7 @@ fn a_noexecute_taint_evicts_pods_that_do_not_tolerate_it() {
     let patch = r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"KubeletNotReady","message":"runtime down"}]}}"#;
     s.ok(&["patch", "node", "hk-t1", "--subresource=status", "--type=merge", "-p", patch]);
     eventually(20, "not-ready taints", || {
-        let node = json(&s, &["get", "node", "hk-t1"]);
+        let node = s.json(&["get", "node", "hk-t1"]);
         let taints = node["spec"]["taints"].as_array().cloned().unwrap_or_default();
         let has = |effect: &str| taints.iter().any(|t| t["key"] == "node.kubernetes.io/not-ready" && t["effect"] == effect);
         (has("NoSchedule") && has("NoExecute")).then_some(())
@@ -250,7 +232,7 @@ fn a_noexecute_taint_evicts_pods_that_do_not_tolerate_it() {
     assert!(s.kubectl(&["get", "pod", "tolerant"]).ok(), "default tolerations keep the pod for 300 s");
     heartbeat(&s, "hk-t1");
     eventually(20, "taints removed", || {
-        let node = json(&s, &["get", "node", "hk-t1"]);
+        let node = s.json(&["get", "node", "hk-t1"]);
         node["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()).then_some(())
     });
 }
@@ -266,20 +248,20 @@ fn pdb_status_and_drain_refusing_then_succeeding() {
     }
     s.ok(&["create", "pdb", "db", "--selector=app=db", "--min-available=2"]);
     eventually(20, "pdb status", || {
-        let st = json(&s, &["get", "pdb", "db"])["status"].clone();
+        let st = s.json(&["get", "pdb", "db"])["status"].clone();
         (st["currentHealthy"] == 2 && st["desiredHealthy"] == 2 && st["expectedPods"] == 2 && st["observedGeneration"].is_number()).then_some(())
     });
     let row = s.ok(&["get", "pdb", "db", "--no-headers"]);
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols[..4], ["db", "2", "N/A", "0"], "{row}");
-    let cond = json(&s, &["get", "pdb", "db"])["status"]["conditions"][0].clone();
+    let cond = s.json(&["get", "pdb", "db"])["status"]["conditions"][0].clone();
     assert_eq!((cond["type"].as_str(), cond["reason"].as_str(), cond["status"].as_str()), (Some("DisruptionAllowed"), Some("InsufficientPods"), Some("False")));
 
     // A pod that is not Ready may go although the budget allows no
     // disruption: it is not healthy, and the healthy ones still meet it.
     pod(&s, "db-sick", "app: db", Some("hk-d1"), "");
     run_pod(&s, "db-sick", "10.42.0.29", false);
-    eventually(20, "3 expected pods", || (json(&s, &["get", "pdb", "db"])["status"]["expectedPods"] == 3).then_some(()));
+    eventually(20, "3 expected pods", || (s.json(&["get", "pdb", "db"])["status"]["expectedPods"] == 3).then_some(()));
 
     let drain = ["drain", "hk-d1", "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=20s"];
     let out = s.kubectl(&drain);
@@ -305,7 +287,7 @@ fn pdb_status_and_drain_refusing_then_succeeding() {
     let left = s.ok(&["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"]);
     assert_eq!(left, "db-2 db-3");
     eventually(20, "budget spent", || {
-        let st = json(&s, &["get", "pdb", "db"])["status"].clone();
+        let st = s.json(&["get", "pdb", "db"])["status"].clone();
         (st["currentHealthy"] == 2 && st["disruptionsAllowed"] == 0 && st["disruptedPods"].is_null()).then_some(())
     });
     assert!(s.ok(&["get", "node", "hk-d1"]).contains("SchedulingDisabled"));

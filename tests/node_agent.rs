@@ -20,22 +20,6 @@ fn node_ready(s: &Server) {
     assert!(row.contains(" control-plane "), "{row}");
 }
 
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&all)).unwrap()
-}
-
-fn apply(s: &Server, manifest: &str) {
-    let out = s.apply_stdin(&["apply", "-f", "-"], manifest);
-    assert!(out.ok(), "apply: {}\n{}", out.stderr, manifest);
-}
-
-fn wait_ready(s: &Server, pod: &str) {
-    let out = s.kubectl(&["wait", "--for=condition=Ready", &format!("pod/{pod}"), "--timeout=120s"]);
-    assert!(out.ok(), "pod {pod} not Ready: {}\n{}\n{}", out.stderr, s.ok(&["describe", "pod", pod]), s.log());
-}
-
 /// The STATUS column of `kubectl get pod`.
 fn status_column(s: &Server, pod: &str) -> String {
     let out = s.kubectl(&["get", "pod", pod, "--no-headers"]);
@@ -68,7 +52,7 @@ fn host_trace(s: &Server) -> HostTrace {
     let netns = std::fs::read_dir(&sandboxes)
         .map(|d| d.flatten().map(|e| format!("skiff-{}", &e.file_name().to_string_lossy()[..12])).collect())
         .unwrap_or_default();
-    let uids = json(s, &["get", "pods", "-A"])["items"].as_array().unwrap().iter().map(|p| p["metadata"]["uid"].as_str().unwrap().to_string()).collect();
+    let uids = s.json(&["get", "pods", "-A"])["items"].as_array().unwrap().iter().map(|p| p["metadata"]["uid"].as_str().unwrap().to_string()).collect();
     HostTrace { netns, uids }
 }
 
@@ -104,8 +88,8 @@ fn pods_serve_log_exec_port_forward_and_copy() {
     node_ready(&s);
 
     s.ok(&["run", "web", &format!("--image={image}"), "--port=8080", "--", "sh", "-c", WEB]);
-    wait_ready(&s, "web");
-    let pod = json(&s, &["get", "pod", "web"]);
+    s.wait_pod_ready("web");
+    let pod = s.json(&["get", "pod", "web"]);
     let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
     let cs = &pod["status"]["containerStatuses"][0];
     assert!(cs["containerID"].as_str().unwrap().starts_with("skiff://"), "{cs}");
@@ -118,7 +102,7 @@ fn pods_serve_log_exec_port_forward_and_copy() {
     assert!(body.contains("hello-skiff"), "{body}");
     // From another pod, by pod IP.
     s.ok(&["run", "client", &format!("--image={image}"), "--", "sleep", "3600"]);
-    wait_ready(&s, "client");
+    s.wait_pod_ready("client");
     let fetched = s.ok(&["exec", "client", "--", "wget", "-qO-", &format!("http://{ip}:8080/")]);
     assert_eq!(fetched, "hello-skiff");
     assert_eq!(s.ok(&["exec", "client", "--", "hostname"]), "client");
@@ -130,7 +114,7 @@ fn pods_serve_log_exec_port_forward_and_copy() {
     // Logs, and following them.
     assert!(s.ok(&["logs", "web"]).contains("started"));
     s.ok(&["run", "ticker", &format!("--image={image}"), "--", "sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done"]);
-    wait_ready(&s, "ticker");
+    s.wait_pod_ready("ticker");
     let follow_file = s.dir.path().join("follow.txt");
     let mut follow = s.kubectl_background(&["logs", "-f", "ticker"], &follow_file);
     eventually(30, "logs -f to stream new lines", || {
@@ -209,21 +193,21 @@ fn restarts_back_off_probes_act_and_oom_kills_show() {
     );
 
     // A crashing container: CrashLoopBackOff, growing delays, the previous run's logs.
-    apply(&s, &pod("crash", &format!(r#"{{"containers": [{{"name": "c", "image": "{image}", "command": ["sh", "-c", "echo run at $(date +%s); exit 1"]}}]}}"#)));
+    s.apply(&pod("crash", &format!(r#"{{"containers": [{{"name": "c", "image": "{image}", "command": ["sh", "-c", "echo run at $(date +%s); exit 1"]}}]}}"#)));
     // Init containers in order, sharing an emptyDir with the main container.
-    apply(&s, &pod("inits", &format!(r#"{{"volumes": [{{"name": "work", "emptyDir": {{}}}}],
+    s.apply(&pod("inits", &format!(r#"{{"volumes": [{{"name": "work", "emptyDir": {{}}}}],
         "initContainers": [
           {{"name": "one", "image": "{image}", "command": ["sh", "-c", "echo one >> /work/order"], "volumeMounts": [{{"name": "work", "mountPath": "/work"}}]}},
           {{"name": "two", "image": "{image}", "command": ["sh", "-c", "echo two >> /work/order"], "volumeMounts": [{{"name": "work", "mountPath": "/work"}}]}}],
         "containers": [{{"name": "main", "image": "{image}", "command": ["sh", "-c", "cat /work/order; sleep 3600"], "volumeMounts": [{{"name": "work", "mountPath": "/work"}}]}}]}}"#)));
     // Readiness never passes; liveness fails after a few seconds.
-    apply(&s, &pod("unready", &format!(r#"{{"containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "3600"],
+    s.apply(&pod("unready", &format!(r#"{{"containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "3600"],
         "readinessProbe": {{"exec": {{"command": ["false"]}}, "periodSeconds": 1}}}}]}}"#)));
-    apply(&s, &pod("unhealthy", &format!(r#"{{"containers": [{{"name": "c", "image": "{image}",
+    s.apply(&pod("unhealthy", &format!(r#"{{"containers": [{{"name": "c", "image": "{image}",
         "command": ["sh", "-c", "touch /tmp/healthy; sleep 4; rm /tmp/healthy; sleep 3600"],
         "livenessProbe": {{"exec": {{"command": ["test", "-f", "/tmp/healthy"]}}, "periodSeconds": 1, "failureThreshold": 2}}}}]}}"#)));
     // Over its memory limit.
-    apply(&s, &pod("hog", &format!(r#"{{"restartPolicy": "Never", "containers": [{{"name": "c", "image": "{image}",
+    s.apply(&pod("hog", &format!(r#"{{"restartPolicy": "Never", "containers": [{{"name": "c", "image": "{image}",
         "command": ["sh", "-c", "x=0123456789; while true; do x=$x$x; done"],
         "resources": {{"limits": {{"memory": "32Mi"}}}}}}]}}"#)));
 
@@ -244,7 +228,7 @@ fn restarts_back_off_probes_act_and_oom_kills_show() {
     eventually(30, "CrashLoopBackOff", || (status_column(&s, "crash") == "CrashLoopBackOff").then_some(()));
     let previous = s.ok(&["logs", "crash", "--previous"]);
     assert!(previous.starts_with("run at "), "{previous}");
-    let last = json(&s, &["get", "pod", "crash"])["status"]["containerStatuses"][0]["lastState"]["terminated"].clone();
+    let last = s.json(&["get", "pod", "crash"])["status"]["containerStatuses"][0]["lastState"]["terminated"].clone();
     assert_eq!((last["exitCode"].as_i64(), last["reason"].as_str()), (Some(1), Some("Error")), "{last}");
     // Only the newest dead attempt's log is kept beside the current one.
     let uid = s.ok(&["get", "pod", "crash", "-o", "jsonpath={.metadata.uid}"]);
@@ -253,12 +237,12 @@ fn restarts_back_off_probes_act_and_oom_kills_show() {
     kept.sort();
     assert!(kept.len() <= 2 && !kept.contains(&0), "log files of attempts {kept:?} in {}", logs.display());
 
-    wait_ready(&s, "inits");
+    s.wait_pod_ready("inits");
     assert_eq!(s.ok(&["logs", "inits"]), "one\ntwo");
-    let init = json(&s, &["get", "pod", "inits"])["status"]["initContainerStatuses"].clone();
+    let init = s.json(&["get", "pod", "inits"])["status"]["initContainerStatuses"].clone();
     assert_eq!(init[0]["state"]["terminated"]["reason"], "Completed", "{init}");
 
-    let unready = json(&s, &["get", "pod", "unready"]);
+    let unready = s.json(&["get", "pod", "unready"]);
     assert_eq!(unready["status"]["phase"], "Running");
     let ready = unready["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
     assert_eq!(ready["status"], "False", "{ready}");
@@ -272,12 +256,12 @@ fn restarts_back_off_probes_act_and_oom_kills_show() {
     assert!(events.contains("Unhealthy") && events.contains("Killing"), "{events}");
 
     let terminated = eventually(60, "hog OOM-killed", || {
-        let t = json(&s, &["get", "pod", "hog"])["status"]["containerStatuses"][0]["state"]["terminated"].clone();
+        let t = s.json(&["get", "pod", "hog"])["status"]["containerStatuses"][0]["state"]["terminated"].clone();
         (!t.is_null()).then_some(t)
     });
     assert_eq!((terminated["reason"].as_str(), terminated["exitCode"].as_i64()), (Some("OOMKilled"), Some(137)), "{terminated}");
     assert_eq!(status_column(&s, "hog"), "OOMKilled");
-    assert_eq!(json(&s, &["get", "pod", "hog"])["status"]["phase"], "Failed");
+    assert_eq!(s.json(&["get", "pod", "hog"])["status"]["phase"], "Failed");
 }
 
 #[test]
@@ -287,7 +271,7 @@ fn volumes_env_graceful_termination_images_and_agent_restart() {
     node_ready(&s);
     s.ok(&["create", "configmap", "settings", "--from-literal=mode=fast", "--from-literal=color=blue"]);
     s.ok(&["create", "secret", "generic", "creds", "--from-literal=password=s3cret"]);
-    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "app", "labels": {{"tier": "web"}}}}, "spec": {{
+    s.apply(&format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "app", "labels": {{"tier": "web"}}}}, "spec": {{
         "volumes": [{{"name": "cfg", "configMap": {{"name": "settings"}}}}, {{"name": "sec", "secret": {{"secretName": "creds"}}}},
                     {{"name": "shared", "emptyDir": {{}}}}],
         "containers": [
@@ -300,7 +284,7 @@ fn volumes_env_graceful_termination_images_and_agent_restart() {
             "volumeMounts": [{{"name": "cfg", "mountPath": "/etc/cfg"}}, {{"name": "sec", "mountPath": "/etc/sec"}}, {{"name": "shared", "mountPath": "/shared"}}]}},
           {{"name": "writer", "image": "{image}", "command": ["sh", "-c", "echo from-writer > /out/note; sleep 3600"],
             "volumeMounts": [{{"name": "shared", "mountPath": "/out"}}]}}]}}}}"#));
-    wait_ready(&s, "app");
+    s.wait_pod_ready("app");
     let env = s.ok(&["exec", "app", "-c", "main", "--", "env"]);
     for want in ["MODE=fast", "PASSWORD=s3cret", "POD_NAME=app", "GREETING=mode is fast", "CFG_color=blue", "KUBERNETES_SERVICE_HOST="] {
         assert!(env.lines().any(|l| l.starts_with(want)), "{want} missing from env:\n{env}");
@@ -323,7 +307,7 @@ fn volumes_env_graceful_termination_images_and_agent_restart() {
     let ls = Command::new(skiff_bin()).args(["image", "ls", "--data-dir"]).arg(s.dir.path()).output().unwrap();
     assert!(String::from_utf8_lossy(&ls.stdout).contains("e2e.local/imported"), "{}", String::from_utf8_lossy(&ls.stdout));
     s.ok(&["run", "imported", "--image=e2e.local/imported:v1", "--image-pull-policy=Never", "--", "sleep", "3600"]);
-    wait_ready(&s, "imported");
+    s.wait_pod_ready("imported");
     s.ok(&["run", "absent", "--image=e2e.local/absent:v1", "--image-pull-policy=Never", "--", "true"]);
     eventually(30, "ErrImageNeverPull", || (status_column(&s, "absent") == "ErrImageNeverPull").then_some(()));
     s.ok(&["run", "unpullable", &format!("--image={}", image.replace("busybox:e2e", "nothing:here")), "--", "true"]);
@@ -338,7 +322,7 @@ fn volumes_env_graceful_termination_images_and_agent_restart() {
     s.restart();
     node_ready(&s);
     std::thread::sleep(Duration::from_secs(3));
-    wait_ready(&s, "app");
+    s.wait_pod_ready("app");
     assert_eq!(ids(&s), before, "containers should be adopted, not recreated");
     let restarts = s.ok(&["get", "pods", "app", "imported", "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}"]);
     assert!(restarts.split_whitespace().all(|n| n == "0"), "{restarts}");
@@ -346,12 +330,12 @@ fn volumes_env_graceful_termination_images_and_agent_restart() {
     assert_eq!(String::from_utf8_lossy(&runc.stdout).lines().count(), 3, "one container each for app/main, app/writer, imported");
 
     // Graceful deletion: a container trapping SIGTERM gets its time; one ignoring it is killed at the deadline.
-    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "polite"}}, "spec": {{"terminationGracePeriodSeconds": 30,
+    s.apply(&format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "polite"}}, "spec": {{"terminationGracePeriodSeconds": 30,
         "containers": [{{"name": "c", "image": "{image}", "command": ["sh", "-c", "trap 'sleep 3; exit 0' TERM; while true; do sleep 1; done"]}}]}}}}"#));
-    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "stubborn"}}, "spec": {{"terminationGracePeriodSeconds": 4,
+    s.apply(&format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "stubborn"}}, "spec": {{"terminationGracePeriodSeconds": 4,
         "containers": [{{"name": "c", "image": "{image}", "command": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]}}]}}}}"#));
-    wait_ready(&s, "polite");
-    wait_ready(&s, "stubborn");
+    s.wait_pod_ready("polite");
+    s.wait_pod_ready("stubborn");
     let t = Instant::now();
     s.ok(&["delete", "pod", "polite", "--timeout=60s"]);
     let polite = t.elapsed();
@@ -379,12 +363,12 @@ fn hooks_deadlines_claims_and_projected_volumes() {
     std::fs::create_dir_all(&claim_dir).unwrap();
     s.ok(&["create", "configmap", "proj", "--from-literal=greeting=hi"]);
     s.ok(&["create", "secret", "generic", "proj-secret", "--from-literal=token=t0k3n"]);
-    apply(&s, &format!(
+    s.apply(&format!(
         "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: e2e-pv}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  hostPath: {{path: {}}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data}}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  resources: {{requests: {{storage: 500Mi}}}}\n",
         claim_dir.display()
     ));
     eventually(30, "the claim Bound", || (s.ok(&["get", "pvc", "data", "-o", "jsonpath={.status.phase}"]) == "Bound").then_some(()));
-    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "hooked", "labels": {{"app": "hooked"}}}}, "spec": {{
+    s.apply(&format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "hooked", "labels": {{"app": "hooked"}}}}, "spec": {{
         "terminationGracePeriodSeconds": 10,
         "volumes": [{{"name": "host", "hostPath": {{"path": "{host}", "type": "DirectoryOrCreate"}}}},
                     {{"name": "data", "persistentVolumeClaim": {{"claimName": "data"}}}},
@@ -400,7 +384,7 @@ fn hooks_deadlines_claims_and_projected_volumes() {
                              {{"name": "mem", "mountPath": "/mem"}}, {{"name": "all", "mountPath": "/all"}}]}}]}}}}"#,
         host = host.display()
     ));
-    wait_ready(&s, "hooked");
+    s.wait_pod_ready("hooked");
     assert_eq!(std::fs::read_to_string(host.join("post-start")).unwrap().trim(), "post-start");
     // The claim's volume is the PV's host directory.
     s.ok(&["exec", "hooked", "--", "sh", "-c", "echo kept > /data/file"]);
@@ -418,7 +402,7 @@ fn hooks_deadlines_claims_and_projected_volumes() {
     s.ok(&["run", "deadline", &format!("--image={image}"), "--restart=Never", "--overrides",
         r#"{"spec": {"activeDeadlineSeconds": 3}}"#, "--", "sleep", "3600"]);
     eventually(60, "DeadlineExceeded", || {
-        let st = json(&s, &["get", "pod", "deadline"])["status"].clone();
+        let st = s.json(&["get", "pod", "deadline"])["status"].clone();
         (st["phase"] == "Failed" && st["reason"] == "DeadlineExceeded").then_some(())
     });
     let events = s.ok(&["get", "events", "--field-selector", "involvedObject.name=deadline", "-o", "jsonpath={.items[*].reason}"]);
@@ -443,7 +427,7 @@ fn sidecars_and_startup_probes() {
     let (_reg, image) = registry_with_busybox();
     let s = Server::start_node();
     node_ready(&s);
-    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "with-sidecar"}}, "spec": {{
+    s.apply(&format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "with-sidecar"}}, "spec": {{
         "volumes": [{{"name": "shared", "emptyDir": {{}}}}],
         "initContainers": [{{"name": "ticker", "image": "{image}", "restartPolicy": "Always",
             "command": ["sh", "-c", "while true; do date +%s > /shared/tick; sleep 1; done"],
@@ -454,11 +438,11 @@ fn sidecars_and_startup_probes() {
             "volumeMounts": [{{"name": "shared", "mountPath": "/shared"}}]}}]}}}}"#));
     // Running but not yet started: not Ready while the startup probe fails.
     eventually(60, "main running, not started", || {
-        let st = json(&s, &["get", "pod", "with-sidecar"])["status"]["containerStatuses"][0].clone();
+        let st = s.json(&["get", "pod", "with-sidecar"])["status"]["containerStatuses"][0].clone();
         (st["state"]["running"].is_object() && st["started"] == false && st["ready"] == false).then_some(())
     });
-    wait_ready(&s, "with-sidecar");
-    let pod = json(&s, &["get", "pod", "with-sidecar"]);
+    s.wait_pod_ready("with-sidecar");
+    let pod = s.json(&["get", "pod", "with-sidecar"]);
     assert_eq!(pod["status"]["containerStatuses"][0]["started"], true);
     let sidecar = &pod["status"]["initContainerStatuses"][0];
     assert!(sidecar["state"]["running"].is_object() && sidecar["ready"] == true, "{sidecar}");
@@ -479,7 +463,7 @@ fn container_logs_rotate_by_the_agent_flags() {
     let s = Server::start_node_with(&["--container-log-max-size", "4Ki", "--container-log-max-files", "2"]);
     node_ready(&s);
     s.ok(&["run", "chatty", &format!("--image={image}"), "--", "sh", "-c", "for i in $(seq 1 3000); do echo line-$i; done; echo done-writing; exec sleep 3600"]);
-    wait_ready(&s, "chatty");
+    s.wait_pod_ready("chatty");
     eventually(30, "the last line in kubectl logs", || s.kubectl(&["logs", "chatty", "--tail=1"]).stdout.contains("done-writing").then_some(()));
     let uid = s.ok(&["get", "pod", "chatty", "-o", "jsonpath={.metadata.uid}"]);
     let dir = s.dir.path().join(format!("agent/logs/default_chatty_{uid}/chatty"));
@@ -509,8 +493,8 @@ fn static_pods_run_from_manifests_with_mirror_pods() {
     node_ready(&s);
     let mirror = format!("static-web-{}", s.node.as_ref().unwrap().name);
     eventually(60, "the mirror pod", || s.kubectl(&["get", "pod", &mirror]).ok().then_some(()));
-    wait_ready(&s, &mirror);
-    let pod = json(&s, &["get", "pod", &mirror]);
+    s.wait_pod_ready(&mirror);
+    let pod = s.json(&["get", "pod", &mirror]);
     let annotations = &pod["metadata"]["annotations"];
     let hash = annotations["kubernetes.io/config.mirror"].as_str().unwrap().to_string();
     assert_eq!(annotations["kubernetes.io/config.hash"], hash.as_str(), "{annotations}");
@@ -544,13 +528,13 @@ fn static_pods_run_from_manifests_with_mirror_pods() {
         let new_hash = p["metadata"]["annotations"]["kubernetes.io/config.mirror"] != hash.as_str();
         (new_hash && s.kubectl(&["logs", &mirror]).stdout.contains("started-v2")).then_some(())
     });
-    wait_ready(&s, &mirror);
+    s.wait_pod_ready(&mirror);
     assert_ne!(container_id(&s), first_id);
 
     // A removed manifest stops the pod and removes its mirror.
     let mut trace = host_trace(&s);
     trace.uids.push(hash);
-    trace.uids.push(json(&s, &["get", "pod", &mirror])["metadata"]["annotations"]["kubernetes.io/config.mirror"].as_str().unwrap().to_string());
+    trace.uids.push(s.json(&["get", "pod", &mirror])["metadata"]["annotations"]["kubernetes.io/config.mirror"].as_str().unwrap().to_string());
     std::fs::remove_file(manifests.path().join("web.yaml")).unwrap();
     eventually(90, "the mirror pod to go", || (!s.kubectl(&["get", "pod", &mirror]).ok()).then_some(()));
     assert_host_clean(&s, &trace);
@@ -584,13 +568,13 @@ fn private_images_fs_group_host_namespaces_and_host_ports() {
     assert!(events.contains("the registry wants basic auth and no credentials were given"), "the pull failure says why: {events}");
     s.ok(&["create", "secret", "docker-registry", "regcred", &format!("--docker-server={}", reg.addr), "--docker-username=puller", "--docker-password=s3cret"]);
     s.ok(&["create", "secret", "generic", "token", "--from-literal=value=first"]);
-    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "grouped"}}, "spec": {{
+    s.apply(&format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "grouped"}}, "spec": {{
         "imagePullSecrets": [{{"name": "regcred"}}],
         "securityContext": {{"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000}},
         "volumes": [{{"name": "data", "emptyDir": {{}}}}, {{"name": "sec", "secret": {{"secretName": "token", "defaultMode": 256}}}}],
         "containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "3600"],
             "volumeMounts": [{{"name": "data", "mountPath": "/data"}}, {{"name": "sec", "mountPath": "/etc/sec"}}]}}]}}}}"#));
-    wait_ready(&s, "grouped");
+    s.wait_pod_ready("grouped");
     let exec = |cmd: &str| s.ok(&["exec", "grouped", "--", "sh", "-c", cmd]);
     assert_eq!(exec("id -u; id -G"), "1000\n3000 2000");
     // emptyDir: group 2000 with the setgid bit, so new files get the group.
@@ -602,10 +586,10 @@ fn private_images_fs_group_host_namespaces_and_host_ports() {
     eventually(90, "the secret volume to update", || (s.kubectl(&["exec", "grouped", "--", "cat", "/etc/sec/value"]).stdout == "second").then_some(()));
 
     // hostPID and hostIPC share the host's namespaces; a plain pod does not.
-    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "hostns"}}, "spec": {{
+    s.apply(&format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "hostns"}}, "spec": {{
         "hostPID": true, "hostIPC": true, "imagePullSecrets": [{{"name": "regcred"}}],
         "containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "3600"]}}]}}}}"#));
-    wait_ready(&s, "hostns");
+    s.wait_pod_ready("hostns");
     let host_ns = |kind: &str| std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap().to_string_lossy().into_owned();
     let pod_ns = |pod: &str, kind: &str| s.ok(&["exec", pod, "--", "readlink", &format!("/proc/self/ns/{kind}")]);
     for kind in ["pid", "ipc"] {
@@ -615,11 +599,11 @@ fn private_images_fs_group_host_namespaces_and_host_ports() {
 
     // A hostPort answers on the host's 127.0.0.1.
     let port = free_port();
-    apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "published"}}, "spec": {{
+    s.apply(&format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "published"}}, "spec": {{
         "imagePullSecrets": [{{"name": "regcred"}}],
         "containers": [{{"name": "web", "image": "{image}", "command": ["sh", "-c", "{WEB}"],
             "ports": [{{"containerPort": 8080, "hostPort": {port}}}]}}]}}}}"#));
-    wait_ready(&s, "published");
+    s.wait_pod_ready("published");
     let body = eventually(30, "the hostPort to answer", || http_get(&format!("127.0.0.1:{port}")).ok());
     assert!(body.contains("hello-skiff"), "{body}");
 
@@ -642,8 +626,8 @@ fn a_replaced_sandbox_keeps_restart_count_last_state_and_previous_logs() {
     let marker = "echo marker-$RANDOM$RANDOM; exec sleep 3600";
     s.ok(&["run", "phoenix", &format!("--image={image}"), "--", "sh", "-c", marker]);
     s.ok(&["run", "once", &format!("--image={image}"), "--restart=Never", "--", "sh", "-c", marker]);
-    wait_ready(&s, "phoenix");
-    wait_ready(&s, "once");
+    s.wait_pod_ready("phoenix");
+    s.wait_pod_ready("once");
     let first_log = eventually(30, "the first marker", || Some(s.kubectl(&["logs", "phoenix"]).stdout).filter(|l| l.starts_with("marker-")));
     let first_id = s.ok(&["get", "pod", "phoenix", "-o", "jsonpath={.status.containerStatuses[0].containerID}"]);
     let mut netns = Vec::new();
@@ -658,13 +642,13 @@ fn a_replaced_sandbox_keeps_restart_count_last_state_and_previous_logs() {
     }
 
     let st = eventually(60, "the container to run again in a new sandbox", || {
-        let st = json(&s, &["get", "pod", "phoenix"])["status"]["containerStatuses"][0].clone();
+        let st = s.json(&["get", "pod", "phoenix"])["status"]["containerStatuses"][0].clone();
         (st["containerID"] != first_id.as_str() && st["state"]["running"].is_object()).then_some(st)
     });
     assert_eq!(st["restartCount"], 1, "{st}");
     assert_eq!(st["lastState"]["terminated"]["containerID"], first_id.as_str(), "{st}");
     assert_eq!(st["lastState"]["terminated"]["exitCode"], 137, "{st}");
-    wait_ready(&s, "phoenix");
+    s.wait_pod_ready("phoenix");
     assert_eq!(s.ok(&["logs", "phoenix", "--previous"]), first_log);
     let now = eventually(30, "the new marker", || Some(s.kubectl(&["logs", "phoenix"]).stdout).filter(|l| l.starts_with("marker-")));
     assert_ne!(now, first_log);
@@ -672,8 +656,8 @@ fn a_replaced_sandbox_keeps_restart_count_last_state_and_previous_logs() {
     assert!(events.contains("SandboxChanged"), "{events}");
 
     // restartPolicy Never: Failed, killed once, never run again.
-    eventually(60, "the Never pod to fail", || (json(&s, &["get", "pod", "once"])["status"]["phase"] == "Failed").then_some(()));
-    let st = json(&s, &["get", "pod", "once"])["status"]["containerStatuses"][0].clone();
+    eventually(60, "the Never pod to fail", || (s.json(&["get", "pod", "once"])["status"]["phase"] == "Failed").then_some(()));
+    let st = s.json(&["get", "pod", "once"])["status"]["containerStatuses"][0].clone();
     assert_eq!((st["restartCount"].clone(), st["state"]["terminated"]["exitCode"].clone()), (0.into(), 137.into()), "{st}");
     assert_eq!(s.ok(&["logs", "once"]).lines().count(), 1, "the Never pod's container ran once");
 
@@ -697,14 +681,14 @@ fn local_path_volumes_follow_their_claims() {
 
     let claim = |name: &str, class: &str| {
         let class = if class.is_empty() { String::new() } else { format!("  storageClassName: {class}\n") };
-        apply(&s, &format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n{class}  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 64Mi}}}}\n"));
+        s.apply(&format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n{class}  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 64Mi}}}}\n"));
     };
     let pod = |name: &str, claim: &str, script: &str| {
-        apply(&s, &format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}}, "spec": {{"terminationGracePeriodSeconds": 1,
+        s.apply(&format!(r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}}, "spec": {{"terminationGracePeriodSeconds": 1,
             "volumes": [{{"name": "data", "persistentVolumeClaim": {{"claimName": "{claim}"}}}}],
             "containers": [{{"name": "c", "image": "{image}", "command": ["sh", "-c", "{script}; trap 'exit 0' TERM; while true; do sleep 1; done"],
                 "volumeMounts": [{{"name": "data", "mountPath": "/data"}}]}}]}}}}"#));
-        wait_ready(&s, name);
+        s.wait_pod_ready(name);
     };
     let get = |what: &str, path: &str| s.ok(&["get", what, "-o", &format!("jsonpath={path}")]);
 
@@ -748,7 +732,7 @@ fn local_path_volumes_follow_their_claims() {
     });
 
     // reclaimPolicy Retain keeps the volume (Released) and its data.
-    apply(&s, "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: keep}\nprovisioner: rancher.io/local-path\nreclaimPolicy: Retain\nvolumeBindingMode: WaitForFirstConsumer\n");
+    s.apply("apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: keep}\nprovisioner: rancher.io/local-path\nreclaimPolicy: Retain\nvolumeBindingMode: WaitForFirstConsumer\n");
     claim("kept", "keep");
     pod("keeper", "kept", "echo still > /data/file");
     let pv = get("pvc/kept", "{.spec.volumeName}");

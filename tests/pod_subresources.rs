@@ -7,25 +7,9 @@
 use e2e::{eventually, registry_with_busybox, Server};
 use serde_json::Value;
 
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&all)).unwrap()
-}
-
-fn apply(s: &Server, manifest: &str) {
-    let out = s.apply_stdin(&["apply", "-f", "-"], manifest);
-    assert!(out.ok(), "apply: {}\n{}", out.stderr, manifest);
-}
-
-fn wait_ready(s: &Server, pod: &str) {
-    let out = s.kubectl(&["wait", "--for=condition=Ready", &format!("pod/{pod}"), "--timeout=120s"]);
-    assert!(out.ok(), "pod {pod} not Ready: {}\n{}\n{}", out.stderr, s.ok(&["describe", "pod", pod]), s.log());
-}
-
 /// The pod's status of one ephemeral container, once it has one.
 fn ephemeral_status(s: &Server, pod: &str, name: &str) -> Option<Value> {
-    let p = json(s, &["get", "pod", pod]);
+    let p = s.json(&["get", "pod", pod]);
     p["status"]["ephemeralContainerStatuses"].as_array()?.iter().find(|c| c["name"] == name).cloned()
 }
 
@@ -42,10 +26,10 @@ fn debug_resize_and_runtime_classes_on_a_real_pod() {
     s.wait_node_ready();
 
     // A RuntimeClass for our runtime's handler runs pods; its overhead lands in the pod.
-    apply(&s, "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: plain}\nhandler: runc\noverhead: {podFixed: {cpu: 10m}}\n");
+    s.apply("apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: plain}\nhandler: runc\noverhead: {podFixed: {cpu: 10m}}\n");
     let header = s.ok(&["get", "runtimeclass"]);
     assert!(header.lines().next().unwrap().split_whitespace().eq(["NAME", "HANDLER", "AGE"]), "{header}");
-    apply(&s, &format!(r#"
+    s.apply(&format!(r#"
 apiVersion: v1
 kind: Pod
 metadata: {{name: app}}
@@ -61,8 +45,8 @@ spec:
       requests: {{cpu: 100m, memory: 32Mi}}
       limits: {{cpu: 200m, memory: 64Mi}}
 "#));
-    wait_ready(&s, "app");
-    assert_eq!(json(&s, &["get", "pod", "app"])["spec"]["overhead"]["cpu"], "10m");
+    s.wait_pod_ready("app");
+    assert_eq!(s.json(&["get", "pod", "app"])["spec"]["overhead"]["cpu"], "10m");
 
     // kubectl debug: a one-shot ephemeral container, then its logs.
     let dbg = s.ok(&["debug", "app", &format!("--image={image}"), "--image-pull-policy=IfNotPresent", "--container=once", "--", "sh", "-c", "echo hi"]);
@@ -80,21 +64,21 @@ spec:
     );
     assert!(out.ok(), "kubectl debug -it: {}\n{}", out.stderr, s.log());
     assert!(out.stdout.contains("sleep 3600"), "the target's processes in the debug shell:\n{}\n{}", out.stdout, out.stderr);
-    let spec = json(&s, &["get", "pod", "app"]);
+    let spec = s.json(&["get", "pod", "app"]);
     let names: Vec<&str> = spec["spec"]["ephemeralContainers"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(names, ["once", "shell"]);
     assert_eq!(spec["spec"]["ephemeralContainers"][1]["targetContainerName"], "main");
 
     // pods/resize: the running container's limits change in place (same container, new quota).
-    let before = json(&s, &["get", "pod", "app"])["status"]["containerStatuses"][0]["containerID"].clone();
+    let before = s.json(&["get", "pod", "app"])["status"]["containerStatuses"][0]["containerID"].clone();
     assert_eq!(cpu_quota(&s, "app").split_whitespace().next(), Some("20000"));
     s.ok(&["patch", "pod", "app", "--subresource=resize", "-p", r#"{"spec":{"containers":[{"name":"main","resources":{"limits":{"cpu":"300m"}}}]}}"#]);
     eventually(30, "the new cpu limit in the container's cgroup", || (cpu_quota(&s, "app").split_whitespace().next() == Some("30000")).then_some(()));
-    let pod = json(&s, &["get", "pod", "app"]);
+    let pod = s.json(&["get", "pod", "app"]);
     assert_eq!(pod["spec"]["containers"][0]["resources"]["limits"]["cpu"], "300m");
     assert_eq!(pod["status"]["containerStatuses"][0]["containerID"], before, "resized, not restarted");
     eventually(30, "the status to show the new limit", || {
-        let p = json(&s, &["get", "pod", "app"]);
+        let p = s.json(&["get", "pod", "app"]);
         (p["status"]["containerStatuses"][0]["resources"]["limits"]["cpu"] == "300m").then_some(())
     });
     let qos = s.kubectl(&["patch", "pod", "app", "--subresource=resize", "-p", r#"{"spec":{"containers":[{"name":"main","resources":{"requests":{"cpu":"300m","memory":"64Mi"}}}]}}"#]);
@@ -103,14 +87,14 @@ spec:
     assert!(!storage.ok() && storage.stderr.contains("only cpu and memory resources are mutable"), "{}", storage.stderr);
 
     // A handler this runtime does not have: the pod never gets a sandbox, as with kubelet and containerd.
-    apply(&s, "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: vm}\nhandler: kata\n");
-    apply(&s, &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: sandboxed}}\nspec:\n  runtimeClassName: vm\n  containers: [{{name: c, image: {image}}}]\n"));
+    s.apply("apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: vm}\nhandler: kata\n");
+    s.apply(&format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: sandboxed}}\nspec:\n  runtimeClassName: vm\n  containers: [{{name: c, image: {image}}}]\n"));
     let event = eventually(60, "a FailedCreatePodSandBox event", || {
         let events = s.ok(&["get", "events", "--field-selector", "involvedObject.name=sandboxed,reason=FailedCreatePodSandBox", "-o", "jsonpath={.items[*].message}"]);
         (!events.is_empty()).then_some(events)
     });
     assert!(event.contains(r#"no runtime for "kata" is configured"#), "{event}");
-    assert_eq!(json(&s, &["get", "pod", "sandboxed"])["status"]["phase"], "Pending");
+    assert_eq!(s.json(&["get", "pod", "sandboxed"])["status"]["phase"], "Pending");
     let missing = s.fails(&["run", "orphan", &format!("--image={image}"), "--overrides", r#"{"spec":{"runtimeClassName":"absent"}}"#]);
     assert!(missing.contains(r#"pod rejected: RuntimeClass "absent" not found"#), "{missing}");
     s.ok(&["delete", "pod", "app", "sandboxed", "--wait=true"]);

@@ -3,18 +3,11 @@
 //! plays the kubelet where a pod must finish.
 
 use e2e::{eventually, Server};
-use serde_json::Value;
-
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&a)).unwrap()
-}
 
 /// `status.used[resource]` of quota `q` once it equals `want`.
 fn wait_used(s: &Server, ns: &str, resource: &str, want: &str) {
     eventually(30, &format!("{ns}: quota used {resource}={want}"), || {
-        let q = json(s, &["get", "quota", "q", "-n", ns]);
+        let q = s.json(&["get", "quota", "q", "-n", ns]);
         (q["status"]["used"][resource] == want).then_some(())
     });
 }
@@ -94,7 +87,7 @@ fn compute_quota_with_limit_range_defaults(s: &Server) {
     for name in ["p1", "p2"] {
         create(s, ns, &pod(name, "{}")).unwrap();
     }
-    let p = json(s, &["get", "pod", "p1", "-n", ns]);
+    let p = s.json(&["get", "pod", "p1", "-n", ns]);
     let res = &p["spec"]["containers"][0]["resources"];
     assert_eq!(res["requests"]["cpu"], "100m", "{res}");
     assert_eq!(res["limits"]["memory"], "128Mi", "{res}");
@@ -119,7 +112,7 @@ fn limit_range_min_max(s: &Server) {
     assert!(err.contains("minimum memory usage per Container is 16Mi, but request is 8Mi"), "{err}");
     create(s, ns, &pod("fits", r#"{"limits":{"cpu":"100m","memory":"32Mi"}}"#)).unwrap();
     // The max became the default limit (LimitRange defaulting).
-    let lr = json(s, &["get", "limitrange", "lr", "-n", ns]);
+    let lr = s.json(&["get", "limitrange", "lr", "-n", ns]);
     assert_eq!(lr["spec"]["limits"][0]["default"]["cpu"], "500m", "{lr}");
 
     // Validation: a default above the max is refused.
@@ -138,7 +131,7 @@ fn concurrent_creates_do_not_overshoot(s: &Server) {
         runs.into_iter().map(|r| r.join().unwrap()).filter(|ok| *ok).count()
     });
     assert_eq!(admitted, 5);
-    let pods = json(s, &["get", "pods", "-n", ns]);
+    let pods = s.json(&["get", "pods", "-n", ns]);
     assert_eq!(pods["items"].as_array().unwrap().len(), 5);
     wait_used(s, ns, "pods", "5");
 }
@@ -150,18 +143,18 @@ fn deployment_stops_at_the_pods_quota(s: &Server) {
     wait_used(s, ns, "pods", "0");
     s.ok(&["create", "deployment", "web", "--image=nginx", "--replicas=3", "-n", ns]);
     let event = eventually(30, "the ReplicaSet's FailedCreate event", || {
-        let events = json(s, &["get", "events", "-n", ns, "--field-selector=reason=FailedCreate"]);
+        let events = s.json(&["get", "events", "-n", ns, "--field-selector=reason=FailedCreate"]);
         events["items"].as_array()?.iter().find(|e| e["involvedObject"]["kind"] == "ReplicaSet").cloned()
     });
     let msg = event["message"].as_str().unwrap();
     assert!(msg.starts_with(r#"Error creating: pods "web-"#) && msg.ends_with("is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2"), "{msg}");
     let rs = eventually(30, "the ReplicaFailure condition", || {
-        let list = json(s, &["get", "rs", "-n", ns]);
+        let list = s.json(&["get", "rs", "-n", ns]);
         let rs = list["items"].as_array()?.first()?.clone();
         rs["status"]["conditions"].as_array()?.iter().any(|c| c["type"] == "ReplicaFailure" && c["reason"] == "FailedCreate").then_some(rs)
     });
     assert_eq!(rs["status"]["replicas"], 2);
-    assert_eq!(json(s, &["get", "pods", "-n", ns])["items"].as_array().unwrap().len(), 2);
+    assert_eq!(s.json(&["get", "pods", "-n", ns])["items"].as_array().unwrap().len(), 2);
 }
 
 fn claims_are_held_to_storage_quota_and_limits(s: &Server) {
@@ -197,7 +190,7 @@ fn bound_claim(s: &Server, ns: &str, name: &str, class: &str, expandable: bool) 
         "spec":{{"storageClassName":"{class}","volumeName":"{ns}-{name}","accessModes":["ReadWriteOnce"],"resources":{{"requests":{{"storage":"1Gi"}}}}}}}}"#);
     create(s, ns, &pvc).unwrap();
     eventually(30, "the claim bound", || {
-        let c = json(s, &["get", "pvc", name, "-n", ns]);
+        let c = s.json(&["get", "pvc", name, "-n", ns]);
         (c["status"]["phase"] == "Bound" && c["status"]["capacity"]["storage"] == "1Gi").then_some(())
     });
 }
@@ -222,10 +215,10 @@ fn bound_claims_grow_when_their_class_allows(s: &Server) {
     assert!(out.stderr.contains("exceeded quota: q, requested: requests.storage=3Gi, used: requests.storage=2Gi, limited: requests.storage=3Gi"), "{}", out.stderr);
     assert!(resize(s, ns, "grows", "2Gi").ok());
     eventually(30, "the claim's capacity grown", || {
-        let c = json(s, &["get", "pvc", "grows", "-n", ns]);
+        let c = s.json(&["get", "pvc", "grows", "-n", ns]);
         (c["status"]["capacity"]["storage"] == "2Gi").then_some(())
     });
-    assert_eq!(json(s, &["get", "pv", &format!("{ns}-grows")])["spec"]["capacity"]["storage"], "2Gi");
+    assert_eq!(s.json(&["get", "pv", &format!("{ns}-grows")])["spec"]["capacity"]["storage"], "2Gi");
     let events = eventually(30, "the resize events", || {
         let e = s.ok(&["get", "events", "-n", ns, "--field-selector=involvedObject.name=grows"]);
         (e.contains("VolumeResizeSuccessful") && e.contains("FileSystemResizeSuccessful")).then_some(e)

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use e2e::{eventually, skiff_bin, Server, KUBECTL};
 use runtime::images::testimage::{self, TestRegistry};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Everything this test drives, or it says which is missing.
 fn require_tools() {
@@ -27,12 +27,6 @@ fn require_tools() {
     }
     let runc = std::env::var("PATH").unwrap_or_default().split(':').any(|d| Path::new(d).join("runc").exists());
     assert!(runc, "runc is missing from PATH: apt-get install runc");
-}
-
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&all)).unwrap()
 }
 
 fn node_ready(s: &Server) {
@@ -113,7 +107,7 @@ fn docker_hub_names_pull_through_the_mirror_and_archives_preload() {
     }
 
     // Status as upstream (containerd) reports it: names in full, imageID the repo digest.
-    let status = |pod: &str| json(&s, &["get", "pod", pod])["status"]["containerStatuses"][0].clone();
+    let status = |pod: &str| s.json(&["get", "pod", pod])["status"]["containerStatuses"][0].clone();
     let cs = status("hub-busybox");
     assert_eq!(cs["image"], "docker.io/library/busybox:latest", "{cs}");
     assert_eq!(cs["imageID"], format!("docker.io/library/busybox@{busybox_digest}"), "{cs}");

@@ -19,15 +19,9 @@ fn cluster() -> (Server, Sim) {
     (s, sim)
 }
 
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&all)).unwrap()
-}
-
 /// Node of each pod matching `selector` (pods being deleted left out).
 fn placement(s: &Server, selector: &str) -> BTreeMap<String, String> {
-    json(s, &["get", "pods", "-l", selector])["items"]
+    s.json(&["get", "pods", "-l", selector])["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -173,7 +167,7 @@ fn cordon_drain_with_a_budget_taints_and_namespace_deletion() {
     s.ok(&["create", "deployment", "api", "--image=nginx", "--replicas=8"]);
     rollout_ok(&s, "api");
     s.ok(&["create", "pdb", "api", "--selector=app=api", "--max-unavailable=1"]);
-    eventually(30, "budget allows 1", || (json(&s, &["get", "pdb", "api"])["status"]["disruptionsAllowed"] == 1).then_some(()));
+    eventually(30, "budget allows 1", || (s.json(&["get", "pdb", "api"])["status"]["disruptionsAllowed"] == 1).then_some(()));
 
     // Cordon: new pods avoid the node.
     let on_0_before = placement(&s, "app=api").values().filter(|n| *n == "simc-0").count();
@@ -216,7 +210,7 @@ fn cordon_drain_with_a_budget_taints_and_namespace_deletion() {
 
 /// The number of replicas each of the deployment's ReplicaSets asks for, by image.
 fn rs_replicas(s: &Server, app: &str) -> BTreeMap<String, i64> {
-    json(s, &["get", "rs", "-l", &format!("app={app}")])["items"]
+    s.json(&["get", "rs", "-l", &format!("app={app}")])["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -232,7 +226,7 @@ fn min_ready_seconds_progress_deadline_proportional_scaling_and_history() {
       "spec": {"replicas": 3, "minReadySeconds": 6, "selector": {"matchLabels": {"app": "slow"}},
         "template": {"metadata": {"labels": {"app": "slow"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}"#;
     s.apply_stdin(&["apply", "-f", "-"], slow);
-    let status = |s: &Server| json(s, &["get", "deployment", "slow"])["status"].clone();
+    let status = |s: &Server| s.json(&["get", "deployment", "slow"])["status"].clone();
     let at_ready = eventually(30, "3 ready replicas", || {
         let st = status(&s);
         (st["readyReplicas"] == 3).then(|| (std::time::Instant::now(), st["availableReplicas"].as_i64().unwrap_or(0)))
@@ -265,7 +259,7 @@ fn min_ready_seconds_progress_deadline_proportional_scaling_and_history() {
     });
     // No progress for progressDeadlineSeconds: Progressing=False, and rollout status gives up.
     eventually(40, "ProgressDeadlineExceeded", || {
-        let conds = json(&s, &["get", "deployment", "prop"])["status"]["conditions"].clone();
+        let conds = s.json(&["get", "deployment", "prop"])["status"]["conditions"].clone();
         conds.as_array()?.iter().any(|c| c["type"] == "Progressing" && c["status"] == "False" && c["reason"] == "ProgressDeadlineExceeded").then_some(())
     });
     let out = s.kubectl(&["rollout", "status", "deployment/prop", "--timeout=30s"]);
@@ -288,7 +282,7 @@ fn min_ready_seconds_progress_deadline_proportional_scaling_and_history() {
     s.ok(&["set", "image", "deployment/prop", "c=nginx:3"]);
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(!rs_replicas(&s, "prop").contains_key("nginx:3"), "a paused deployment rolled out");
-    let conds = json(&s, &["get", "deployment", "prop"])["status"]["conditions"].clone();
+    let conds = s.json(&["get", "deployment", "prop"])["status"]["conditions"].clone();
     assert!(conds.as_array().unwrap().iter().any(|c| c["reason"] == "DeploymentPaused"), "{conds}");
     s.ok(&["rollout", "resume", "deployment/prop"]);
     rollout_ok(&s, "prop");

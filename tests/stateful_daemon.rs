@@ -9,15 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use e2e::{eventually, registry_with_busybox, Server, Sim};
 use serde_json::Value;
 
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&all)).unwrap()
-}
-
 /// Live (not terminating) pods matching `selector`, by name: (node, image, revision hash).
 fn pods(s: &Server, selector: &str) -> BTreeMap<String, (String, String, String)> {
-    json(s, &["get", "pods", "-l", selector])["items"]
+    s.json(&["get", "pods", "-l", selector])["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -46,7 +40,7 @@ fn wait_daemon_pods(s: &Server, selector: &str, want: usize, what: &str) -> Vec<
 }
 
 fn ds_status(s: &Server, name: &str) -> Value {
-    json(s, &["get", "ds", name])["status"].clone()
+    s.json(&["get", "ds", name])["status"].clone()
 }
 
 fn rollout_ok(s: &Server, what: &str) -> String {
@@ -104,7 +98,7 @@ fn daemonset_follows_fifty_simulated_nodes_and_rolls_within_max_unavailable() {
     }
     assert_eq!(st["numberMisscheduled"], 0);
     // Pods are pinned by node affinity (the scheduler bound them) and tolerate node trouble.
-    let pod = &json(&s, &["get", "pods", "-l", "app=agent"])["items"][0];
+    let pod = &s.json(&["get", "pods", "-l", "app=agent"])["items"][0];
     let pinned = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchFields"][0];
     assert_eq!((pinned["key"].as_str(), pinned["values"][0].as_str()), (Some("metadata.name"), pod["spec"]["nodeName"].as_str()));
     let tolerations = pod["spec"]["tolerations"].to_string();
@@ -159,7 +153,7 @@ fn daemonset_follows_fifty_simulated_nodes_and_rolls_within_max_unavailable() {
     assert!(fewest >= 45, "Ready agent pods fell to {fewest} (maxUnavailable 5)");
 
     // Revisions: history lists both, shows each template, undo goes back.
-    let revisions = json(&s, &["get", "controllerrevisions", "-l", "app=agent"]);
+    let revisions = s.json(&["get", "controllerrevisions", "-l", "app=agent"]);
     let revs: Vec<i64> = revisions["items"].as_array().unwrap().iter().map(|r| r["revision"].as_i64().unwrap()).collect();
     assert_eq!(revs.len(), 2, "{revisions}");
     let history = s.ok(&["rollout", "history", "ds/agent"]);
@@ -180,7 +174,7 @@ fn daemonset_follows_fifty_simulated_nodes_and_rolls_within_max_unavailable() {
     // OnDelete: a template change replaces only pods that are deleted.
     s.ok(&["patch", "ds", "agent", "-p", r#"{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}"#]);
     s.ok(&["set", "image", "ds/agent", "c=busybox:1.38"]);
-    eventually(30, "the OnDelete revision", || (ds_status(&s, "agent")["observedGeneration"] == json(&s, &["get", "ds", "agent"])["metadata"]["generation"]).then_some(()));
+    eventually(30, "the OnDelete revision", || (ds_status(&s, "agent")["observedGeneration"] == s.json(&["get", "ds", "agent"])["metadata"]["generation"]).then_some(()));
     std::thread::sleep(std::time::Duration::from_secs(1));
     let all = pods(&s, "app=agent");
     assert!(all.values().all(|(_, image, _)| image == "busybox:1.36"), "OnDelete must not replace pods by itself");
@@ -210,10 +204,10 @@ fn parallel_statefulset_of_a_hundred_on_simulated_nodes() {
     let mut want: Vec<String> = (0..100).map(|i| format!("big-{i}")).collect();
     want.sort();
     assert_eq!(names, want);
-    let st = json(&s, &["get", "sts", "big"])["status"].clone();
+    let st = s.json(&["get", "sts", "big"])["status"].clone();
     assert_eq!((st["replicas"].as_i64(), st["readyReplicas"].as_i64(), st["availableReplicas"].as_i64()), (Some(100), Some(100), Some(100)), "{st}");
     assert_eq!(st["currentRevision"], st["updateRevision"]);
-    let pod = json(&s, &["get", "pod", "big-42"]);
+    let pod = s.json(&["get", "pod", "big-42"]);
     assert_eq!(pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"], "42");
     assert_eq!(pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"], "big-42");
     assert_eq!((pod["spec"]["hostname"].as_str(), pod["spec"]["subdomain"].as_str()), (Some("big-42"), Some("big")));
@@ -228,7 +222,7 @@ fn timestamp(v: &Value) -> String {
 
 /// When the pod's Ready condition last turned True.
 fn ready_since(s: &Server, pod: &str) -> String {
-    let conditions = json(&s, &["get", "pod", pod])["status"]["conditions"].clone();
+    let conditions = s.json(&["get", "pod", pod])["status"]["conditions"].clone();
     conditions.as_array().into_iter().flatten().find(|c| c["type"] == "Ready" && c["status"] == "True").map(|c| timestamp(&c["lastTransitionTime"])).unwrap_or_default()
 }
 
@@ -251,7 +245,7 @@ fn ordered_statefulset_with_claims_on_a_real_node() {
     rollout_ok(&s, "sts/web");
     // In order: each pod was created only once its predecessor was Ready.
     for i in 1..3 {
-        let created = timestamp(&json(&s, &["get", "pod", &format!("web-{i}")])["metadata"]["creationTimestamp"]);
+        let created = timestamp(&s.json(&["get", "pod", &format!("web-{i}")])["metadata"]["creationTimestamp"]);
         let before = ready_since(&s, &format!("web-{}", i - 1));
         assert!(!before.is_empty() && created >= before, "web-{i} created {created}, web-{} Ready {before}", i - 1);
     }
@@ -264,10 +258,10 @@ fn ordered_statefulset_with_claims_on_a_real_node() {
 
     // A deleted pod comes back under its name, with its claim.
     s.ok(&["exec", "web-0", "--", "sh", "-c", "echo kept > /data/x"]);
-    let uid = json(&s, &["get", "pod", "web-0"])["metadata"]["uid"].clone();
+    let uid = s.json(&["get", "pod", "web-0"])["metadata"]["uid"].clone();
     s.ok(&["delete", "pod", "web-0", "--wait=true"]);
     eventually(60, "web-0 back and Ready", || {
-        let pod = json(&s, &["get", "pods", "-l", "app=web"])["items"].as_array().unwrap().iter().find(|p| p["metadata"]["name"] == "web-0").cloned()?;
+        let pod = s.json(&["get", "pods", "-l", "app=web"])["items"].as_array().unwrap().iter().find(|p| p["metadata"]["name"] == "web-0").cloned()?;
         (pod["metadata"]["uid"] != uid && !ready_since(&s, "web-0").is_empty()).then_some(())
     });
     assert_eq!(s.ok(&["exec", "web-0", "--", "cat", "/data/x"]), "kept");
@@ -287,12 +281,12 @@ fn ordered_statefulset_with_claims_on_a_real_node() {
     s.ok(&["patch", "sts", "web", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":2}},"template":{"metadata":{"annotations":{"rev":"two"}}}}}"#]);
     let out = rollout_ok(&s, "sts/web");
     assert!(out.contains("partitioned roll out complete: 1 new pods"), "{out}");
-    let annotated = |pod: &str| json(&s, &["get", "pod", pod])["metadata"]["annotations"]["rev"] == "two";
+    let annotated = |pod: &str| s.json(&["get", "pod", pod])["metadata"]["annotations"]["rev"] == "two";
     assert!(annotated("web-2") && !annotated("web-1") && !annotated("web-0"));
     s.ok(&["patch", "sts", "web", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#]);
     rollout_ok(&s, "sts/web");
     eventually(60, "all updated", || (0..3).all(|i| annotated(&format!("web-{i}"))).then_some(()));
-    let st = json(&s, &["get", "sts", "web"])["status"].clone();
+    let st = s.json(&["get", "sts", "web"])["status"].clone();
     assert_eq!((st["updatedReplicas"].as_i64(), st["currentRevision"].clone()), (Some(3), st["updateRevision"].clone()), "{st}");
 
     // History shows both templates; undo rolls back and renumbers.

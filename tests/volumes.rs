@@ -5,19 +5,14 @@
 
 use e2e::{eventually, Server};
 
-fn apply(s: &Server, manifest: &str) {
-    let out = s.apply_stdin(&["apply", "-f", "-"], manifest);
-    assert!(out.ok(), "apply failed: {}\n{manifest}", out.stderr);
-}
-
 fn volume(s: &Server, name: &str, size: &str, policy: &str) {
-    apply(s, &format!(
+    s.apply(&format!(
         "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {name}\nspec:\n  capacity: {{storage: {size}}}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: {policy}\n  hostPath: {{path: /tmp/{name}}}\n"
     ));
 }
 
 fn claim(s: &Server, name: &str, size: &str, extra: &str) {
-    apply(s, &format!(
+    s.apply(&format!(
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {name}\nspec:\n  storageClassName: \"\"\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: {size}}}}}\n{extra}"
     ));
 }

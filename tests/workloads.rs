@@ -8,14 +8,8 @@ use std::time::Duration;
 use e2e::{eventually, Server};
 use serde_json::Value;
 
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&a)).unwrap()
-}
-
 fn items(s: &Server, args: &[&str]) -> Vec<Value> {
-    json(s, args)["items"].as_array().cloned().unwrap_or_default()
+    s.json(args)["items"].as_array().cloned().unwrap_or_default()
 }
 
 fn is_ready(p: &Value) -> bool {
@@ -97,7 +91,7 @@ fn deployment_rolls_out_updates_undoes_scales_and_pauses() {
         assert!(name.starts_with(&format!("web-{hash}-")) && name.len() == format!("web-{hash}-").len() + 5, "{name}");
     }
     with_kubelet(&s, ns, || rollout_ok(&s, ns));
-    let d = json(&s, &["get", "deployment", "web", "-n", ns]);
+    let d = s.json(&["get", "deployment", "web", "-n", ns]);
     assert_eq!(d["status"]["readyReplicas"], 3);
     assert_eq!(d["status"]["availableReplicas"], 3);
     assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
@@ -113,7 +107,7 @@ fn deployment_rolls_out_updates_undoes_scales_and_pauses() {
     let rs2 = rs_by_revision(&s, ns, "2");
     assert_ne!(rs2["metadata"]["name"], rs["metadata"]["name"]);
     assert_eq!(rs2["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.27");
-    let old = json(&s, &["get", "rs", rs["metadata"]["name"].as_str().unwrap(), "-n", ns]);
+    let old = s.json(&["get", "rs", rs["metadata"]["name"].as_str().unwrap(), "-n", ns]);
     assert_eq!(old["spec"]["replicas"], 0);
     let history = s.ok(&["rollout", "history", "deployment/web", "-n", ns]);
     assert!(history.contains("REVISION") && history.contains('1') && history.contains('2'), "{history}");
@@ -125,7 +119,7 @@ fn deployment_rolls_out_updates_undoes_scales_and_pauses() {
     assert_eq!(rs3["metadata"]["name"], rs["metadata"]["name"]);
     assert_eq!(rs3["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"], "1");
     assert_eq!(rs3["spec"]["replicas"], 3);
-    let d = json(&s, &["get", "deployment", "web", "-n", ns]);
+    let d = s.json(&["get", "deployment", "web", "-n", ns]);
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx");
     assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
 
@@ -133,7 +127,7 @@ fn deployment_rolls_out_updates_undoes_scales_and_pauses() {
     s.ok(&["scale", "deployment/web", "--replicas=5", "-n", ns]);
     with_kubelet(&s, ns, || rollout_ok(&s, ns));
     assert_eq!(items(&s, &["get", "pods", "-n", ns]).len(), 5);
-    assert_eq!(json(&s, &["get", "deployment", "web", "-n", ns])["status"]["availableReplicas"], 5);
+    assert_eq!(s.json(&["get", "deployment", "web", "-n", ns])["status"]["availableReplicas"], 5);
 
     // Paused: template changes wait, scaling still applies.
     s.ok(&["rollout", "pause", "deployment/web", "-n", ns]);
@@ -144,7 +138,7 @@ fn deployment_rolls_out_updates_undoes_scales_and_pauses() {
         (rs["spec"]["replicas"] == 4).then_some(())
     });
     let d = eventually(20, "the paused condition", || {
-        let d = json(&s, &["get", "deployment", "web", "-n", ns]);
+        let d = s.json(&["get", "deployment", "web", "-n", ns]);
         let paused = d["status"]["conditions"].as_array()?.iter().any(|c| c["type"] == "Progressing" && c["reason"] == "DeploymentPaused");
         (paused && d["status"]["observedGeneration"] == d["metadata"]["generation"]).then_some(d)
     });
@@ -203,19 +197,19 @@ fn replicaset_adopts_and_releases_pods_and_rc_scales() {
     assert!(out.ok(), "{}", out.stderr);
     // The orphan is adopted, and only one more pod is made.
     eventually(20, "the orphan adopted", || {
-        let p = json(&s, &["get", "pod", "orphan", "-n", ns]);
+        let p = s.json(&["get", "pod", "orphan", "-n", ns]);
         (p["metadata"]["ownerReferences"][0]["name"] == "orph" && p["metadata"]["ownerReferences"][0]["controller"] == true).then_some(())
     });
     let pods = eventually(20, "two pods", || Some(items(&s, &["get", "pods", "-n", ns, "-l", "app=orph"])).filter(|p| p.len() == 2));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(items(&s, &["get", "pods", "-n", ns, "-l", "app=orph"]).len(), 2, "no extra pods: {pods:?}");
     mark_ready(&s, ns);
-    eventually(20, "readyReplicas 2", || (json(&s, &["get", "rs", "orph", "-n", ns])["status"]["readyReplicas"] == 2).then_some(()));
+    eventually(20, "readyReplicas 2", || (s.json(&["get", "rs", "orph", "-n", ns])["status"]["readyReplicas"] == 2).then_some(()));
 
     // Relabelled, the orphan is released and replaced.
     s.ok(&["label", "pod", "orphan", "app=gone", "--overwrite", "-n", ns]);
     eventually(20, "the pod released", || {
-        let p = json(&s, &["get", "pod", "orphan", "-n", ns]);
+        let p = s.json(&["get", "pod", "orphan", "-n", ns]);
         p["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()).then_some(())
     });
     eventually(20, "a replacement", || (items(&s, &["get", "pods", "-n", ns, "-l", "app=orph"]).len() == 2).then_some(()));
@@ -233,7 +227,7 @@ fn replicaset_adopts_and_releases_pods_and_rc_scales() {
     eventually(20, "four rc pods", count(4));
     mark_ready(s, ns);
     eventually(20, "rc status", || {
-        let st = &json(s, &["get", "rc", "legacy", "-n", ns])["status"];
+        let st = &s.json(&["get", "rc", "legacy", "-n", ns])["status"];
         (st["replicas"] == 4 && st["readyReplicas"] == 4 && st["availableReplicas"] == 4).then_some(())
     });
     s.ok(&["scale", "rc", "legacy", "--replicas=1", "-n", ns]);
