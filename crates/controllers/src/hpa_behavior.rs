@@ -37,8 +37,17 @@ const READY: Condition = (true, "ReadyForNewScale", "recommended size matches cu
 const UP_STABILIZED: Condition = (true, "ScaleUpStabilized", "recent recommendations were lower than current one, applying the lowest recent recommendation");
 const DOWN_STABILIZED: Condition =
     (true, "ScaleDownStabilized", "recent recommendations were higher than current one, applying the highest recent recommendation");
-const WITHIN_RANGE: &str = "DesiredWithinRange";
-const WITHIN_RANGE_MESSAGE: &str = "the desired count is within the acceptable range";
+/// Why the count is (or is not) limited: the ScalingLimited reason and message.
+type Why = (&'static str, &'static str);
+const WITHIN_RANGE: Why = ("DesiredWithinRange", "the desired count is within the acceptable range");
+const SCALE_UP_LIMIT: Why = ("ScaleUpLimit", "the desired replica count is increasing faster than the maximum scale rate");
+const SCALE_DOWN_LIMIT: Why = ("ScaleDownLimit", "the desired replica count is decreasing faster than the maximum scale rate");
+const TOO_MANY: Why = ("TooManyReplicas", "the desired replica count is more than the maximum replica count");
+const TOO_FEW: Why = ("TooFewReplicas", "the desired replica count is less than the minimum replica count");
+
+fn scaling_limited(limited: bool, (reason, message): Why) -> Condition {
+    (limited, reason, message)
+}
 
 impl History {
     /// The first sync records the current count as a recommendation.
@@ -69,17 +78,13 @@ impl History {
         let stabilized = self.recommendations.iter().map(|(_, r)| *r).max().unwrap_or(desired);
         let able_to_scale = if stabilized != desired { DOWN_STABILIZED } else { READY };
         let scale_up_limit = ((SCALE_UP_LIMIT_FACTOR * current as f64).ceil() as i32).max(SCALE_UP_LIMIT_MINIMUM);
-        let (maximum, reason, message) = if max > scale_up_limit {
-            (scale_up_limit, "ScaleUpLimit", "the desired replica count is increasing faster than the maximum scale rate")
-        } else {
-            (max, "TooManyReplicas", "the desired replica count is more than the maximum replica count")
-        };
+        let (maximum, why) = if max > scale_up_limit { (scale_up_limit, SCALE_UP_LIMIT) } else { (max, TOO_MANY) };
         let (replicas, scaling_limited) = if stabilized < min {
-            (min, (true, "TooFewReplicas", "the desired replica count is less than the minimum replica count"))
+            (min, scaling_limited(true, TOO_FEW))
         } else if stabilized > maximum {
-            (maximum, (true, reason, message))
+            (maximum, scaling_limited(true, why))
         } else {
-            (stabilized, (false, WITHIN_RANGE, WITHIN_RANGE_MESSAGE))
+            (stabilized, scaling_limited(false, WITHIN_RANGE))
         };
         Normalized { replicas, able_to_scale, scaling_limited }
     }
@@ -119,8 +124,8 @@ impl History {
             (true, true) => UP_STABILIZED,
             (true, false) => DOWN_STABILIZED,
         };
-        let (replicas, scaling_limited) = self.rate_limited(behavior, current, stabilized, min, max, now);
-        let scaling_limited = (replicas != stabilized, scaling_limited.0, scaling_limited.1);
+        let (replicas, why) = self.rate_limited(behavior, current, stabilized, min, max, now);
+        let scaling_limited = scaling_limited(replicas != stabilized, why);
         Normalized { replicas, able_to_scale, scaling_limited }
     }
 
@@ -132,29 +137,21 @@ impl History {
         min: i32,
         max: i32,
         now: DateTime<Utc>,
-    ) -> (i32, (&'static str, &'static str)) {
+    ) -> (i32, Why) {
         if desired > current {
             let limit = self.limit(behavior.scale_up.as_ref(), current, now, true).max(current);
-            let (maximum, why) = if max > limit {
-                (limit, ("ScaleUpLimit", "the desired replica count is increasing faster than the maximum scale rate"))
-            } else {
-                (max, ("TooManyReplicas", "the desired replica count is more than the maximum replica count"))
-            };
+            let (maximum, why) = if max > limit { (limit, SCALE_UP_LIMIT) } else { (max, TOO_MANY) };
             if desired > maximum {
                 return (maximum, why);
             }
         } else if desired < current {
             let limit = self.limit(behavior.scale_down.as_ref(), current, now, false).min(current);
-            let (minimum, why) = if min < limit {
-                (limit, ("ScaleDownLimit", "the desired replica count is decreasing faster than the maximum scale rate"))
-            } else {
-                (min, ("TooFewReplicas", "the desired replica count is less than the minimum replica count"))
-            };
+            let (minimum, why) = if min < limit { (limit, SCALE_DOWN_LIMIT) } else { (min, TOO_FEW) };
             if desired < minimum {
                 return (minimum, why);
             }
         }
-        (desired, (WITHIN_RANGE, WITHIN_RANGE_MESSAGE))
+        (desired, WITHIN_RANGE)
     }
 
     /// The furthest the policies allow from the count at each period's start.
@@ -222,7 +219,7 @@ mod tests {
         assert_eq!(n.replicas, 3);
         assert_eq!(n.able_to_scale.1, "ScaleDownStabilized");
         let n = h.normalize(3, 1, 1, 10, at(301));
-        assert_eq!(n, Normalized { replicas: 1, able_to_scale: READY, scaling_limited: (false, WITHIN_RANGE, WITHIN_RANGE_MESSAGE) });
+        assert_eq!(n, Normalized { replicas: 1, able_to_scale: READY, scaling_limited: (false, "DesiredWithinRange", "the desired count is within the acceptable range") });
     }
 
     #[test]

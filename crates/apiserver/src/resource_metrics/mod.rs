@@ -57,6 +57,11 @@ pub fn handle(metrics: &ResourceMetrics, reg: &Registry, method: &Method, rest: 
     Ok(respond::json_response(200, respond::json_line(&body), &[]))
 }
 
+/// Where Node objects are kept (the scraper and the API both read them from the cache).
+fn node_storage() -> &'static str {
+    resources::catalog::lookup("", "v1", "nodes").expect("nodes are in the catalog").storage
+}
+
 fn not_found(resource: &str, name: &str) -> ApiError {
     let mut e = ApiError::new(404, "NotFound", format!("{resource}.metrics.k8s.io \"{name}\" not found"));
     e.details = Some(json!({"name": name, "group": "metrics.k8s.io", "kind": resource}));
@@ -68,9 +73,8 @@ fn list(kind: &str, items: Vec<Value>) -> Value {
 }
 
 fn nodes(reg: &Registry, store: &usage::Store, name: Option<&str>, selector: &LabelSelector, now: DateTime<Utc>) -> Vec<Value> {
-    let storage = resources::catalog::lookup("", "v1", "nodes").expect("nodes are in the catalog").storage;
     reg.cache
-        .all(storage)
+        .all(node_storage())
         .iter()
         .filter(|n| name.is_none_or(|want| n.name() == want) && selector.matches(n.labels()))
         .filter_map(|n| {

@@ -36,8 +36,7 @@ pub async fn run(app: Arc<App>) {
 
 async fn scrape_all(app: &Arc<App>) {
     let Some(tls) = app.kubelet_tls.get().cloned() else { return };
-    let storage = resources::catalog::lookup("", "v1", "nodes").expect("nodes are in the catalog").storage;
-    let nodes: Vec<Value> = app.registry.cache.all(storage).iter().map(|n| n.obj()).collect();
+    let nodes: Vec<Value> = app.registry.cache.all(super::node_storage()).iter().map(|n| n.obj()).collect();
     let live: HashSet<String> = nodes.iter().filter_map(|n| n["metadata"]["name"].as_str().map(String::from)).collect();
     app.resource_metrics.store.write().unwrap().retain_nodes(&live);
     let agents: Vec<(String, Agent)> = nodes
