@@ -6,16 +6,17 @@
 //! full resync. Admission charges usage as objects are created; this
 //! returns what was charged for writes that failed and what was released.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, PartialObjectMeta, PostParams};
 use kube::discovery::Discovery;
 use kube::runtime::watcher::{self, metadata_watcher};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
@@ -36,28 +37,42 @@ pub async fn run(client: Client, (pods, pod_events): Watched<Pod>) {
     // all the time, and recounting then would race with the object writes
     // those charges are for.
     let quota_events = quota_events.filter(|q| std::future::ready(needs_count(&json(q.as_ref())))).map(|q| q.namespace());
-    let pod_events = pod_events.map(|p| p.namespace());
-    // Other counted kinds are only watched for which namespace changed.
+    // Likewise objects only trigger a recount when they release usage, as
+    // upstream's replenishment: a create is charged by admission, and a
+    // recount woken by it could read a cache that lacks the creates still
+    // in flight, lower `used` below what was charged and let them overshoot.
+    let pod_store = pods.clone();
+    let pod_events = pod_events.filter(move |p| std::future::ready(pod_store.get(&ObjectRef::from_obj(p.as_ref())).is_none() || pod_finished(p))).map(|p| p.namespace());
     let others = LEGACY_COUNTS.iter().filter(|p| !matches!(**p, "pods" | "resourcequotas")).map(|plural| {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &core_resource(plural));
-        metadata_watcher(api, watcher::Config::default()).default_backoff().touched_objects().filter_map(|r| std::future::ready(r.ok().map(|o| o.namespace()))).boxed()
+        released(plural, metadata_watcher(api, watcher::Config::default()).default_backoff()).boxed()
     });
     let mut events = stream::select_all(others.chain([quota_events.boxed(), pod_events.boxed()])).ready_chunks(4096);
     let mut tick = tokio::time::interval(RESYNC);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut kinds = Kinds::default();
+    // A full recount not yet done because the caches were still filling
+    // (the first one, at start, nearly always).
+    let mut full_pending = false;
     loop {
-        let namespaces: BTreeSet<String> = tokio::select! {
+        let mut namespaces: BTreeSet<String> = tokio::select! {
             e = events.next() => match e {
                 Some(batch) => batch.into_iter().flatten().collect(),
                 None => return,
             },
-            _ = tick.tick() => quotas.state().iter().filter_map(|q| q.namespace()).collect(),
+            _ = tick.tick() => {
+                full_pending = true;
+                BTreeSet::new()
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)), if full_pending => BTreeSet::new(),
         };
         if !(ready(&quotas) && ready(&pods)) {
             continue;
         }
         let all = quotas.state();
+        if std::mem::take(&mut full_pending) {
+            namespaces.extend(all.iter().filter_map(|q| q.namespace()));
+        }
         for ns in namespaces {
             let in_ns: Vec<&Arc<ResourceQuota>> = all.iter().filter(|q| q.namespace().as_deref() == Some(ns.as_str())).collect();
             if !in_ns.is_empty() {
@@ -65,6 +80,32 @@ pub async fn run(client: Client, (pods, pod_events): Watched<Pod>) {
             }
         }
     }
+}
+
+/// A finished pod no longer counts.
+fn pod_finished(p: &Pod) -> bool {
+    matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+/// The namespaces where objects of `plural` went away, or, for Services and
+/// claims, changed (a type or size change can release usage); new objects
+/// are charged by admission, so they wake nothing.
+fn released<S>(plural: &'static str, events: S) -> impl futures::Stream<Item = Option<String>>
+where
+    S: futures::Stream<Item = Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error>>,
+{
+    let tracks_updates = matches!(plural, "services" | "persistentvolumeclaims");
+    events.scan(HashSet::new(), move |seen, e| {
+        let ns = match e {
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&o.uid().unwrap_or_default());
+                Some(o.namespace())
+            }
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) if tracks_updates => (!seen.insert(o.uid().unwrap_or_default())).then(|| o.namespace()),
+            _ => None,
+        };
+        std::future::ready(Some(ns.flatten()))
+    })
 }
 
 fn json(q: &ResourceQuota) -> Value {
@@ -200,5 +241,24 @@ mod tests {
         let hard = quota::list(&json!({"pods": "1", "requests.storage": "1Gi", "count/deployments.apps": "2", "count/secrets": "1", "services.nodeports": "0"}));
         let kinds: Vec<String> = counted_kinds(&hard).into_iter().map(|(g, p)| format!("{p}.{g}")).collect();
         assert_eq!(kinds, vec!["persistentvolumeclaims.", "pods.", "secrets.", "services.", "deployments.apps"]);
+    }
+
+    fn meta(ns: &str, uid: &str) -> PartialObjectMeta<DynamicObject> {
+        serde_json::from_value(json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"namespace": ns, "uid": uid}})).unwrap()
+    }
+
+    #[tokio::test]
+    async fn creates_wake_no_recount_but_releases_do() {
+        let events = |plural| {
+            let es = vec![
+                Ok(watcher::Event::Apply(meta("a", "1"))),
+                Ok(watcher::Event::Apply(meta("b", "1"))),
+                Ok(watcher::Event::Delete(meta("c", "1"))),
+            ];
+            released(plural, stream::iter(es)).collect::<Vec<_>>()
+        };
+        assert_eq!(events("configmaps").await, vec![None, None, Some("c".to_string())]);
+        // A Service seen before changed: its type may have released a node port.
+        assert_eq!(events("services").await, vec![None, Some("b".to_string()), Some("c".to_string())]);
     }
 }
