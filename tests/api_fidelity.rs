@@ -63,6 +63,32 @@ spec:
     assert_eq!(keys(&status), ["kind", "apiVersion", "metadata", "status", "details"]);
     assert_eq!(status["details"], serde_json::json!({"name": "settings", "kind": "configmaps", "uid": status["details"]["uid"]}));
 
+    // A batch/v1 Job deleted without a propagation policy orphans its pods,
+    // with upstream's warning; being marked for deletion moves the generation.
+    s.apply_stdin(&["apply", "-f", "-"], r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once}
+spec:
+  template:
+    spec: {restartPolicy: Never, containers: [{name: a, image: busybox}]}
+"#);
+    let out = s.kubectl(&["delete", "--raw", "/apis/batch/v1/namespaces/default/jobs/once"]);
+    assert!(out.ok(), "{}", out.stderr);
+    assert!(out.stderr.contains("child pods are preserved by default when jobs are deleted"), "{}", out.stderr);
+    let job: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(job["metadata"]["finalizers"], serde_json::json!(["orphan"]), "{job}");
+    assert!(job["metadata"]["deletionTimestamp"].is_string(), "{job}");
+    assert_eq!(job["metadata"]["generation"], 2, "{job}");
+
+    // DeleteCollection answers the objects as they were listed.
+    s.ok(&["create", "configmap", "c1"]);
+    s.ok(&["label", "configmap", "c1", "sweep=yes"]);
+    let swept: Value = serde_json::from_str(&s.ok(&["delete", "--raw", "/api/v1/namespaces/default/configmaps?labelSelector=sweep%3Dyes"])).unwrap();
+    assert_eq!(swept["kind"], "ConfigMapList", "{swept}");
+    assert_eq!(swept["items"][0]["metadata"]["name"], "c1", "{swept}");
+    assert!(swept["items"][0]["metadata"]["deletionTimestamp"].is_null(), "{swept}");
+
     // An unset boolean selects as false (kube-rs cordons nodes this way).
     s.apply_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Node\nmetadata: {name: plain}\n");
     s.apply_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Node\nmetadata: {name: cordoned}\nspec: {unschedulable: true}\n");

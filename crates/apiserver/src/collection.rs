@@ -10,6 +10,7 @@ use axum::response::Response;
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use resources::catalog::ResourceInfo;
+use resources::validation::FieldError;
 use resources::selectors::{FieldSelector, LabelSelector};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
@@ -84,14 +85,64 @@ fn list_meta(rev: i64, cont: Option<String>) -> Value {
     }
 }
 
+/// Upstream's ListOptions validation (with WatchList on, as served here),
+/// refused as an invalid `ListOptions.meta.k8s.io`.
+fn check_options(q: &Query, watch: bool) -> ApiResult<()> {
+    const NOT_OLDER: &str = "NotOlderThan";
+    const MATCH: &str = "resourceVersionMatch";
+    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    let (rv, m) = (get("resourceVersion"), get(MATCH));
+    let (initial, cont) = (q.get("sendInitialEvents").is_some(), !get("continue").is_empty());
+    let forbidden = |why: &str| FieldError::forbidden(MATCH, why);
+    const WITH_CONTINUE: &str = "resourceVersionMatch is forbidden when continue is provided";
+    let mut errs = Vec::new();
+    if watch {
+        if initial && m != NOT_OLDER {
+            errs.push(forbidden("sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"));
+        }
+        if !m.is_empty() {
+            if !initial {
+                errs.push(forbidden("resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
+            }
+            if m != NOT_OLDER {
+                errs.push(FieldError::not_supported(MATCH, m, &[NOT_OLDER]));
+            }
+            if cont {
+                errs.push(forbidden(WITH_CONTINUE));
+            }
+        }
+    } else {
+        if !m.is_empty() {
+            if rv.is_empty() {
+                errs.push(forbidden("resourceVersionMatch is forbidden unless resourceVersion is provided"));
+            }
+            if cont {
+                errs.push(forbidden(WITH_CONTINUE));
+            }
+            if m != NOT_OLDER && m != "Exact" {
+                errs.push(FieldError::not_supported(MATCH, m, &["Exact", NOT_OLDER, ""]));
+            }
+            if m == "Exact" && rv == "0" {
+                errs.push(forbidden("resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""));
+            }
+        }
+        if initial {
+            errs.push(FieldError::forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_kind("meta.k8s.io", "ListOptions", "", &errs))
+    }
+}
+
 pub async fn list(reg: &Registry, filter: Filter, q: &Query, fmt: Format) -> ApiResult<Response> {
     let limit = q.int("limit")?.unwrap_or(0).max(0) as usize;
     let rv = q.get("resourceVersion").cloned().unwrap_or_default();
     let rv_match = q.get("resourceVersionMatch").cloned().unwrap_or_default();
     let cont = q.get("continue").cloned();
-    if !rv_match.is_empty() && rv.is_empty() {
-        return Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided"));
-    }
+    check_options(q, false)?;
     let rv_num = if rv.is_empty() {
         None
     } else {
@@ -223,6 +274,7 @@ pub async fn watch(reg: Arc<Registry>, filter: Filter, q: &Query, fmt: Format) -
     if fmt == Format::Yaml {
         return Err(ApiError::not_acceptable("application/json"));
     }
+    check_options(q, true)?;
     let rv = q.get("resourceVersion").cloned().unwrap_or_default();
     let bookmarks = q.flag("allowWatchBookmarks");
     let send_initial = q.flag("sendInitialEvents");
@@ -339,4 +391,27 @@ async fn recv(
         return CacheEvent::from_store(&ev).ok().map(Arc::new);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(query: &str, watch: bool) -> String {
+        check_options(&Query::parse(Some(query)), watch).err().map(|e| e.message).unwrap_or_default()
+    }
+
+    #[test]
+    fn list_options_are_checked_as_upstream_checks_them() {
+        assert_eq!(refusal("sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true", true), "");
+        assert_eq!(refusal("resourceVersion=5&resourceVersionMatch=Exact", false), "");
+        assert_eq!(
+            refusal("sendInitialEvents=true", true),
+            r#"ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"#
+        );
+        assert!(refusal("resourceVersionMatch=NotOlderThan", true).ends_with("resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
+        assert!(refusal("sendInitialEvents=true", false).ends_with("sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list"));
+        assert!(refusal("resourceVersionMatch=Exact", false).ends_with("resourceVersionMatch is forbidden unless resourceVersion is provided"));
+        assert!(refusal("resourceVersion=0&resourceVersionMatch=Exact", false).contains(r#"resourceVersionMatch "exact" is forbidden for resourceVersion "0""#));
+    }
 }

@@ -42,7 +42,9 @@ pub const APART: &[Apart] = &[
 ];
 const APART_VERBS: &[&str] = &["get", "list"];
 
-/// Every served group with its versions (preferred first): the catalog's, then those served apart.
+/// Every served group with its versions (preferred first): the catalog's and
+/// those served apart, in upstream's order: the aggregator's own group, then
+/// by priority (highest first), then by name.
 pub fn group_versions() -> Vec<(&'static str, Vec<&'static str>)> {
     let mut out = resources::catalog::group_versions();
     for a in APART {
@@ -52,8 +54,37 @@ pub fn group_versions() -> Vec<(&'static str, Vec<&'static str>)> {
             None => out.push((a.group, vec![a.version])),
         }
     }
+    out.sort_by_key(|(g, _)| (*g != "apiregistration.k8s.io", std::cmp::Reverse(priority(g).0), *g));
     out
 }
+
+/// Upstream's group priorities (groupPriorityMinimum, versionPriority).
+pub fn priority(group: &str) -> (i64, i64) {
+    match group {
+        "" => (18000, 1),
+        "apps" => (17800, 15),
+        "events.k8s.io" => (17750, 15),
+        "authentication.k8s.io" => (17700, 15),
+        "authorization.k8s.io" => (17600, 15),
+        "autoscaling" => (17500, 15),
+        "batch" => (17400, 15),
+        "certificates.k8s.io" => (17300, 15),
+        "networking.k8s.io" => (17200, 15),
+        "policy" => (17100, 15),
+        "rbac.authorization.k8s.io" => (17000, 15),
+        "storage.k8s.io" => (16800, 15),
+        "admissionregistration.k8s.io" | "apiextensions.k8s.io" => (16700, 15),
+        "scheduling.k8s.io" => (16600, 15),
+        "coordination.k8s.io" => (16500, 15),
+        "node.k8s.io" => (16300, 15),
+        "discovery.k8s.io" => (16200, 15),
+        "flowcontrol.apiserver.k8s.io" => (16100, 21),
+        // What metrics-server's APIService asks for.
+        "metrics.k8s.io" => (100, 100),
+        _ => (15000, 15),
+    }
+}
+
 
 fn apart_of<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Apart> + 'a {
     APART.iter().filter(move |a| a.group == group && a.version == version)
@@ -240,7 +271,18 @@ mod tests {
         let a = aggregated(false);
         let names: Vec<&str> = a["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
         assert!(names.contains(&"apps") && names.contains(&"rbac.authorization.k8s.io") && names.contains(&"metrics.k8s.io"));
-        let scale = a["items"][0]["versions"][0]["resources"][0]["subresources"].as_array().unwrap();
+        let apps = a["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == "apps").unwrap();
+        let scale = apps["versions"][0]["resources"][0]["subresources"].as_array().unwrap();
         assert!(scale.iter().any(|s| s["subresource"] == "scale"));
+    }
+
+    #[test]
+    fn groups_come_in_upstreams_priority_order() {
+        let list = group_list();
+        let names: Vec<&str> = list["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+        assert_eq!(&names[..3], ["apiregistration.k8s.io", "apps", "events.k8s.io"]);
+        assert_eq!(names.last(), Some(&"metrics.k8s.io"));
+        let at = |g: &str| names.iter().position(|n| *n == g).unwrap();
+        assert!(at("autoscaling") < at("batch") && at("storage.k8s.io") < at("scheduling.k8s.io") && at("node.k8s.io") < at("discovery.k8s.io"));
     }
 }

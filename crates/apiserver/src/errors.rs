@@ -37,9 +37,9 @@ pub(crate) fn name_details(info: &ResourceInfo, name: &str) -> Value {
 }
 
 /// Invalid's details name the kind (not the plural); no group for core kinds, as Go's omitempty.
-fn kind_details(info: &ResourceInfo, name: &str, causes: Vec<Value>) -> Value {
-    let mut details = json!({"name": name, "group": info.group, "kind": info.kind, "causes": causes});
-    if info.group.is_empty() {
+fn kind_details(group: &str, kind: &str, name: &str, causes: Vec<Value>) -> Value {
+    let mut details = json!({"name": name, "group": group, "kind": kind, "causes": causes});
+    if group.is_empty() {
         // shift_remove keeps upstream's field order (remove would move causes up).
         details.as_object_mut().expect("an object").shift_remove("group");
     }
@@ -92,13 +92,18 @@ impl ApiError {
     }
 
     pub fn invalid(info: &ResourceInfo, name: &str, errs: &[FieldError]) -> Self {
+        Self::invalid_kind(info.group, info.kind, name, errs)
+    }
+
+    /// Invalid for any kind, also request options (`ListOptions.meta.k8s.io`).
+    pub fn invalid_kind(group: &str, kind: &str, name: &str, errs: &[FieldError]) -> Self {
         let causes: Vec<Value> = errs
             .iter()
             .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
             .collect();
         ApiError {
-            details: Some(kind_details(info, name, causes)),
-            ..Self::new(422, "Invalid", resources::validation::invalid_message_for(info.group, info.kind, name, errs))
+            details: Some(kind_details(group, kind, name, causes)),
+            ..Self::new(422, "Invalid", resources::validation::invalid_message_for(group, kind, name, errs))
         }
     }
 

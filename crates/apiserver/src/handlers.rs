@@ -145,11 +145,12 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
         }
         Verb::Delete => {
             let options = delete_options(&body, &headers, &q)?;
+            let warnings = orphaning_warning(info, &options);
             let (obj, gone) = reg.delete(stored, ns, &name, &options, None, &opts).await?;
             if gone && !info.returns_deleted_object() {
-                respond::object(fmt, info, &q, &respond::deleted_status(info, &obj), 200, &[])
+                respond::object(fmt, info, &q, &respond::deleted_status(info, &obj), 200, &warnings)
             } else {
-                respond::object(fmt, info, &q, &out(obj), 200, &[])
+                respond::object(fmt, info, &q, &out(obj), 200, &warnings)
             }
         }
         Verb::DeleteCollection => {
@@ -157,20 +158,21 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
             let filter = Filter::new(info, ns, &q)?;
             reg.cache.sync().await?;
             let victims = reg.cache.prefix(info.storage).snapshot(&filter.prefix);
-            let mut deleted = Vec::new();
+            // Upstream answers the objects as listed, before their deletion.
+            let mut listed = Vec::new();
             for c in victims.iter().filter(|c| filter.matches(c)) {
                 let obj = c.obj();
                 let n = obj["metadata"]["name"].as_str().unwrap_or("");
                 let item_ns = obj["metadata"]["namespace"].as_str();
                 match reg.delete(stored, item_ns, n, &options, None, &opts).await {
-                    Ok((obj, _)) => deleted.push(out(obj)),
+                    Ok(_) => listed.push(respond::untyped(out(obj.clone()))),
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
                 }
             }
             let list = json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(),
-                "metadata": {"resourceVersion": reg.cache.revision().to_string()}, "items": deleted});
-            respond::object(fmt, info, &q, &list, 200, &[])
+                "metadata": {"resourceVersion": reg.cache.revision().to_string()}, "items": listed});
+            respond::object(fmt, info, &q, &list, 200, &orphaning_warning(info, &options))
         }
     }
 }
@@ -179,6 +181,17 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
 fn read_object(info: &ResourceInfo, q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
     let (obj, dups) = parse_body(body, &content_type(headers))?;
     decode_object(info, obj, dups, q.field_validation()?)
+}
+
+/// Upstream warns that a Job deleted without a propagation policy leaves its
+/// pods behind (batch/v1's default); other kinds keep quiet.
+fn orphaning_warning(info: &ResourceInfo, options: &Value) -> Vec<String> {
+    let unset = options["propagationPolicy"].is_null() && options["orphanDependents"].is_null();
+    if unset && info.group == "batch" && info.plural == "jobs" {
+        vec!["child pods are preserved by default when jobs are deleted; set propagationPolicy=Background to remove them or set propagationPolicy=Orphan to suppress this warning".to_string()]
+    } else {
+        Vec::new()
+    }
 }
 
 fn delete_options(body: &[u8], headers: &HeaderMap, q: &Query) -> ApiResult<Value> {

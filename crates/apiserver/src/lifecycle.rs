@@ -79,7 +79,7 @@ async fn ensure_api_services(reg: &Registry) -> anyhow::Result<()> {
         if group == "apiregistration.k8s.io" {
             continue; // upstream registers no APIService for the registry itself
         }
-        let (group_min, version_priority) = api_service_priority(group);
+        let (group_min, version_priority) = crate::discovery::priority(group);
         for (i, version) in versions.iter().enumerate() {
             // The preferred (first) version ranks highest: autoscaling v2 30, v1 15.
             let version_priority = version_priority * (versions.len() - i) as i64;
@@ -91,33 +91,6 @@ async fn ensure_api_services(reg: &Registry) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Upstream's group priorities (groupPriorityMinimum, versionPriority).
-fn api_service_priority(group: &str) -> (i64, i64) {
-    match group {
-        "" => (18000, 1),
-        "apps" => (17800, 15),
-        "events.k8s.io" => (17750, 15),
-        "authentication.k8s.io" => (17700, 15),
-        "authorization.k8s.io" => (17600, 15),
-        "autoscaling" => (17500, 15),
-        "batch" => (17400, 15),
-        "certificates.k8s.io" => (17300, 15),
-        "networking.k8s.io" => (17200, 15),
-        "policy" => (17100, 15),
-        "rbac.authorization.k8s.io" => (17000, 15),
-        "storage.k8s.io" => (16800, 15),
-        "admissionregistration.k8s.io" | "apiextensions.k8s.io" => (16700, 15),
-        "scheduling.k8s.io" => (16600, 15),
-        "coordination.k8s.io" => (16500, 15),
-        "node.k8s.io" => (16300, 15),
-        "discovery.k8s.io" => (16200, 15),
-        "flowcontrol.apiserver.k8s.io" => (16100, 21),
-        // What metrics-server's APIService asks for.
-        "metrics.k8s.io" => (100, 100),
-        _ => (15000, 15),
-    }
 }
 
 /// The Service pods reach cluster DNS through: selector-less, since each

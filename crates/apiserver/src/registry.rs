@@ -343,7 +343,7 @@ impl Registry {
             }
             let grace = grace_override.or_else(|| options["gracePeriodSeconds"].as_i64());
             let mut marked = obj.clone();
-            gc_finalizers(&mut marked, options);
+            gc_finalizers(info, &mut marked, options);
             if self.keeps_for_now(info, &mut marked, grace) {
                 crate::go_form::shape(&mut marked);
                 if marked == obj || opts.dry_run {
@@ -387,6 +387,10 @@ impl Registry {
         let now = Utc::now();
         let m = meta(obj);
         let existing = m.get("deletionGracePeriodSeconds").and_then(Value::as_i64);
+        // Being marked is a change of intent, so the generation moves (once).
+        if let Some(g) = m.get("generation").and_then(Value::as_i64).filter(|g| *g > 0 && m.get("deletionTimestamp").is_none()) {
+            m.insert("generation".into(), json!(g + 1));
+        }
         // A second delete may shorten the grace period, never lengthen it.
         if m.get("deletionTimestamp").is_none() || existing.is_some_and(|g| grace < g) {
             let at = now + chrono::Duration::seconds(grace);
@@ -438,11 +442,14 @@ impl Registry {
 /// The garbage collector's finalizers from the delete options (upstream's
 /// deletionFinalizersForGarbageCollection): Orphan adds `orphan`, Foreground
 /// `foregroundDeletion`, Background neither; without a policy the object
-/// keeps what it has. The garbage collector removes them when done.
-fn gc_finalizers(obj: &mut Value, options: &Value) {
+/// keeps what it has, or else gets its kind's default. The garbage
+/// collector removes them when done.
+fn gc_finalizers(info: &ResourceInfo, obj: &mut Value, options: &Value) {
+    let has = |f: &str| obj["metadata"]["finalizers"].as_array().is_some_and(|fs| fs.iter().any(|x| x == f));
     let (orphan, foreground) = match (options["orphanDependents"].as_bool(), options["propagationPolicy"].as_str()) {
         (Some(o), _) => (o, false),
         (None, Some(p)) => (p == "Orphan", p == "Foreground"),
+        (None, None) if info.orphans_by_default() && !has("orphan") && !has("foregroundDeletion") => (true, false),
         (None, None) => return,
     };
     let old: Vec<Value> = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();

@@ -129,7 +129,7 @@ pub fn list(fmt: Format, info: &ResourceInfo, q: &Query, items: &[Arc<Cached>], 
             Ok(json_response(200, json_line(&v), &[]))
         }
         Format::Yaml => {
-            let items: Vec<Value> = items.iter().map(|c| c.obj()).collect();
+            let items: Vec<Value> = items.iter().map(|c| untyped(c.obj())).collect();
             yaml_response(200, &json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(), "metadata": list_meta, "items": items}))
         }
         Format::Json => {
@@ -142,16 +142,34 @@ pub fn list(fmt: Format, info: &ResourceInfo, q: &Query, items: &[Arc<Cached>], 
                 list_meta
             );
             buf.put_slice(head.as_bytes());
+            // Upstream's items carry no kind or apiVersion of their own (the
+            // list's say it); stored objects begin with exactly these two.
+            let typed = format!("{{\"kind\":\"{}\",\"apiVersion\":\"{}\",", info.kind, info.api_version());
             for (i, c) in items.iter().enumerate() {
                 if i > 0 {
                     buf.put_u8(b',');
                 }
-                buf.put_slice(c.json());
+                match c.json().strip_prefix(typed.as_bytes()) {
+                    Some(rest) => {
+                        buf.put_u8(b'{');
+                        buf.put_slice(rest);
+                    }
+                    None => buf.put_slice(c.json()),
+                }
             }
             buf.put_slice(b"]}\n");
             Ok(json_response(200, buf.freeze(), &[]))
         }
     }
+}
+
+/// An object as a list item: without the kind and apiVersion the list names.
+pub fn untyped(mut obj: Value) -> Value {
+    if let Some(m) = obj.as_object_mut() {
+        m.shift_remove("kind");
+        m.shift_remove("apiVersion");
+    }
+    obj
 }
 
 /// The Status upstream answers for a delete that removed the object at once.

@@ -76,6 +76,12 @@ impl ResourceInfo {
         KINDS.contains(&(self.group, self.plural))
     }
 
+    /// A delete that names no propagation policy orphans the dependents, kept
+    /// by upstream for these kinds' v1 API (`DefaultGarbageCollectionPolicy`).
+    pub fn orphans_by_default(&self) -> bool {
+        matches!((self.group, self.plural), ("", "replicationcontrollers") | ("batch", "jobs"))
+    }
+
     /// The path of a selectable field and the text it has when unset, or
     /// None when the kind does not support it.
     pub fn field_path(&self, name: &str) -> Option<(&'static str, &'static str)> {
@@ -176,7 +182,7 @@ macro_rules! const_lower {
 /// Every served kind, in the order discovery lists them.
 pub static CATALOG: &[ResourceInfo] = &[
     // core/v1
-    entry!("", "v1", "Pod", "pods", k::core::v1::Pod, ns=true, short=&["po"], cat=ALL, status=true, scale=None, gen=false, fields=POD_FIELDS, storage="pods"),
+    entry!("", "v1", "Pod", "pods", k::core::v1::Pod, ns=true, short=&["po"], cat=ALL, status=true, scale=None, gen=true, fields=POD_FIELDS, storage="pods"),
     entry!("", "v1", "Service", "services", k::core::v1::Service, ns=true, short=&["svc"], cat=ALL, status=true, scale=None, gen=false, fields=&[("spec.clusterIP", "spec.clusterIP", ""), ("spec.type", "spec.type", "")], storage="services"),
     entry!("", "v1", "Endpoints", "endpoints", k::core::v1::Endpoints, ns=true, short=&["ep"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="endpoints"),
     entry!("", "v1", "ConfigMap", "configmaps", k::core::v1::ConfigMap, ns=true, short=&["cm"], cat=NONE, status=false, scale=None, gen=false, fields=&[], storage="configmaps"),

@@ -134,6 +134,8 @@ pub(super) fn job(o: &mut Obj) {
     let replacement = if has_failure_policy { "Failed" } else { "TerminatingOrFailed" };
     default_value(spec, "podReplacementPolicy", replacement.into());
     pod_template_object(spec);
+    // Upstream answers a generated selector with `manualSelector: false`.
+    default_value(spec, "manualSelector", false.into());
     if spec.get("manualSelector").and_then(Value::as_bool) != Some(true) {
         generate_job_selector(o);
     }
