@@ -161,6 +161,8 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     if items.is_empty() {
         return None;
     }
+    // Upstream installs (and so lists) a group version's paths sorted by name.
+    items.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": items}))
 }
@@ -197,7 +199,7 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| {
-            let resources: Vec<Value> = resources_of(group, v)
+            let mut resources: Vec<Value> = resources_of(group, v)
                 .map(|r| {
                     let mut e = json!({
                         "resource": r.plural,
@@ -226,6 +228,7 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
                         "scope": if a.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "", "verbs": APART_VERBS})
                 }))
                 .collect();
+            resources.sort_by(|a, b| a["resource"].as_str().cmp(&b["resource"].as_str()));
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
         .collect();
@@ -272,7 +275,8 @@ mod tests {
         let names: Vec<&str> = a["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
         assert!(names.contains(&"apps") && names.contains(&"rbac.authorization.k8s.io") && names.contains(&"metrics.k8s.io"));
         let apps = a["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == "apps").unwrap();
-        let scale = apps["versions"][0]["resources"][0]["subresources"].as_array().unwrap();
+        let deployments = apps["versions"][0]["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "deployments").unwrap();
+        let scale = deployments["subresources"].as_array().unwrap();
         assert!(scale.iter().any(|s| s["subresource"] == "scale"));
     }
 
@@ -282,6 +286,11 @@ mod tests {
         let names: Vec<&str> = list["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
         assert_eq!(&names[..3], ["apiregistration.k8s.io", "apps", "events.k8s.io"]);
         assert_eq!(names.last(), Some(&"metrics.k8s.io"));
+        let core = resource_list("", "v1").unwrap();
+        let core: Vec<&str> = core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        assert_eq!(&core[..4], ["bindings", "componentstatuses", "configmaps", "endpoints"]);
+        let at = |r: &str| core.iter().position(|n| *n == r).unwrap();
+        assert!(at("pods") < at("pods/attach") && at("pods/status") < at("podtemplates"));
         let at = |g: &str| names.iter().position(|n| *n == g).unwrap();
         assert!(at("autoscaling") < at("batch") && at("storage.k8s.io") < at("scheduling.k8s.io") && at("node.k8s.io") < at("discovery.k8s.io"));
     }
