@@ -183,6 +183,17 @@ fn read_object(info: &ResourceInfo, q: &Query, headers: &HeaderMap, body: &[u8])
     decode_object(info, obj, dups, q.field_validation()?)
 }
 
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Upstream warns that a Job deleted without a propagation policy leaves its
 /// pods behind (batch/v1's default); other kinds keep quiet.
 fn orphaning_warning(info: &ResourceInfo, options: &Value) -> Vec<String> {
@@ -200,6 +211,9 @@ fn delete_options(body: &[u8], headers: &HeaderMap, q: &Query) -> ApiResult<Valu
     } else {
         parse_body(body, &content_type(headers))?.0
     };
+    if !options.is_object() {
+        return Err(ApiError::bad_request(format!("the request body must be a DeleteOptions object, not {}", kind_of(&options))));
+    }
     if let Some(g) = q.int("gracePeriodSeconds")? {
         options["gracePeriodSeconds"] = json!(g);
     }
@@ -357,4 +371,18 @@ async fn server_side_apply(
         }
     }
     Err(ApiError::internal("apply kept racing with concurrent writes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_options_that_are_not_an_object_are_a_bad_request() {
+        let q = Query::parse(Some("gracePeriodSeconds=3"));
+        let err = delete_options(b"[1,2]", &HeaderMap::new(), &q).unwrap_err();
+        assert_eq!((err.code, err.message.as_str()), (400, "the request body must be a DeleteOptions object, not an array"));
+        let ok = delete_options(b"{}", &HeaderMap::new(), &q).unwrap();
+        assert_eq!(ok["gracePeriodSeconds"], 3);
+    }
 }

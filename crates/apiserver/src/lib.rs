@@ -197,7 +197,23 @@ fn is_public(path: &str) -> bool {
     ["/healthz", "/livez", "/readyz", "/version"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")))
 }
 
-async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
+/// Serves one request; a panic in handling it answers 500 with a Status
+/// (and is logged with the request) instead of resetting the client's
+/// stream, and leaves every other request alone.
+async fn dispatch(state: State<Arc<App>>, req: Request) -> Response {
+    use futures::FutureExt;
+    let what = format!("{} {}", req.method(), req.uri());
+    match std::panic::AssertUnwindSafe(handle(state, req)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            tracing::error!(request = %what, "panic while handling a request: {why}");
+            ApiError::internal("an error on the server prevented the request from succeeding").into_response()
+        }
+    }
+}
+
+async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let start = Instant::now();
     let (parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
