@@ -71,6 +71,9 @@ fn object_counts_are_enforced_and_released(s: &Server) {
     assert!(err.contains("requested: count/deployments.apps=1, used: count/deployments.apps=1, limited: count/deployments.apps=1"), "{err}");
     s.ok(&["delete", "service", "one", "-n", ns]);
     wait_used(s, ns, "services", "0");
+    // Kinds counted by `count/<plural>.<group>` are released on deletion too.
+    s.ok(&["delete", "deployment", "d1", "-n", ns]);
+    wait_used(s, ns, "count/deployments.apps", "0");
 }
 
 fn compute_quota_with_limit_range_defaults(s: &Server) {

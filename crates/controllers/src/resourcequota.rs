@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::{stream, StreamExt};
+use futures::stream::{self, BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PartialObjectMeta, PostParams};
 use kube::discovery::Discovery;
@@ -43,11 +44,11 @@ pub async fn run(client: Client, (pods, pod_events): Watched<Pod>) {
     // in flight, lower `used` below what was charged and let them overshoot.
     let pod_store = pods.clone();
     let pod_events = pod_events.filter(move |p| std::future::ready(pod_store.get(&ObjectRef::from_obj(p.as_ref())).is_none() || pod_finished(p))).map(|p| p.namespace());
-    let others = LEGACY_COUNTS.iter().filter(|p| !matches!(**p, "pods" | "resourcequotas")).map(|plural| {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &core_resource(plural));
-        released(plural, metadata_watcher(api, watcher::Config::default()).default_backoff()).boxed()
-    });
-    let mut events = stream::select_all(others.chain([quota_events.boxed(), pod_events.boxed()])).ready_chunks(4096);
+    // Other counted kinds: the legacy core ones from the start, kinds named
+    // by `count/<plural>.<group>` once a quota first counts them.
+    let others = LEGACY_COUNTS.iter().filter(|p| !matches!(**p, "pods" | "resourcequotas")).map(|plural| released_in(&client, &core_resource(plural)));
+    let mut sources: SelectAll<BoxStream<'static, Option<String>>> =
+        stream::select_all(others.chain([quota_events.boxed(), pod_events.boxed()]));
     let mut tick = tokio::time::interval(RESYNC);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut kinds = Kinds::default();
@@ -56,8 +57,18 @@ pub async fn run(client: Client, (pods, pod_events): Watched<Pod>) {
     let mut full_pending = false;
     loop {
         let mut namespaces: BTreeSet<String> = tokio::select! {
-            e = events.next() => match e {
-                Some(batch) => batch.into_iter().flatten().collect(),
+            e = sources.next() => match e {
+                // With whatever else is ready: one recount per namespace for a burst.
+                Some(first) => {
+                    let mut batch: BTreeSet<String> = first.into_iter().collect();
+                    for _ in 0..4096 {
+                        match sources.next().now_or_never() {
+                            Some(Some(more)) => batch.extend(more),
+                            _ => break,
+                        }
+                    }
+                    batch
+                }
                 None => return,
             },
             _ = tick.tick() => {
@@ -79,7 +90,17 @@ pub async fn run(client: Client, (pods, pod_events): Watched<Pod>) {
                 sync_namespace(&client, &ns, &in_ns, &pods.state(), &mut kinds).await;
             }
         }
+        for ar in kinds.newly_found.drain(..) {
+            sources.push(released_in(&client, &ar));
+        }
     }
+}
+
+/// Namespaces where objects of a kind went away (or changed, see `released`).
+fn released_in(client: &Client, ar: &ApiResource) -> BoxStream<'static, Option<String>> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
+    let tracks_updates = ar.group.is_empty() && matches!(ar.plural.as_str(), "services" | "persistentvolumeclaims");
+    released(tracks_updates, metadata_watcher(api, watcher::Config::default()).default_backoff()).boxed()
 }
 
 /// A finished pod no longer counts.
@@ -87,14 +108,13 @@ fn pod_finished(p: &Pod) -> bool {
     matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
-/// The namespaces where objects of `plural` went away, or, for Services and
-/// claims, changed (a type or size change can release usage); new objects
-/// are charged by admission, so they wake nothing.
-fn released<S>(plural: &'static str, events: S) -> impl futures::Stream<Item = Option<String>>
+/// The namespaces where objects went away, or, with `tracks_updates` (for
+/// Services and claims), changed: a type or size change can release usage.
+/// New objects are charged by admission, so they wake nothing.
+fn released<S>(tracks_updates: bool, events: S) -> impl futures::Stream<Item = Option<String>>
 where
     S: futures::Stream<Item = Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error>>,
 {
-    let tracks_updates = matches!(plural, "services" | "persistentvolumeclaims");
     events.scan(HashSet::new(), move |seen, e| {
         let ns = match e {
             Ok(watcher::Event::Delete(o)) => {
@@ -132,9 +152,13 @@ fn core_resource(plural: &str) -> ApiResource {
     ApiResource { group: String::new(), version: "v1".into(), api_version: "v1".into(), kind: kind.into(), plural: plural.into() }
 }
 
-/// Kinds found through discovery, for `count/<plural>.<group>`.
+/// Kinds found through discovery, for `count/<plural>.<group>`, and those
+/// found since the controller last started watching them.
 #[derive(Default)]
-struct Kinds(HashMap<Kind, Option<ApiResource>>);
+struct Kinds {
+    found: HashMap<Kind, Option<ApiResource>>,
+    newly_found: Vec<ApiResource>,
+}
 
 impl Kinds {
     async fn resolve(&mut self, client: &Client, (group, plural): &Kind) -> Option<ApiResource> {
@@ -142,12 +166,13 @@ impl Kinds {
             return Some(core_resource(plural));
         }
         let key = (group.clone(), plural.clone());
-        if let Some(Some(found)) = self.0.get(&key) {
+        if let Some(Some(found)) = self.found.get(&key) {
             return Some(found.clone());
         }
         let discovery = Discovery::new(client.clone()).filter(&[group.as_str()]).run().await.ok()?;
         let found = discovery.groups().flat_map(|g| g.recommended_resources()).map(|(ar, _)| ar).find(|ar| ar.plural == *plural);
-        self.0.insert(key, found.clone());
+        self.newly_found.extend(found.clone());
+        self.found.insert(key, found.clone());
         found
     }
 }
@@ -249,16 +274,16 @@ mod tests {
 
     #[tokio::test]
     async fn creates_wake_no_recount_but_releases_do() {
-        let events = |plural| {
+        let events = |tracks_updates| {
             let es = vec![
                 Ok(watcher::Event::Apply(meta("a", "1"))),
                 Ok(watcher::Event::Apply(meta("b", "1"))),
                 Ok(watcher::Event::Delete(meta("c", "1"))),
             ];
-            released(plural, stream::iter(es)).collect::<Vec<_>>()
+            released(tracks_updates, stream::iter(es)).collect::<Vec<_>>()
         };
-        assert_eq!(events("configmaps").await, vec![None, None, Some("c".to_string())]);
+        assert_eq!(events(false).await, vec![None, None, Some("c".to_string())]);
         // A Service seen before changed: its type may have released a node port.
-        assert_eq!(events("services").await, vec![None, Some("b".to_string()), Some("c".to_string())]);
+        assert_eq!(events(true).await, vec![None, Some("b".to_string()), Some("c".to_string())]);
     }
 }
