@@ -66,10 +66,18 @@ fn assert_host_clean(s: &Server, trace: &HostTrace) {
     for ns in &trace.netns {
         assert!(!Path::new("/run/netns").join(ns).exists(), "netns {ns} left behind");
     }
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // The agent removes a pod's sandbox before its volumes (every pod has at
+    // least its projected token volume, a tmpfs): give the unmounts a moment.
     let dir = s.dir.path().to_string_lossy().to_string();
-    let ours: Vec<&str> = mounts.lines().filter(|l| l.contains(&dir)).collect();
-    assert!(ours.is_empty(), "mounts left behind:\n{}", ours.join("\n"));
+    let ours = || -> Vec<String> {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        mounts.lines().filter(|l| l.contains(&dir)).map(String::from).collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ours().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ours().is_empty(), "mounts left behind:\n{}", ours().join("\n"));
     let veths = Command::new("ip").args(["-o", "link", "show", "master", &node.bridge]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&veths.stdout).trim(), "", "veths left on {}", node.bridge);
     // cgroup v2 has one tree; v1 one per controller (memory and pids are the ones the agent always uses).

@@ -53,7 +53,6 @@ class Pod(Case):
         self.assertTrue(cs.container_id and cs.image_id)
         self.assertEqual(core.read_namespaced_pod_status(POD, NS).status.pod_ip, st.pod_ip)
 
-    @unittest.skip("the ServiceAccount admission's projected token volume needs TokenRequest (issue 14)")
     def test_service_account_token_mount(self):
         # The ServiceAccount admission mounts the API token (automountServiceAccountToken defaults to true).
         c = core.read_namespaced_pod(POD, NS).spec.containers[0]

@@ -120,6 +120,7 @@ impl Admission {
         match (info.group, info.kind) {
             ("", "Service") => self.allocate(reg, info, obj, None).await?,
             ("", "Pod") => {
+                crate::service_account_admission::admit_new_pod(reg, info, obj).await?;
                 crate::priority::admit_new_pod(reg, info, obj).await?;
                 crate::runtime_class::admit_new_pod(reg, info, obj).await?;
                 crate::limit_ranger::admit_pod(reg, info, obj).await?;

@@ -331,6 +331,11 @@ impl PrefixCache {
         self.state.read().unwrap().under(sub_prefix)
     }
 
+    /// The object at exactly `key`.
+    pub fn get(&self, key: &str) -> Option<Arc<Cached>> {
+        self.state.read().unwrap().objects.get(key).cloned()
+    }
+
     /// Subscribes to events after `after`; None when the window no longer reaches back that far.
     pub fn subscribe_after(&self, after: Revision) -> Option<Subscription> {
         let st = self.state.read().unwrap();

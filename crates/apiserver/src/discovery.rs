@@ -103,6 +103,7 @@ const SUBRESOURCES: &[(&str, &str, &str, (&str, &str, &str), &[&str])] = &[
     ("", "pods", "portforward", ("", "v1", "PodPortForwardOptions"), &["create", "get"]),
     ("", "pods", "proxy", ("", "v1", "PodProxyOptions"), PROXY_VERBS),
     ("", "pods", "resize", ("", "v1", "Pod"), &["get", "patch", "update"]),
+    ("", "serviceaccounts", "token", ("authentication.k8s.io", "v1", "TokenRequest"), &["create"]),
     ("", "services", "proxy", ("", "v1", "ServiceProxyOptions"), PROXY_VERBS),
     ("", "nodes", "proxy", ("", "v1", "NodeProxyOptions"), PROXY_VERBS),
 ];

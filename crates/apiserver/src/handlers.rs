@@ -60,6 +60,11 @@ pub async fn handle(reg: Arc<Registry>, r: ResourceRequest, q: Query, headers: H
             let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
             return respond::object(fmt, info, &q, &status, 201, &[]);
         }
+        Some("token") if info.kind == "ServiceAccount" && r.verb == Verb::Create => {
+            let (body, _) = parse_body(&body, &content_type(&headers))?;
+            let out = crate::authn::token_request::create(&reg, ns.unwrap_or("default"), r.name.as_deref().unwrap_or_default(), &body, q.dry_run()?).await?;
+            return respond::object(fmt, info, &q, &out, 201, &[]);
+        }
         Some(_) => return Err(ApiError::path_not_found()),
     }
     if sub.is_some() && matches!(r.verb, Verb::Create | Verb::Delete | Verb::List | Verb::Watch | Verb::DeleteCollection) {

@@ -3,6 +3,7 @@
 
 mod admission;
 mod apply;
+pub mod authn;
 mod cache;
 mod collection;
 mod components;
@@ -28,6 +29,7 @@ mod request;
 mod resource_metrics;
 mod respond;
 mod runtime_class;
+mod service_account_admission;
 pub mod serve;
 mod storage_admission;
 mod strategic;
@@ -68,6 +70,8 @@ pub struct Config {
     pub event_ttl: std::time::Duration,
     /// ClusterIP of the `kube-system/kube-dns` Service (the agents' `--cluster-dns`); None = no such Service.
     pub cluster_dns: Option<std::net::Ipv4Addr>,
+    /// Authentication: tokens, the ServiceAccount issuer, anonymous requests.
+    pub authn: authn::Options,
 }
 
 pub struct App {
@@ -89,7 +93,8 @@ pub async fn build(store: store::DynStore, config: &Config, advertise: IpAddr) -
     let storages: Vec<&str> = resources::catalog::CATALOG.iter().map(|r| r.storage).collect();
     let cache = WatchCache::start(store.clone(), &storages).await?;
     let admission = Admission::new(config.service_cidr, config.node_ports);
-    let registry = Arc::new(Registry { store, cache, admission });
+    let authn = authn::Authenticator::new(&config.authn)?;
+    let registry = Arc::new(Registry { store, cache, admission, authn });
     let service_ip = config.service_cidr.nth(1).to_string();
     lifecycle::bootstrap(&registry, &service_ip, &advertise.to_string(), config.port).await?;
     if let Some(dns) = config.cluster_dns {
@@ -101,6 +106,7 @@ pub async fn build(store: store::DynStore, config: &Config, advertise: IpAddr) -
     tokio::spawn(lifecycle::run_namespace_cleanup(registry.clone()));
     tokio::spawn(lifecycle::run_compaction(registry.clone()));
     tokio::spawn(lifecycle::run_event_expiry(registry.clone(), config.event_ttl));
+    tokio::spawn(authn::legacy::run(registry.clone()));
     Ok(Arc::new(App {
         registry,
         metrics: metrics::Metrics::default(),
@@ -130,7 +136,7 @@ pub struct Server {
     tls: Arc<rustls::ServerConfig>,
 }
 
-pub async fn start(config: Config, store: store::DynStore) -> anyhow::Result<Server> {
+pub async fn start(mut config: Config, store: store::DynStore) -> anyhow::Result<Server> {
     let advertise = advertise_address(config.bind_address);
     let mut sans = vec![config.service_cidr.nth(1).to_string(), advertise.to_string()];
     if !config.bind_address.is_unspecified() {
@@ -139,6 +145,8 @@ pub async fn start(config: Config, store: store::DynStore) -> anyhow::Result<Ser
     let pki = pki::ensure(&config.data_dir.join("server").join("tls"), &sans)?;
     let host = if config.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { config.bind_address.to_string() };
     let url = format!("https://{}", SocketAddr::new(host.parse()?, config.port));
+    config.authn.signing_key_pem = Some(pki.service_account_key_pem.clone());
+    config.authn.ca_pem = pki.ca_cert_pem.clone();
     let app = build(store, &config, advertise).await?;
     let _ = app.kubelet_tls.set(pki::kubelet_client_tls_config(&pki)?);
     tokio::spawn(resource_metrics::scrape::run(app.clone()));
@@ -225,12 +233,21 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     if join::is_join_path(&path) {
         return join::handle(app.joiner.get(), Request::from_parts(parts, body)).await;
     }
-    if let Some(id) = parts.extensions.get::<serve::Identity>() {
-        if id.user == "system:anonymous" && !is_public(&path) {
-            let mut e = ApiError::new(401, "Unauthorized", "Unauthorized");
-            e.details = None;
-            return e.into_response();
+    // Requests over TLS carry the client certificate's identity; in-process
+    // clients (controllers, scheduler, the local agent) carry none and are trusted.
+    let mut parts = parts;
+    if let Some(conn) = parts.extensions.get::<serve::Identity>() {
+        let id = match app.registry.authn.authenticate(&app.registry, &parts.headers, conn).await {
+            Ok(id) => id,
+            Err(e) => return e.into_response(),
+        };
+        if id.is_anonymous() && !is_public(&path) {
+            return authn::unauthorized().into_response();
         }
+        parts.extensions.insert(id);
+    }
+    if let Some(r) = (parts.method == Method::GET).then(|| authn::oidc::handle(&app.registry.authn, &app.server_address, &path)).flatten() {
+        return r;
     }
     // HTTP to a pod, a Service's endpoint or a node's agent, streamed both ways.
     // The proxied rest of the path goes on as the client escaped it.

@@ -14,6 +14,7 @@
 //! | `admin.key`   | its key (0600)                                         |
 //! | `kubelet-client.crt` | `CN=skiff-apiserver-kubelet-client, O=system:masters`: the API server's certificate towards node agents (logs, exec, port-forward) |
 //! | `kubelet-client.key` | its key (0600)                                  |
+//! | `service-account.key` | the ECDSA P-256 key ServiceAccount tokens are signed with (0600); never replaced once it exists |
 //!
 //! On the first start all of them are created; on later starts they are
 //! reused as they are. The serving certificate alone is re-issued (with the
@@ -71,6 +72,8 @@ pub struct Pki {
     /// The API server's client certificate towards node agents.
     pub kubelet_client_cert_pem: String,
     pub kubelet_client_key_pem: String,
+    /// The ServiceAccount token signing key (PKCS#8 PEM).
+    pub service_account_key_pem: String,
     pub dir: PathBuf,
     pub ca_cert_path: PathBuf,
     pub ca_key_path: PathBuf,
@@ -165,7 +168,18 @@ pub fn ensure(dir: &Path, extra_sans: &[String]) -> Result<Pki> {
         ClientFiles { user: KUBELET_CLIENT_USER, group: "system:masters", cert: &kubelet_client_cert_path, key: &kubelet_client_key_path };
     let (kubelet_client_cert_pem, kubelet_client_key_pem) = kubelet_client.ensure(&ca, new_ca)?;
 
+    // --- ServiceAccount signing key: replacing it would void every token ---
+    let sa_key_path = dir.join("service-account.key");
+    let service_account_key_pem = if sa_key_path.exists() {
+        read_string(&sa_key_path)?
+    } else {
+        let pem = crate::authn::jwt::SigningKey::generate_pem()?;
+        write_private(&sa_key_path, &pem)?;
+        pem
+    };
+
     Ok(Pki {
+        service_account_key_pem,
         ca_cert_pem,
         ca_key_pem,
         server_cert_pem,

@@ -30,6 +30,8 @@ pub struct Registry {
     pub store: DynStore,
     pub cache: Arc<WatchCache>,
     pub admission: Admission,
+    /// Who requests come from, and the ServiceAccount token signer.
+    pub authn: crate::authn::Authenticator,
 }
 
 pub fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
@@ -81,7 +83,7 @@ fn with_rev(mut obj: Value, kv: &KeyValue) -> Value {
     obj
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     // Upstream's alphabet: no vowels (no words) and no confusable characters.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::thread_rng();

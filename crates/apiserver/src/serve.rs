@@ -25,15 +25,18 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// by themselves).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Who is calling, as Kubernetes' x509 authenticator sees it.
+/// Who is calling, as upstream's user.Info: name, uid, groups and extra.
 ///
 /// With a client certificate that chains to the cluster CA: `user` is the
 /// subject's CN, `groups` its O values followed by `system:authenticated`.
-/// Without one: `system:anonymous` in `system:unauthenticated`.
+/// Without one: `system:anonymous` in `system:unauthenticated`, until a
+/// bearer token says otherwise (`authn`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub user: String,
     pub groups: Vec<String>,
+    pub uid: String,
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Identity {
@@ -43,6 +46,8 @@ impl Identity {
         Identity {
             user: Self::ANONYMOUS_USER.to_string(),
             groups: vec!["system:unauthenticated".to_string()],
+            uid: String::new(),
+            extra: Default::default(),
         }
     }
 
@@ -76,7 +81,7 @@ impl Identity {
             }
         }
         groups.push("system:authenticated".to_string());
-        Ok(Identity { user, groups })
+        Ok(Identity { user, groups, uid: String::new(), extra: Default::default() })
     }
 }
 
@@ -462,7 +467,9 @@ mod tests {
                     "team-a".into(),
                     "team-b".into(),
                     "system:authenticated".into()
-                ]
+                ],
+                uid: String::new(),
+                extra: Default::default(),
             }
         );
 

@@ -216,6 +216,7 @@ async fn follows_the_api_and_publishes_the_node_endpoint() {
         node_ports: (30000, 32767),
         event_ttl: Duration::from_secs(3600),
         cluster_dns: Some(ip("10.43.0.10")),
+        authn: Default::default(),
     };
     let app = apiserver::build(Arc::new(store::MemoryStore::new()), &config, "127.0.0.1".parse().unwrap()).await.unwrap();
     let client = client::in_process(apiserver::router(app));

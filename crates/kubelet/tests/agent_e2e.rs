@@ -110,6 +110,7 @@ async fn run_scenario() -> anyhow::Result<()> {
         node_ports: (30000, 32767),
         event_ttl: std::time::Duration::from_secs(3600),
         cluster_dns: None,
+        authn: Default::default(),
     };
     let server = apiserver::start(config, Arc::new(store::MemoryStore::new())).await?;
     let server_task = tokio::spawn(async move {

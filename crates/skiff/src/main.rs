@@ -106,6 +106,18 @@ struct ServerArgs {
     /// Secret (or whole K10... token) agents join with [default: the one stored in DATA_DIR/server/token, made on first start].
     #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Issuer (`iss`) of the ServiceAccount tokens this server signs and accepts.
+    #[arg(long, default_value = apiserver::authn::DEFAULT_ISSUER)]
+    service_account_issuer: String,
+    /// Audiences API tokens must name (comma-separated) [default: the issuer].
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// Static bearer tokens: a CSV file of token,user,uid[,"group1,group2"] lines.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Serve requests without credentials as system:anonymous (false: refuse them, even /healthz, with 401).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    anonymous_auth: bool,
     /// Do not run the node agent (containers, pod network) on this host.
     #[arg(long)]
     disable_agent: bool,
@@ -168,6 +180,13 @@ async fn server(mut args: ServerArgs) -> anyhow::Result<()> {
         node_ports,
         event_ttl: args.event_ttl,
         cluster_dns: Some(cluster_dns),
+        authn: apiserver::authn::Options {
+            issuer: args.service_account_issuer.clone(),
+            audiences: args.api_audiences.iter().filter(|a| !a.is_empty()).cloned().collect(),
+            token_auth_file: args.token_auth_file.clone(),
+            anonymous: args.anonymous_auth,
+            ..Default::default()
+        },
     };
     let server = apiserver::start(config, Arc::new(store)).await?;
     server.enable_join(&args.data_dir.join("server").join("token"), args.token.as_deref(), &args.cluster_cidr)?;

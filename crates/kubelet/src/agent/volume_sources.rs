@@ -104,7 +104,8 @@ fn add_downward<'a>(p: &mut Payload, pod: &Pod, ctx: &FieldContext, items: impl 
     Ok(())
 }
 
-/// Tokens issued for projected volumes, reused until 80% of their lifetime.
+/// Tokens issued for projected volumes, reused until 80% of their lifetime
+/// or a day has passed, whichever is first (upstream's token manager).
 static TOKENS: Mutex<Option<HashMap<String, (String, Instant)>>> = Mutex::new(None);
 /// When the API server last said it has no TokenRequest: asked again only after a while.
 static NO_TOKEN_API: Mutex<Option<Instant>> = Mutex::new(None);
@@ -131,8 +132,10 @@ async fn service_account_token(client: &Client, pod: &Pod, key: &str, audience: 
     };
     match Api::<ServiceAccount>::namespaced(client.clone(), &ns).create_token_request(&sa, &PostParams::default(), &req).await {
         Ok(tr) => {
+            // The lifetime the server granted, which may differ from the one asked for.
+            let lifetime = tr.spec.expiration_seconds.unwrap_or(expiration).max(600) as u64;
             let token = tr.status.map(|s| s.token).unwrap_or_default();
-            let renew_at = Instant::now() + Duration::from_secs((expiration.max(600) as u64) * 8 / 10);
+            let renew_at = Instant::now() + renew_after(lifetime);
             TOKENS.lock().unwrap().get_or_insert_with(HashMap::new).insert(key.to_string(), (token.clone(), renew_at));
             Ok(Some(token))
         }
@@ -144,6 +147,12 @@ async fn service_account_token(client: &Client, pod: &Pod, key: &str, audience: 
         Err(e) => Err(anyhow!("failed to fetch token: {e}")),
     }
 }
+
+/// When a token of `lifetime` seconds is fetched again.
+fn renew_after(lifetime: u64) -> Duration {
+    Duration::from_secs(lifetime * 8 / 10).min(MAX_TOKEN_AGE)
+}
+const MAX_TOKEN_AGE: Duration = Duration::from_secs(24 * 3600);
 
 pub async fn projected(client: &Client, pod: &Pod, ctx: &FieldContext, volume: &str, src: &ProjectedVolumeSource) -> Result<Payload> {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
@@ -196,6 +205,12 @@ mod tests {
         project(&mut p, &data, Some(&items), 0o644, true, |k| k.to_string()).unwrap();
         assert_eq!(p["dir/x"], FileProjection { data: b"1".to_vec(), mode: 0o400 });
         assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn tokens_renew_at_80_percent_or_after_a_day() {
+        assert_eq!(renew_after(3607), Duration::from_secs(2885));
+        assert_eq!(renew_after(365 * 24 * 3600), Duration::from_secs(24 * 3600));
     }
 
     #[test]

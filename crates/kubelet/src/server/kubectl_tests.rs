@@ -47,6 +47,7 @@ impl Cluster {
             node_ports: (30000, 32767),
         event_ttl: std::time::Duration::from_secs(3600),
         cluster_dns: None,
+        authn: Default::default(),
         };
         let server = apiserver::start(config, Arc::new(store::MemoryStore::new())).await.unwrap();
         let (cert, key) = server.pki.issue_node_serving_cert("node-1", &[IpAddr::V4(Ipv4Addr::LOCALHOST)]).unwrap();
