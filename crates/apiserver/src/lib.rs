@@ -210,12 +210,13 @@ fn is_public(path: &str) -> bool {
 /// stream, and leaves every other request alone.
 async fn dispatch(state: State<Arc<App>>, req: Request) -> Response {
     use futures::FutureExt;
-    let what = format!("{} {}", req.method(), req.uri());
+    // Kept for the log line only; formatted only if a panic happens.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     match std::panic::AssertUnwindSafe(handle(state, req)).catch_unwind().await {
         Ok(response) => response,
         Err(panic) => {
             let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
-            tracing::error!(request = %what, "panic while handling a request: {why}");
+            tracing::error!(request = %format!("{method} {uri}"), "panic while handling a request: {why}");
             ApiError::internal("an error on the server prevented the request from succeeding").into_response()
         }
     }
